@@ -1,0 +1,16 @@
+"""aire-export: prune diagonal SSMs with AIRE-Prune, shrink them, lower them, prove the result.
+
+Public API (DESIGN §8)::
+
+    import aire_export as ax
+    model = ax.load("model.pt")
+    model = ax.import_checkpoint("s5-flax", "best_state.msgpack", config="run_args.json")
+    ax.save(model, "model.pt")
+"""
+
+from aire_export.checkpoints import import_checkpoint, load, save
+from aire_export.errors import AireError
+
+__version__ = "0.1.0"
+
+__all__ = ["AireError", "__version__", "import_checkpoint", "load", "save"]

@@ -1,0 +1,63 @@
+"""Errors a user can act on, and the exit codes the CLI maps them to.
+
+Every exception raised for a user mistake derives from :class:`AireError` and carries a message
+that says what to do. The CLI prints the message on one line and exits with ``exit_code``:
+
+==========  =====================================================================
+exit code   meaning
+==========  =====================================================================
+0           success: every parity gate passed
+1           internal error (a bug in aire-export: please report it)
+2           bad input: a missing or unreadable file, a bad option, a bad checkpoint
+3           a parity gate failed (the report is still written)
+4           a requested runtime (TensorRT, onnxruntime CUDA, a GPU) is missing
+5           the output location cannot be written
+==========  =====================================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_PARITY = 3
+EXIT_RUNTIME_MISSING = 4
+EXIT_OUTPUT = 5
+
+
+class AireError(Exception):
+    """Base class of errors the user can act on."""
+
+    exit_code: int = EXIT_INTERNAL
+
+
+class InputError(AireError):
+    """A bad option, file or value given by the user."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class CheckpointError(InputError):
+    """A checkpoint that cannot be read, is not ours, or does not match its config."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that holds pickled Python objects, which could run code when loaded."""
+
+
+class ParityError(AireError):
+    """A lowering-fidelity gate failed."""
+
+    exit_code = EXIT_PARITY
+
+
+class RuntimeMissingError(AireError):
+    """A requested runtime (TensorRT, onnxruntime's CUDA provider, a GPU) is not available."""
+
+    exit_code = EXIT_RUNTIME_MISSING
+
+
+class OutputError(AireError):
+    """The output location cannot be written."""
+
+    exit_code = EXIT_OUTPUT

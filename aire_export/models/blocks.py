@@ -1,0 +1,285 @@
+"""What S5 and S4D networks share: config fields, norms, pooling, the network skeleton, streaming.
+
+Network (S5 `StackedEncoderModel` + `ClassificationModel`; S4D `example.py` `S4Model`):
+
+    h = encoder(x)                               (B, L, H)   Dense, or an embedding for tokens
+    for each block:  h = block(h)                (B, L, H)   residual block around an SSM core
+    z = pool(h, lengths)                         (B, H)      mean (masked by lengths) or last
+    y = decoder(z)                               (B, d_output), then log_softmax if configured
+
+Streaming (``step``): the same network one time step at a time with explicit state. After t
+steps, the output equals the sequence output on the first t inputs (unidirectional models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aire_export.errors import InputError
+from aire_export.models.modal import ModalSystem
+
+INPUT_KINDS = ("features", "tokens")
+POOLINGS = ("pool", "last")
+OUTPUTS = ("log_softmax", "logits")
+NORMS = ("batch", "layer")
+
+
+@dataclass(kw_only=True)
+class NetworkConfig:
+    """Architecture of a sequence classifier around diagonal SSM layers.
+
+    d_input: features per step, or the vocabulary size when ``input_kind == "tokens"``
+        (token ids are one-hot encoded, as the reference does, so the encoder Dense is an
+        embedding lookup plus bias).
+    d_model: H, the width of every block.
+    d_output: number of classes.
+    state_sizes: stored states per layer (S5: P, halved when conj_sym; S4D: modes per channel).
+        A layer with 0 states has no scan left (its core is the feedthrough D·u).
+    """
+
+    d_input: int
+    d_model: int
+    d_output: int
+    state_sizes: list[int]
+    input_kind: str = "features"
+    pooling: str = "pool"
+    output: str = "log_softmax"
+    prenorm: bool = True
+    norm: str = "batch"
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    gelu_approximate: str = "tanh"
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.state_sizes)
+
+    def validate(self) -> None:
+        """Raise InputError naming the first bad field."""
+        for name in ("d_input", "d_model", "d_output"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"config.{name} must be ≥ 1, got {getattr(self, name)}")
+        if any(int(p) < 0 for p in self.state_sizes):
+            raise InputError(f"config.state_sizes must be ≥ 0, got {self.state_sizes}")
+        choices = {
+            "input_kind": INPUT_KINDS,
+            "pooling": POOLINGS,
+            "output": OUTPUTS,
+            "norm": NORMS,
+            "gelu_approximate": ("tanh", "none"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(
+                    f"config.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(
+                f"unknown {cls.__name__} field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        if missing:
+            raise InputError(f"{cls.__name__} is missing field(s) {', '.join(missing)}")
+        config = cls(**{**data, "state_sizes": [int(p) for p in data["state_sizes"]]})
+        config.validate()
+        return config
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+class SequenceBatchNorm(nn.Module):
+    """BatchNorm over the feature axis with statistics over (batch, time), flax conventions.
+
+    Inference: (x − mean) / sqrt(var + eps) · scale + bias. Training updates the running
+    statistics as ra = m·ra + (1 − m)·batch with the biased batch variance (flax BatchNorm).
+    Parameter names follow flax (`scale`, `bias`, `mean`, `var`) so imports are renames.
+    """
+
+    def __init__(self, width: int, eps: float = 1e-5, momentum: float = 0.95) -> None:
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.scale = nn.Parameter(torch.ones(width))
+        self.bias = nn.Parameter(torch.zeros(width))
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("var", torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            dims = tuple(range(x.dim() - 1))
+            mean = x.mean(dims)
+            var = x.var(dims, unbiased=False)
+            with torch.no_grad():
+                self.mean.mul_(self.momentum).add_((1 - self.momentum) * mean)
+                self.var.mul_(self.momentum).add_((1 - self.momentum) * var)
+        else:
+            mean, var = self.mean, self.var
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.scale + self.bias
+
+
+def make_norm(config: NetworkConfig, momentum: float = 0.95) -> nn.Module:
+    if config.norm == "batch":
+        return SequenceBatchNorm(config.d_model, eps=config.norm_eps, momentum=momentum)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+
+
+@dataclass
+class StreamState:
+    """Explicit state for streaming: per-layer SSM states plus what pooling needs.
+
+    layers: one real tensor per layer, the complex states as a trailing axis of 2 (re, im).
+    pooled_sum: (B, H) running sum of the top features (mean pooling).
+    steps: number of steps taken so far (a float tensor of shape (1,)).
+    """
+
+    layers: list[torch.Tensor]
+    pooled_sum: torch.Tensor
+    steps: torch.Tensor
+
+
+class SSMBlock(nn.Module):
+    """Interface of a residual block around a diagonal SSM core."""
+
+    state_size: int
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, L, H)
+        raise NotImplementedError
+
+    def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, h: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def modal_system(self) -> ModalSystem:
+        raise NotImplementedError
+
+
+class SSMNetwork(nn.Module):
+    """Encoder → SSM blocks → pooling → decoder. Subclasses give the config class and blocks."""
+
+    arch: ClassVar[str]
+    config_class: ClassVar[type[NetworkConfig]]
+
+    def __init__(self, config: NetworkConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.meta: dict[
+            str, Any
+        ] = {}  # provenance (source file, import options); saved with the model
+        self.encoder = nn.Linear(config.d_input, config.d_model)
+        self.layers = nn.ModuleList(self.make_block(i, p) for i, p in enumerate(config.state_sizes))
+        self.decoder = nn.Linear(config.d_model, config.d_output)
+
+    def make_block(self, index: int, state_size: int) -> SSMBlock:
+        raise NotImplementedError
+
+    @property
+    def bidirectional(self) -> bool:
+        return False
+
+    # ---- sequence mode ---------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids or (B, L, d_input) features → (B, L, H)."""
+        if not torch.is_floating_point(x):
+            if self.config.input_kind != "tokens":
+                raise InputError("this model takes float features (B, L, d_input), not token ids")
+            return F.embedding(x, self.encoder.weight.t()) + self.encoder.bias
+        return self.encoder(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Top-layer features (B, L, H) before pooling."""
+        h = self.encode(x)
+        for block in self.layers:
+            h = block(h)
+        return h
+
+    def pool(self, h: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, H) → (B, H): mean over valid steps ("pool") or the last valid step ("last")."""
+        if self.config.pooling == "last":
+            if lengths is None:
+                return h[:, -1]
+            return h[torch.arange(h.shape[0], device=h.device), lengths.long() - 1]
+        if lengths is None:
+            return h.mean(1)
+        valid = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
+        return (h * valid[..., None]).sum(1) / lengths[:, None].to(h.dtype)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        y = self.decoder(z)
+        return F.log_softmax(y, dim=-1) if self.config.output == "log_softmax" else y
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.pool(self.features(x), lengths))
+
+    # ---- streaming ---------------------------------------------------------------------------
+    def init_state(self, batch: int) -> StreamState:
+        p = self.decoder.weight
+        return StreamState(
+            layers=[b.init_state(batch, p.dtype, p.device) for b in self.layers],
+            pooled_sum=p.new_zeros(batch, self.config.d_model),
+            steps=p.new_zeros(1),
+        )
+
+    def step(self, x: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        """One step: x (B,) token ids or (B, d_input) → output for the sequence so far."""
+        if self.bidirectional:
+            raise InputError(
+                "streaming needs a unidirectional model: a bidirectional layer reads the future"
+            )
+        h = self.encode(x[:, None])[:, 0]
+        new_layers = []
+        for block, s in zip(self.layers, state.layers, strict=True):
+            h, s = block.step(h, s)
+            new_layers.append(s)
+        pooled_sum = state.pooled_sum + h
+        steps = state.steps + 1
+        z = h if self.config.pooling == "last" else pooled_sum / steps
+        return self.head(z), StreamState(new_layers, pooled_sum, steps)
+
+    # ---- modal view ------------------------------------------------------------------------
+    def modal_systems(self) -> list[ModalSystem]:
+        """The discrete diagonal system of every layer, in float64 (DESIGN §2, step 2)."""
+        return [block.modal_system() for block in self.layers]
+
+
+def as_real(x: torch.Tensor) -> torch.Tensor:
+    """Complex tensor → real with a trailing (re, im) axis."""
+    return torch.view_as_real(x.contiguous())
+
+
+def as_complex(x: torch.Tensor) -> torch.Tensor:
+    """Real tensor with a trailing (re, im) axis → complex."""
+    return torch.view_as_complex(x.contiguous())
+
+
+def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
+    return F.gelu(x, approximate=approximate)
+
+
+def to_numpy64(x: torch.Tensor) -> np.ndarray:
+    x = x.detach().cpu()
+    return x.to(torch.complex128 if x.is_complex() else torch.float64).numpy()

@@ -1,0 +1,145 @@
+"""The modal view: every SSM layer as a discrete-time diagonal system (DESIGN §2, step 2).
+
+Scores, selection, certificates and plots only ever see this view, so a new architecture needs
+only an adapter that produces it. Glossary (paper notation):
+
+    P       number of stored states (modes) of the layer
+    lam     discrete eigenvalues λ̄_i, complex (P,)
+    B       discrete input matrix B̄, complex (P, H_in)   (row B_i drives state i)
+    C       output matrices C̃, complex (H_out, P); two of them (C_fwd, C_bwd) when bidirectional
+    D       feedthrough, real (H,), diagonal
+    s       output scale: 2 when ``conj_sym`` (each stored state stands for a conjugate pair and
+            the layer outputs 2·Re(C x)), else 1 (the layer outputs Re(C x))
+
+Recurrence (forward direction), with x_{-1} = 0:
+
+    x_k = λ̄ ⊙ x_{k-1} + B̄ u_k,        y_k = s·Re(C x_k) + D ⊙ u_k
+
+A bidirectional layer adds a backward scan over the same λ̄ and B̄u that includes the current
+input, x^b_k = λ̄ ⊙ x^b_{k+1} + B̄ u_k, read out with its own C.
+
+SISO banks (S4D): each state reads one input channel and writes the same output channel. Such
+a system sets ``channels`` (P,) and stores only the scalar gains: B is (P, 1) and each C is
+(1, P). :meth:`dense_B` / :meth:`dense_C` give the equivalent dense matrices.
+
+Units: states that must be pruned together share a unit id (``units``, values 0..U-1). For
+S5 and per-channel S4D every state is its own unit; for S4D with A shared across channels a
+unit is one continuous mode n across all channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class ModalSystem:
+    lam: np.ndarray
+    B: np.ndarray
+    C: tuple[np.ndarray, ...]
+    D: np.ndarray
+    conj_sym: bool
+    channels: np.ndarray | None = None
+    units: np.ndarray | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        P = self.lam.shape[0]
+        if self.lam.ndim != 1:
+            raise ValueError(f"lam must be (P,), got {self.lam.shape}")
+        if self.B.shape[0] != P:
+            raise ValueError(f"B must have P={P} rows, got {self.B.shape}")
+        if not 1 <= len(self.C) <= 2:
+            raise ValueError("C must be a tuple of one (forward) or two (forward, backward) arrays")
+        for c in self.C:
+            if c.shape[1] != P:
+                raise ValueError(f"C must have P={P} columns, got {c.shape}")
+        if self.channels is not None and self.channels.shape != (P,):
+            raise ValueError(f"channels must be (P,)={P}, got {self.channels.shape}")
+        if self.units is not None and self.units.shape != (P,):
+            raise ValueError(f"units must be (P,)={P}, got {self.units.shape}")
+
+    # ---- sizes -------------------------------------------------------------------------
+    @property
+    def P(self) -> int:
+        """Number of stored states."""
+        return int(self.lam.shape[0])
+
+    @property
+    def H(self) -> int:
+        """Model width (input and output channels)."""
+        return int(self.D.shape[0])
+
+    @property
+    def bidirectional(self) -> bool:
+        return len(self.C) == 2
+
+    @property
+    def output_scale(self) -> float:
+        """s in y = s·Re(C x) + D u: 2 for conjugate-symmetric storage, else 1."""
+        return 2.0 if self.conj_sym else 1.0
+
+    @property
+    def unit_ids(self) -> np.ndarray:
+        """(P,) unit id of each state; identity when every state is its own unit."""
+        return np.arange(self.P) if self.units is None else self.units
+
+    @property
+    def n_units(self) -> int:
+        return int(self.unit_ids.max()) + 1 if self.P else 0
+
+    # ---- norms used by scores ------------------------------------------------------------
+    def b_norm2(self) -> np.ndarray:
+        """(P,) ||B_i||², the squared norm of the row driving state i."""
+        return np.sum(np.abs(self.B) ** 2, axis=1)
+
+    def c_norm2(self) -> tuple[np.ndarray, ...]:
+        """Per direction, (P,) ||C_i||², the squared norm of the column reading state i."""
+        return tuple(np.sum(np.abs(c) ** 2, axis=0) for c in self.C)
+
+    # ---- dense forms -----------------------------------------------------------------------
+    def dense_B(self) -> np.ndarray:
+        """(P, H) dense B̄ (expands a SISO bank)."""
+        if self.channels is None:
+            return self.B
+        out = np.zeros((self.P, self.H), dtype=complex)
+        out[np.arange(self.P), self.channels] = self.B[:, 0]
+        return out
+
+    def dense_C(self, direction: int = 0) -> np.ndarray:
+        """(H, P) dense C̃ of one direction (expands a SISO bank)."""
+        c = self.C[direction]
+        if self.channels is None:
+            return c
+        out = np.zeros((self.H, self.P), dtype=complex)
+        out[self.channels, np.arange(self.P)] = c[0]
+        return out
+
+    def subsystem(self, states: np.ndarray) -> ModalSystem:
+        """The system restricted to the given state indices (D is kept as is)."""
+        states = np.asarray(states, dtype=np.int64)
+        return ModalSystem(
+            lam=self.lam[states],
+            B=self.B[states],
+            C=tuple(c[:, states] for c in self.C),
+            D=self.D,
+            conj_sym=self.conj_sym,
+            channels=None if self.channels is None else self.channels[states],
+            units=None if self.units is None else self.units[states],
+            name=self.name,
+        )
+
+    def impulse_response(self, T: int, direction: int = 0) -> np.ndarray:
+        """Markov parameters h_m = s·Re(C λ̄^m B̄), m = 0..T-1, real (T, H_out, H_in).
+
+        For the forward direction, y_k = Σ_m h_m u_{k-m} + D u_k. For the backward direction
+        (bidirectional layers) the same kernel acts anti-causally, y_k += Σ_m h^b_m u_{k+m}.
+        The feedthrough D is not included.
+        """
+        powers = self.lam[None, :] ** np.arange(T)[:, None]  # (T, P)
+        B = self.dense_B()  # (P, H)
+        C = self.dense_C(direction)  # (H, P)
+        h = np.einsum("hp,tp,pj->thj", C, powers, B)
+        return self.output_scale * h.real

@@ -1,0 +1,256 @@
+"""S4D (Gu et al. 2022), matching state-spaces/s4 `models/s4/s4d.py` and `example.py`.
+
+Glossary (S4D paper §3; reference `S4DKernel`, `S4D`, `S4Model`):
+
+    H           d_model; every channel h is its own SISO system (multi-SISO layer)
+    N           stored modes per channel (``d_state/2``: conjugate symmetry, output 2·Re)
+    A           −exp(log_A_real) + i·A_imag, (H, N), or (1, N) when ``shared_A`` (one set of
+                continuous modes for all channels, like S4's ``n_ssm = 1``)
+    Δ           exp(log_dt) (H,)
+    B           1 in the standalone S4D (no parameter); (H, N, 2) when ``learn_B``
+    C           (H, N, 2) = [re, im]
+    D           feedthrough (H,)
+
+Discrete system of channel h, mode n (ZOH or bilinear, :mod:`discretize`): λ̄_hn, b̄_hn = g_hn·B_hn,
+
+    x_{hn,k} = λ̄_hn x_{hn,k−1} + b̄_hn u_{h,k},     y_{h,k} = 2·Re Σ_n C_hn x_{hn,k} + D_h u_{h,k}
+
+Sequence mode is the reference's FFT convolution with the kernel K_h[l] = 2·Re Σ_n C_hn b̄_hn λ̄_hn^l
+(Vandermonde evaluated in float64, so long kernels keep their phase); step mode runs the
+recurrence. Core output: GELU (exact erf, as nn.GELU), then the output GLU (Conv1d(H, 2H, 1) in
+the reference, a Linear here). Block (``S4Model``): prenorm LayerNorm (eps 1e-5), core,
+dropout, residual; postnorm when ``prenorm`` is off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aire_export.errors import InputError
+from aire_export.models.blocks import (
+    NetworkConfig,
+    SSMBlock,
+    SSMNetwork,
+    as_complex,
+    as_real,
+    gelu,
+    make_norm,
+    to_numpy64,
+)
+from aire_export.models.discretize import METHODS, discretize
+from aire_export.models.modal import ModalSystem
+
+KERNEL_BLOCK = 1024  # kernel positions evaluated at once (bounds the Vandermonde's memory)
+
+
+@dataclass(kw_only=True)
+class S4DConfig(NetworkConfig):
+    """S4D network (defaults follow state-spaces/s4 `example.py`)."""
+
+    norm: str = "layer"
+    norm_eps: float = 1e-5
+    gelu_approximate: str = "none"
+    output: str = "logits"
+    conj_sym: bool = True
+    discretization: str = "zoh"
+    shared_A: bool = False
+    learn_B: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if self.discretization not in METHODS:
+            raise InputError(
+                f"config.discretization must be one of {', '.join(METHODS)}, got {self.discretization!r}"
+            )
+
+
+def s4d_kernel(lam_bar: torch.Tensor, w: torch.Tensor, length: int, scale: float) -> torch.Tensor:
+    """K[h, l] = scale·Re Σ_n w_hn λ̄_hn^l for l < length, real (H, length), in float64."""
+    log_lam = torch.log(lam_bar.to(torch.complex128))
+    w = w.to(torch.complex128)
+    pieces = []
+    for start in range(0, length, KERNEL_BLOCK):
+        l = torch.arange(
+            start, min(length, start + KERNEL_BLOCK), dtype=torch.float64, device=w.device
+        )
+        vandermonde = torch.exp(log_lam[..., None] * l)  # (H, N, l)
+        pieces.append(scale * torch.einsum("hn,hnl->hl", w, vandermonde).real)
+    return torch.cat(pieces, -1) if pieces else w.real.new_zeros(w.shape[0], 0)
+
+
+def causal_conv(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """y[b, l, h] = Σ_{m ≤ l} K[h, m] u[b, l − m, h] by FFT (zero-padded to 2L: no wrap-around)."""
+    length = u.shape[1]
+    n = 2 * length
+    u_f = torch.fft.rfft(u.transpose(1, 2), n=n)
+    k_f = torch.fft.rfft(kernel, n=n)
+    return torch.fft.irfft(u_f * k_f, n=n)[..., :length].transpose(1, 2)
+
+
+class S4DKernel(nn.Module):
+    """The diagonal SSM parameters of one S4D layer (reference `S4DKernel`)."""
+
+    def __init__(self, config: S4DConfig, state_size: int) -> None:
+        super().__init__()
+        H, N = config.d_model, state_size
+        self.config = config
+        a_rows = 1 if config.shared_A else H
+        self.log_dt = nn.Parameter(torch.full((H,), float(np.log(0.01))))
+        self.log_A_real = nn.Parameter(torch.full((a_rows, N), float(np.log(0.5))))
+        self.A_imag = nn.Parameter(torch.zeros(a_rows, N))
+        self.C = nn.Parameter(torch.zeros(H, N, 2))
+        if config.learn_B:
+            self.B = nn.Parameter(torch.zeros(H, N, 2))
+
+    @property
+    def state_size(self) -> int:
+        return int(self.C.shape[1])
+
+    def discrete(
+        self, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(λ̄, b̄, C) complex, each (H, N)."""
+
+        def param(name: str) -> torch.Tensor:
+            value = getattr(self, name)
+            return value if dtype is None else value.to(dtype)
+
+        H = self.config.d_model
+        A = torch.complex(-torch.exp(param("log_A_real")), param("A_imag")).expand(H, -1)
+        dt = torch.exp(param("log_dt"))[:, None]
+        lam_bar, gain = discretize(A, dt, self.config.discretization)
+        b_bar = gain * as_complex(param("B")) if self.config.learn_B else gain
+        return lam_bar, b_bar, as_complex(param("C"))
+
+
+class S4DCore(nn.Module):
+    """Reference `S4D`: the SSM (kernel + D), GELU, output GLU."""
+
+    def __init__(self, config: S4DConfig, state_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.kernel = S4DKernel(config, state_size)
+        self.D = nn.Parameter(torch.zeros(config.d_model))
+        self.drop = nn.Dropout(config.dropout)
+        self.output_linear = nn.Linear(config.d_model, 2 * config.d_model)
+
+    @property
+    def output_scale(self) -> float:
+        return 2.0 if self.config.conj_sym else 1.0
+
+    def ssm(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B, L, H) → SSM output (B, L, H), before the activation."""
+        if self.kernel.state_size == 0:
+            return self.D * u
+        lam_bar, b_bar, C = self.kernel.discrete()
+        K = s4d_kernel(lam_bar, C * b_bar, u.shape[1], self.output_scale).to(u.dtype)
+        return causal_conv(u, K) + self.D * u
+
+    def activate(self, y: torch.Tensor) -> torch.Tensor:
+        y = self.drop(gelu(y, self.config.gelu_approximate))
+        return F.glu(self.output_linear(y), dim=-1)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.ssm(u))
+
+    def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u (B, H), state (B, H, N, 2) → output (B, H), new state."""
+        if self.kernel.state_size == 0:
+            return self.activate(self.D * u), state
+        lam_bar, b_bar, C = self.kernel.discrete()
+        x = lam_bar * as_complex(state) + b_bar * u[..., None]
+        y = self.output_scale * (C * x).real.sum(-1) + self.D * u
+        return self.activate(y), as_real(x)
+
+    def modal_system(self, name: str = "") -> ModalSystem:
+        with torch.no_grad():
+            lam_bar, b_bar, C = self.kernel.discrete(torch.float64)
+            H, N = lam_bar.shape
+            units = np.tile(np.arange(N), H) if self.config.shared_A else None
+            return ModalSystem(
+                lam=to_numpy64(lam_bar).reshape(-1),
+                B=to_numpy64(b_bar).reshape(-1, 1),
+                C=(to_numpy64(C).reshape(1, -1),),
+                D=to_numpy64(self.D),
+                conj_sym=self.config.conj_sym,
+                channels=np.repeat(np.arange(H), N),
+                units=units,
+                name=name,
+            )
+
+
+class S4DBlock(SSMBlock):
+    """One residual block of the reference `S4Model`."""
+
+    def __init__(self, config: S4DConfig, state_size: int, index: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.index = index
+        self.norm = make_norm(config)
+        self.ssm = S4DCore(config, state_size)
+        self.drop = nn.Dropout(config.dropout)
+
+    @property
+    def state_size(self) -> int:
+        return self.ssm.kernel.state_size
+
+    def _residual(self, h: torch.Tensor, core) -> tuple[torch.Tensor, object]:
+        z = self.norm(h) if self.config.prenorm else h
+        z, extra = core(z)
+        out = h + self.drop(z)
+        return (out if self.config.prenorm else self.norm(out)), extra
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self._residual(h, lambda z: (self.ssm(z), None))[0]
+
+    def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return torch.zeros(
+            batch, self.config.d_model, self.state_size, 2, dtype=dtype, device=device
+        )
+
+    def step(self, h: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._residual(h, lambda z: self.ssm.step(z, state))
+
+    def modal_system(self) -> ModalSystem:
+        return self.ssm.modal_system(name=f"layers.{self.index}.ssm")
+
+
+class S4DModel(SSMNetwork):
+    """S4D classifier (reference `example.py` `S4Model`)."""
+
+    arch = "s4d"
+    config_class = S4DConfig
+    config: S4DConfig
+
+    def make_block(self, index: int, state_size: int) -> S4DBlock:
+        return S4DBlock(self.config, state_size, index)
+
+
+def init_s4d(
+    model: S4DModel, dt_min: float = 0.001, dt_max: float = 0.1, seed: int = 0
+) -> S4DModel:
+    """Initialize the SSM parameters as the reference S4DKernel does (S4D-Lin), in place.
+
+    log Δ ~ U[log dt_min, log dt_max]; C ~ CN(0, 1); A = −1/2 + iπn; D ~ N(0, 1); B = 1.
+    """
+    rng = np.random.default_rng(seed)
+    H = model.config.d_model
+    with torch.no_grad():
+        for block in model.layers:
+            kernel = block.ssm.kernel
+            N = kernel.state_size
+            kernel.log_dt.copy_(torch.from_numpy(rng.uniform(np.log(dt_min), np.log(dt_max), H)))
+            kernel.log_A_real.fill_(float(np.log(0.5)))
+            kernel.A_imag.copy_(
+                torch.pi * torch.arange(N, dtype=torch.float64).expand_as(kernel.A_imag)
+            )
+            kernel.C.copy_(torch.from_numpy(rng.normal(0, np.sqrt(0.5), (H, N, 2))))
+            if model.config.learn_B:
+                kernel.B.copy_(torch.from_numpy(np.stack([np.ones((H, N)), np.zeros((H, N))], -1)))
+            block.ssm.D.copy_(torch.from_numpy(rng.standard_normal(H)))
+    return model

@@ -1,0 +1,233 @@
+"""S5 (Smith, Warrington & Linderman 2023), matching lindermanlab/S5 and the AIRE-Prune fork.
+
+Glossary (S5 paper §2–3, reference `s5/ssm.py`):
+
+    H           d_model, the block width
+    P           stored states of a layer (``ssm_size_base/2`` when conj_sym)
+    Λ           continuous eigenvalues, Lambda_re + i·Lambda_im (P,); clipped to Re ≤ −1e-4 at
+                forward time when ``clip_eigs`` (the stored value may be positive)
+    B̃           input matrix, complex (P, H), stored as B (P, H, 2) = [re, im]
+    C̃           output matrix, complex (H, P), stored as C (H, P, 2); a bidirectional layer has
+                C1 (forward) and C2 (backward)
+    D           feedthrough (H,)
+    Δ           step_rescale · exp(log_step[:, 0]), one step per state (P,)
+
+Core (``S5SSM``), with (λ̄, B̄) from :mod:`discretize`:
+
+    x_k = λ̄ ⊙ x_{k−1} + B̄ u_k
+    y_k = s·Re(C̃ x_k) + D ⊙ u_k,            s = 2 if conj_sym else 1
+    bidirectional: y_k = s·Re(C1 x_k + C2 x^b_k) + D ⊙ u_k,  x^b_k = λ̄ ⊙ x^b_{k+1} + B̄ u_k
+
+Block (reference `SequenceLayer`), x (B, L, H):
+
+    skip = x; x = norm(x) if prenorm; x = ssm(x)
+    full_glu:  x = gelu(x); x = out1(x) · σ(out2(x))
+    half_glu1: x = gelu(x); x = x · σ(out2(x))
+    half_glu2: x1 = gelu(x); x = x · σ(out2(x1))         (x is the raw SSM output)
+    gelu:      x = gelu(x)
+    x = skip + x; x = norm(x) if not prenorm
+
+GELU is the tanh approximation (flax `nn.gelu`), LayerNorm eps 1e-6, BatchNorm eps 1e-5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from aire_export.errors import InputError
+from aire_export.models.blocks import (
+    NetworkConfig,
+    SSMBlock,
+    SSMNetwork,
+    as_complex,
+    as_real,
+    gelu,
+    make_norm,
+    to_numpy64,
+)
+from aire_export.models.discretize import METHODS, discretize
+from aire_export.models.modal import ModalSystem
+from aire_export.models.scan import scan_chunked
+
+ACTIVATIONS = ("full_glu", "half_glu1", "half_glu2", "gelu")
+CLIP_MAX = -1e-4
+
+
+@dataclass(kw_only=True)
+class S5Config(NetworkConfig):
+    """S5 network; field names follow the reference `run_train.py` flags where one exists."""
+
+    conj_sym: bool = True
+    clip_eigs: bool = False
+    bidirectional: bool = False
+    discretization: str = "zoh"
+    step_rescale: float = 1.0
+    activation: str = "half_glu1"
+    bn_momentum: float = 0.95
+
+    def validate(self) -> None:
+        super().validate()
+        if self.discretization not in METHODS:
+            raise InputError(
+                f"config.discretization must be one of {', '.join(METHODS)}, got {self.discretization!r}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise InputError(
+                f"config.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
+
+
+class S5SSM(nn.Module):
+    """The S5 SSM core: one MIMO diagonal system of P states over H channels."""
+
+    def __init__(self, config: S5Config, state_size: int) -> None:
+        super().__init__()
+        H, P = config.d_model, state_size
+        self.config = config
+        self.Lambda_re = nn.Parameter(torch.full((P,), -0.5))
+        self.Lambda_im = nn.Parameter(torch.zeros(P))
+        self.B = nn.Parameter(torch.zeros(P, H, 2))
+        if config.bidirectional:
+            self.C1 = nn.Parameter(torch.zeros(H, P, 2))
+            self.C2 = nn.Parameter(torch.zeros(H, P, 2))
+        else:
+            self.C = nn.Parameter(torch.zeros(H, P, 2))
+        self.D = nn.Parameter(torch.zeros(H))
+        self.log_step = nn.Parameter(torch.full((P, 1), float(np.log(0.01))))
+
+    @property
+    def state_size(self) -> int:
+        return int(self.Lambda_re.shape[0])
+
+    @property
+    def output_scale(self) -> float:
+        return 2.0 if self.config.conj_sym else 1.0
+
+    def _param(self, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+        value = getattr(self, name)
+        return value if dtype is None else value.to(dtype)
+
+    def continuous_lambda(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Λ (P,) complex; Re Λ clipped to ≤ −1e-4 when clip_eigs (applied at forward time)."""
+        re, im = self._param("Lambda_re", dtype), self._param("Lambda_im", dtype)
+        return torch.complex(re.clamp(max=CLIP_MAX) if self.config.clip_eigs else re, im)
+
+    def discrete(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(λ̄ (P,), B̄ (P, H)) complex, by the configured discretization.
+
+        ``dtype=torch.float64`` computes from the parameters cast to float64 (the modal view).
+        """
+        step = self.config.step_rescale * torch.exp(self._param("log_step", dtype)[:, 0])
+        lam_bar, gain = discretize(self.continuous_lambda(dtype), step, self.config.discretization)
+        return lam_bar, gain[:, None] * as_complex(self._param("B", dtype))
+
+    def output_matrices(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+        """C̃ per direction, complex (H, P): (C,) or (C1, C2)."""
+        names = ("C1", "C2") if self.config.bidirectional else ("C",)
+        return tuple(as_complex(self._param(n, dtype)) for n in names)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B, L, H) real → y (B, L, H) real."""
+        if self.state_size == 0:
+            return self.D * u
+        lam_bar, B_bar = self.discrete()
+        v = torch.complex(u @ B_bar.real.t(), u @ B_bar.imag.t())  # B̄ u_k: (B, L, P)
+        y = self.D * u
+        for direction, C in enumerate(self.output_matrices()):
+            x = scan_chunked(lam_bar, v, reverse=direction == 1)  # (B, L, P)
+            y = y + self.output_scale * (x.real @ C.real.t() - x.imag @ C.imag.t())
+        return y
+
+    def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return torch.zeros(batch, self.state_size, 2, dtype=dtype, device=device)
+
+    def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u (B, H), state (B, P, 2) → y (B, H), new state: x' = λ̄x + B̄u; y = s·Re(C̃x') + Du."""
+        if self.state_size == 0:
+            return self.D * u, state
+        lam_bar, B_bar = self.discrete()
+        x = lam_bar * as_complex(state) + torch.complex(u @ B_bar.real.t(), u @ B_bar.imag.t())
+        (C,) = self.output_matrices()
+        y = self.output_scale * (x.real @ C.real.t() - x.imag @ C.imag.t()) + self.D * u
+        return y, as_real(x)
+
+    def modal_system(self, name: str = "") -> ModalSystem:
+        with torch.no_grad():
+            lam_bar, B_bar = self.discrete(torch.float64)
+            return ModalSystem(
+                lam=to_numpy64(lam_bar),
+                B=to_numpy64(B_bar),
+                C=tuple(to_numpy64(c) for c in self.output_matrices(torch.float64)),
+                D=to_numpy64(self.D),
+                conj_sym=self.config.conj_sym,
+                name=name,
+            )
+
+
+class S5Block(SSMBlock):
+    """Reference `SequenceLayer`: norm, S5 core, gated activation, residual."""
+
+    def __init__(self, config: S5Config, state_size: int, index: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.index = index
+        self.seq = S5SSM(config, state_size)
+        self.norm = make_norm(config, momentum=config.bn_momentum)
+        if config.activation == "full_glu":
+            self.out1 = nn.Linear(config.d_model, config.d_model)
+        if config.activation != "gelu":
+            self.out2 = nn.Linear(config.d_model, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+
+    @property
+    def state_size(self) -> int:
+        return self.seq.state_size
+
+    def activate(self, y: torch.Tensor) -> torch.Tensor:
+        """The gated output on the SSM output y (pointwise in time)."""
+        kind, approx = self.config.activation, self.config.gelu_approximate
+        g = self.drop(gelu(y, approx))
+        if kind == "full_glu":
+            g = self.out1(g) * torch.sigmoid(self.out2(g))
+        elif kind == "half_glu1":
+            g = g * torch.sigmoid(self.out2(g))
+        elif kind == "half_glu2":
+            g = y * torch.sigmoid(self.out2(g))
+        return self.drop(g) if kind != "gelu" else g
+
+    def _residual(self, h: torch.Tensor, core) -> tuple[torch.Tensor, object]:
+        x = self.norm(h) if self.config.prenorm else h
+        y, extra = core(x)
+        out = h + self.activate(y)
+        return (out if self.config.prenorm else self.norm(out)), extra
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self._residual(h, lambda x: (self.seq(x), None))[0]
+
+    def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return self.seq.init_state(batch, dtype, device)
+
+    def step(self, h: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._residual(h, lambda x: self.seq.step(x, state))
+
+    def modal_system(self) -> ModalSystem:
+        return self.seq.modal_system(name=f"layers.{self.index}.seq")
+
+
+class S5Model(SSMNetwork):
+    """S5 classifier (reference `ClassificationModel` over `StackedEncoderModel`)."""
+
+    arch = "s5"
+    config_class = S5Config
+    config: S5Config
+
+    def make_block(self, index: int, state_size: int) -> S5Block:
+        return S5Block(self.config, state_size, index)
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.config.bidirectional

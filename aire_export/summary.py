@@ -1,0 +1,81 @@
+"""What is in a model: architecture, layers, states, parameters, eigenvalue stability."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aire_export.models import SSMNetwork
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    index: int
+    name: str
+    states: int  # stored states (S4D: modes over all channels)
+    state_size: int  # the config's per-layer size (S5: P; S4D: modes per channel)
+    bidirectional: bool
+    max_abs_lambda: float  # max |λ̄| (0 for a layer without states)
+    unstable: int  # states with |λ̄| ≥ 1 (energy 1/(1 − |λ̄|²) is infinite)
+    slowest_decay_steps: (
+        float  # steps for the slowest mode to decay by e: −1/log|λ̄|max (inf if ≥ 1)
+    )
+    parameters: int
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    arch: str
+    config: dict[str, Any]
+    layers: list[LayerSummary]
+    parameters: int
+    meta: dict[str, Any]
+
+    @property
+    def states(self) -> int:
+        return sum(layer.states for layer in self.layers)
+
+    @property
+    def unstable(self) -> int:
+        return sum(layer.unstable for layer in self.layers)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["states"] = self.states
+        out["unstable"] = self.unstable
+        return out
+
+
+def summarize(model: SSMNetwork) -> ModelSummary:
+    layers = []
+    for index, (block, system) in enumerate(zip(model.layers, model.modal_systems(), strict=True)):
+        mags = np.abs(system.lam)
+        max_abs = float(mags.max()) if system.P else 0.0
+        decay = (
+            float(-1 / np.log(max_abs))
+            if 0 < max_abs < 1
+            else (float("inf") if max_abs >= 1 else 0.0)
+        )
+        layers.append(
+            LayerSummary(
+                index=index,
+                name=system.name,
+                states=system.P,
+                state_size=block.state_size,
+                bidirectional=system.bidirectional,
+                max_abs_lambda=max_abs,
+                unstable=int((mags >= 1).sum()),
+                slowest_decay_steps=decay,
+                parameters=sum(p.numel() for p in block.parameters()),
+            )
+        )
+    return ModelSummary(
+        arch=model.arch,
+        config=model.config.to_dict(),
+        layers=layers,
+        parameters=sum(p.numel() for p in model.parameters()),
+        meta=dict(model.meta),
+    )
