@@ -1,0 +1,240 @@
+"""The edge bundle: everything a Jetson (or any TensorRT box) needs to build, check and time the model.
+
+Engines are not portable across TensorRT versions or GPUs, so the host ships ONNX and a recipe,
+and the engine is built on the device (refs/deployment.md §4). The folder holds:
+
+    model.onnx            fp32 sequence graph (TensorRT 10 weak typing uses it with --fp16)
+    model.fp16.onnx       fp16 projections around an fp32 scan, explicit Casts (strongly typed builds)
+    model.step.onnx       streaming graph (unidirectional models)
+    inputs.npz, inputs/*.bin     validation inputs (raw little-endian files for trtexec --loadInputs)
+    ref_outputs.npz       float64 PyTorch outputs of the pruned model on those inputs (as float32)
+    check_outputs.py      compares trtexec's --exportOutput JSON with ref_outputs.npz (numpy only)
+    build.sh              detects TensorRT 10 vs 11 from `trtexec --help`, builds, benchmarks, checks
+    manifest.json         provenance, plan summary, graphs, profile, tolerances
+
+**Unverified here**: no TensorRT or Jetson is available to this project's CI; the script's logic is
+tested, its run on a device is not.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aire_export.runtimes.trt import SCAN_PREFIX, ShapeRange, profile_shapes
+from aire_export.validate.parity import Tolerance
+
+
+@dataclass(frozen=True)
+class BundleGraph:
+    """One ONNX graph to ship: where it is, its role, and its inputs (name, shape)."""
+
+    source: Path
+    role: str  # "sequence" | "sequence-fp16" | "step"
+    precision: str
+    inputs: tuple[tuple[str, tuple[int | str, ...]], ...]
+    details: dict[str, Any]
+
+    @property
+    def filename(self) -> str:
+        return {
+            "sequence": "model.onnx",
+            "sequence-fp16": "model.fp16.onnx",
+            "step": "model.step.onnx",
+        }[self.role]
+
+
+def scan_node_names(onnx_path: Path) -> list[str]:
+    """Names of the recurrence nodes of a graph (their name has a path component starting "scan")."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return [n.name for n in graph.node if any(p.startswith(SCAN_PREFIX) for p in n.name.split("/"))]
+
+
+def _shape_spec(shapes: dict[str, tuple[int, ...]]) -> str:
+    """trtexec's shape syntax: name:AxBxC,name2:D."""
+    return ",".join(f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in shapes.items())
+
+
+def write_bundle(
+    folder: Path,
+    graphs: list[BundleGraph],
+    feeds: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    tolerances: dict[str, Tolerance],
+    *,
+    batch: ShapeRange,
+    length: ShapeRange,
+    manifest: dict[str, Any],
+    default_precision: str = "fp16",
+) -> Path:
+    """Write the bundle into ``folder`` (which must exist and be empty or new)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "inputs").mkdir(exist_ok=True)
+    shipped = {}
+    for graph in graphs:
+        target = folder / graph.filename
+        shutil.copyfile(graph.source, target)
+        data = graph.source.with_name(graph.source.name + ".data")
+        if data.exists():  # external weights travel beside the graph
+            shutil.copyfile(data, folder / (graph.filename + ".data"))
+        shipped[graph.role] = graph
+    sequence = shipped["sequence"]
+    np.savez(folder / "inputs.npz", **feeds)
+    np.savez(
+        folder / "ref_outputs.npz",
+        **{k: np.asarray(v, dtype=np.float32) for k, v in references.items()},
+    )
+    for name, value in feeds.items():
+        np.ascontiguousarray(value).tofile(folder / "inputs" / f"{name}.bin")
+
+    profile = profile_shapes(list(sequence.inputs), batch, length)
+    test_shapes = {name: tuple(value.shape) for name, value in feeds.items()}
+    full_manifest = {
+        **manifest,
+        "graphs": {
+            g.filename: {
+                "role": g.role,
+                "precision": g.precision,
+                "inputs": [list(map(str, s)) for _, s in g.inputs],
+                **g.details,
+            }
+            for g in graphs
+        },
+        "profile": {
+            "batch": str(batch),
+            "length": str(length),
+            "shapes": {k: [list(s) for s in v] for k, v in profile.items()},
+        },
+        "validation_shapes": {k: list(v) for k, v in test_shapes.items()},
+        "tolerances": {p: asdict(t) for p, t in tolerances.items()},
+        "tensorrt": {
+            "tested": False,
+            "expected": "10.3 (JetPack 6) to 11.x",
+            "scan_layer_prefix": SCAN_PREFIX,
+        },
+    }
+    (folder / "manifest.json").write_text(json.dumps(full_manifest, indent=2, default=str))
+    (folder / "check_outputs.py").write_text(CHECK_OUTPUTS)
+    script = BUILD_SH.format(
+        default_precision=default_precision,
+        min_shapes=_shape_spec({k: v[0] for k, v in profile.items()}),
+        opt_shapes=_shape_spec({k: v[1] for k, v in profile.items()}),
+        max_shapes=_shape_spec({k: v[2] for k, v in profile.items()}),
+        test_shapes=_shape_spec(test_shapes),
+        load_inputs=",".join(f"{n}:inputs/{n}.bin" for n in feeds),
+        has_fp16="1" if "sequence-fp16" in shipped else "0",
+        scan_layers=",".join(f"{n}:fp32" for n in scan_node_names(sequence.source)) or "*:fp16",
+    )
+    build = folder / "build.sh"
+    build.write_text(script)
+    build.chmod(0o755)
+    (folder / "README.md").write_text(README.format(default_precision=default_precision))
+    return folder
+
+
+BUILD_SH = r"""#!/usr/bin/env bash
+# Build, check and benchmark this model with TensorRT on this machine (written by aire-export).
+# Usage: ./build.sh                 (PRECISION={default_precision}; fp32 or fp16 also accepted)
+#        PRECISION=fp32 ./build.sh
+#        TRTEXEC=/usr/src/tensorrt/bin/trtexec ./build.sh      (JetPack's location)
+#        WEAK_TYPING=1 ./build.sh   (TensorRT 10 only: fp32 graph + --fp16, scan layers pinned to fp32)
+# Exit codes: 0 built and parity passed, 3 parity failed, 4 trtexec missing.
+# For stable Jetson timings first run: sudo nvpmodel -m 0 && sudo jetson_clocks
+set -euo pipefail
+cd "$(dirname "$0")"
+PRECISION="${{PRECISION:-{default_precision}}}"
+TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}"
+[ -x "$TRTEXEC" ] || {{ echo "trtexec not found: set TRTEXEC=/path/to/trtexec" >&2; exit 4; }}
+HELP=$("$TRTEXEC" --help 2>&1 || true)
+VERSION=$(printf '%s\n' "$HELP" | grep -o 'TensorRT v[0-9]*' | head -n1 | tr -dc '0-9')
+[ -n "$VERSION" ] || {{ echo "could not read the TensorRT version from trtexec --help" >&2; exit 4; }}
+MAJOR=$(( VERSION / 10000 ))
+has() {{ printf '%s\n' "$HELP" | grep -q -- "$1"; }}
+echo "TensorRT $MAJOR (v$VERSION), precision $PRECISION"
+
+ONNX=model.onnx
+FLAGS=()
+case "$PRECISION" in
+  fp32)
+    # fp32 parity: no TF32 where trtexec can say so
+    if has '--noTF32'; then FLAGS+=(--noTF32); fi ;;
+  fp16)
+    if [ "{has_fp16}" != 1 ]; then echo "this bundle has no fp16 graph" >&2; exit 2; fi
+    if [ "$MAJOR" -lt 11 ] && [ "${{WEAK_TYPING:-0}}" = 1 ]; then
+      # weak typing: fp32 graph, fp16 allowed, every scan layer pinned to fp32 by name
+      # TensorRT names layers after ONNX nodes; trtexec 10.x takes exact names ("*" only as default)
+      FLAGS+=(--fp16 --precisionConstraints=obey "--layerPrecisions={scan_layers}")
+    else
+      ONNX=model.fp16.onnx   # Casts in the graph: strongly typed on 10.x, always on 11.x
+      if [ "$MAJOR" -lt 11 ] && has '--stronglyTyped'; then FLAGS+=(--stronglyTyped); fi
+    fi ;;
+  *) echo "PRECISION must be fp32 or fp16" >&2; exit 2 ;;
+esac
+BUILD_ONLY=--skipInference
+if ! has '--skipInference'; then BUILD_ONLY=--buildOnly; fi
+
+"$TRTEXEC" --onnx="$ONNX" "${{FLAGS[@]}}" \
+  --minShapes={min_shapes} --optShapes={opt_shapes} --maxShapes={max_shapes} \
+  --timingCacheFile=timing.cache --saveEngine=model.$PRECISION.engine $BUILD_ONLY | tee build.log
+
+"$TRTEXEC" --loadEngine=model.$PRECISION.engine --shapes={test_shapes} \
+  --loadInputs={load_inputs} --exportOutput=outputs.$PRECISION.json \
+  --percentile=50,90,99 --exportTimes=times.$PRECISION.json --warmUp=500 --duration=5 \
+  | tee benchmark.$PRECISION.log
+
+if python3 check_outputs.py outputs.$PRECISION.json "$PRECISION"; then
+  echo "engine: model.$PRECISION.engine; timings: times.$PRECISION.json, benchmark.$PRECISION.log"
+else
+  exit 3
+fi
+"""
+
+CHECK_OUTPUTS = r'''"""Compare trtexec --exportOutput JSON with ref_outputs.npz.
+
+Polygraphy's rule: an element fails where abs > atol AND rel > rtol.
+Usage: python3 check_outputs.py outputs.json [precision]
+"""
+import json
+import sys
+
+import numpy as np
+
+outputs = {o["name"]: o for o in json.load(open(sys.argv[1]))}
+precision = sys.argv[2] if len(sys.argv) > 2 else "fp32"
+tol = json.load(open("manifest.json"))["tolerances"][precision]
+refs = np.load("ref_outputs.npz")
+ok = True
+for name in refs.files:
+    ref = refs[name].astype(np.float64)
+    got = np.asarray(outputs[name]["values"], dtype=np.float64).reshape(ref.shape)
+    diff = np.abs(got - ref)
+    rel = np.where(diff == 0, 0.0, diff / np.maximum(np.abs(ref), 1e-300))
+    failing = int(np.sum((diff > tol["atol"]) & (rel > tol["rtol"])) + np.sum(~np.isfinite(got)))
+    verdict = "PASSED" if failing == 0 else f"FAILED ({failing} elements)"
+    print(f"{verdict} | Output: {name!r} | atol={tol['atol']:.3g} rtol={tol['rtol']:.3g} | "
+          f"minimum required tolerance: [abs={diff.max():.3g}] OR [rel={rel.max():.3g}]")
+    ok &= failing == 0
+sys.exit(0 if ok else 3)
+'''
+
+README = """# Edge bundle (aire-export)
+
+Copy this folder to the device (Jetson Orin with JetPack 6 = TensorRT 10.3, or JetPack 7.2 /
+x86 with TensorRT 11) and run:
+
+    ./build.sh                # precision {default_precision}; PRECISION=fp32 ./build.sh for fp32
+
+It reads the TensorRT version from `trtexec --help`, builds an engine for this GPU (engines are
+not portable between TensorRT versions or GPUs), runs it on `inputs/`, checks the outputs against
+`ref_outputs.npz` with the tolerances in `manifest.json`, and reports latency percentiles.
+
+**Not verified by aire-export's own tests on TensorRT or a Jetson**: the graphs pass aire-export's
+static TensorRT operator check, but no engine was built here. Please report results.
+"""

@@ -1,0 +1,115 @@
+"""onnxruntime runners: the CPU provider, and the CUDA provider with device-resident I/O.
+
+The CUDA provider runs fp32 MatMuls in TF32 unless told otherwise (``use_tf32``); the fp32 parity
+gate turns TF32 off, and a run with TF32 on is labelled as such in ``details``. When torch with
+CUDA is importable, onnxruntime is given torch's current CUDA stream (``user_compute_stream``), so
+CUDA events recorded by the latency code time onnxruntime's kernels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from aire_export.errors import InputError, RuntimeMissingError
+from aire_export.runtimes.base import Runner
+
+CUDA_INSTALL_HINT = (
+    "install onnxruntime-gpu on a machine with an NVIDIA GPU: pip install 'aire-export[gpu]' "
+    "(onnxruntime-gpu ≥ 1.27 needs CUDA 13 and cuDNN 9)"
+)
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:  # pragma: no cover - a core dependency
+        raise RuntimeMissingError("onnxruntime is not installed: pip install onnxruntime") from None
+    return onnxruntime
+
+
+def cuda_provider_available() -> bool:
+    return "CUDAExecutionProvider" in _onnxruntime().get_available_providers()
+
+
+class OrtRunner(Runner):
+    """An onnxruntime session on the CPU (``provider="cpu"``) or CUDA (``provider="cuda"``)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        provider: str = "cpu",
+        *,
+        tf32: bool = False,
+        threads: int | None = None,
+        device_id: int = 0,
+    ) -> None:
+        ort = _onnxruntime()
+        self.path = Path(path)
+        self.device = "cuda" if provider == "cuda" else "cpu"
+        self.name = f"onnxruntime-{self.device}"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self.details = {"provider": provider, "onnxruntime": ort.__version__}
+        if provider == "cuda":
+            if not cuda_provider_available():
+                raise RuntimeMissingError(
+                    f"onnxruntime's CUDA provider is not available: {CUDA_INSTALL_HINT}"
+                )
+            cuda_options = {"device_id": str(device_id), "use_tf32": "1" if tf32 else "0"}
+            stream = _torch_cuda_stream()
+            if stream is not None:
+                cuda_options["user_compute_stream"] = str(stream)
+            providers = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
+            self.details["tf32"] = tf32
+        elif provider == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            raise InputError(f"unknown onnxruntime provider {provider!r}; use cpu or cuda")
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        if provider == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise RuntimeMissingError(
+                f"onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing?): "
+                f"{CUDA_INSTALL_HINT}"
+            )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise InputError(f"{self.path.name} needs input(s) {', '.join(missing)}")
+        return {n: inputs[n] for n in self.input_names}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, self._feed(inputs))
+        return dict(zip(self.output_names, outputs, strict=True))
+
+    def bind(self, inputs: dict[str, np.ndarray]) -> Callable[[], None]:
+        feed = self._feed(inputs)
+        if self.device == "cpu":
+            return lambda: self.session.run(self.output_names, feed)
+        ort = _onnxruntime()
+        binding = self.session.io_binding()
+        self._bound = [ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0) for v in feed.values()]
+        for name, value in zip(feed, self._bound, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda")
+        return lambda: self.session.run_with_iobinding(binding)
+
+
+def _torch_cuda_stream() -> int | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.current_stream().cuda_stream

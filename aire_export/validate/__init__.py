@@ -1,0 +1,1 @@
+"""Validation, independent of runtimes: parity, latency, inputs, accuracy (DESIGN §5)."""

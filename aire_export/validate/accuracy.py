@@ -1,0 +1,45 @@
+"""Outputs of a runner over a data set, in batches, and task accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from aire_export.runtimes.base import Runner
+from aire_export.validate.inputs import SequenceData
+
+
+def predict(
+    runner: Runner,
+    data: SequenceData,
+    *,
+    batch_size: int = 64,
+    output: str = "y",
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """``runner``'s output ``output`` for every row of ``data``, batch by batch."""
+    pieces = []
+    for start in range(0, data.count, batch_size):
+        stop = min(start + batch_size, data.count)
+        pieces.append(runner.run(data.feeds(start, stop))[output])
+        if progress:
+            progress(stop - start)
+    return np.concatenate(pieces, axis=0)
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    correct: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray) -> AccuracyResult:
+    """Top-1 accuracy of (N, classes) outputs against (N,) labels."""
+    correct = int(np.sum(np.asarray(outputs).argmax(-1) == np.asarray(labels)))
+    return AccuracyResult(correct=correct, total=len(labels))

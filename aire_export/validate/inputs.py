@@ -1,0 +1,140 @@
+"""Validation inputs: from an npz the user gives, from an eval set, or generated with a seed.
+
+An inputs/eval file is an ``.npz`` with ``x`` (token ids (N, L) or features (N, L, d_input)),
+optionally ``lengths`` (N,) for padded sequences and ``y`` (N,) labels for accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aire_export.errors import InputError
+from aire_export.models import SSMNetwork
+
+
+@dataclass(frozen=True)
+class SequenceData:
+    x: np.ndarray
+    lengths: np.ndarray | None
+    y: np.ndarray | None
+    source: str
+
+    @property
+    def count(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.x.shape[1])
+
+    def feeds(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Graph feeds for rows [start, stop): ``x`` (and ``lengths``)."""
+        feeds = {"x": self.x[start:stop]}
+        if self.lengths is not None:
+            feeds["lengths"] = self.lengths[start:stop]
+        return feeds
+
+    def head(self, count: int) -> SequenceData:
+        return SequenceData(
+            x=self.x[:count],
+            lengths=None if self.lengths is None else self.lengths[:count],
+            y=None if self.y is None else self.y[:count],
+            source=self.source,
+        )
+
+
+def load_data(
+    path: str | os.PathLike, model: SSMNetwork, *, need_labels: bool = False
+) -> SequenceData:
+    """Read and check an npz of sequences for ``model`` (clear errors for wrong shapes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise InputError(
+            f"{path} is not a readable .npz file ({e.__class__.__name__}): save with numpy.savez"
+        ) from None
+    if "x" not in arrays:
+        raise InputError(f"{path} has no array 'x' (found {', '.join(arrays) or 'nothing'})")
+    data = SequenceData(
+        x=arrays["x"], lengths=arrays.get("lengths"), y=arrays.get("y"), source=str(path)
+    )
+    check_data(data, model, need_labels=need_labels)
+    return _as_model_dtypes(data, model)
+
+
+def check_data(data: SequenceData, model: SSMNetwork, *, need_labels: bool = False) -> None:
+    cfg = model.config
+    where = data.source
+    x = data.x
+    if cfg.input_kind == "tokens":
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+            raise InputError(
+                f"{where}: this model takes token ids: x must be integers of shape (N, L), got "
+                f"{x.dtype} {x.shape}"
+            )
+        if x.size and (x.min() < 0 or x.max() >= cfg.d_input):
+            raise InputError(
+                f"{where}: token ids must lie in [0, {cfg.d_input}), got [{x.min()}, {x.max()}]"
+            )
+    elif x.ndim != 3 or x.shape[2] != cfg.d_input or not np.issubdtype(x.dtype, np.floating):
+        raise InputError(
+            f"{where}: x must be float features of shape (N, L, {cfg.d_input}), got {x.dtype} {x.shape}"
+        )
+    elif not np.isfinite(x).all():
+        raise InputError(f"{where}: x holds NaN or inf values")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"{where}: x is empty {x.shape}")
+    if data.lengths is not None:
+        lengths = data.lengths
+        if lengths.shape != (x.shape[0],) or not np.issubdtype(lengths.dtype, np.integer):
+            raise InputError(
+                f"{where}: lengths must be integers of shape ({x.shape[0]},), got {lengths.shape}"
+            )
+        if lengths.min() < 1 or lengths.max() > x.shape[1]:
+            raise InputError(f"{where}: lengths must lie in [1, {x.shape[1]}]")
+    if data.y is not None:
+        y = data.y
+        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+            raise InputError(
+                f"{where}: y must be integer labels of shape ({x.shape[0]},), got {y.dtype} {y.shape}"
+            )
+        if y.min() < 0 or y.max() >= cfg.d_output:
+            raise InputError(f"{where}: labels must lie in [0, {cfg.d_output})")
+    elif need_labels:
+        raise InputError(f"{where} has no labels 'y': accuracy needs them")
+
+
+def _as_model_dtypes(data: SequenceData, model: SSMNetwork) -> SequenceData:
+    x = (
+        data.x.astype(np.int64)
+        if model.config.input_kind == "tokens"
+        else data.x.astype(np.float32)
+    )
+    return SequenceData(
+        x=x,
+        lengths=None if data.lengths is None else data.lengths.astype(np.int64),
+        y=None if data.y is None else data.y.astype(np.int64),
+        source=data.source,
+    )
+
+
+def random_data(model: SSMNetwork, batch: int, length: int, seed: int = 0) -> SequenceData:
+    """Inputs in the model's domain: uniform token ids, or standard-normal features."""
+    if batch < 1 or length < 1:
+        raise InputError(f"batch and length must be ≥ 1, got {batch} and {length}")
+    rng = np.random.default_rng(seed)
+    cfg = model.config
+    if cfg.input_kind == "tokens":
+        x = rng.integers(0, cfg.d_input, (batch, length)).astype(np.int64)
+    else:
+        x = rng.standard_normal((batch, length, cfg.d_input)).astype(np.float32)
+    return SequenceData(x=x, lengths=None, y=None, source=f"random (seed {seed})")

@@ -1,0 +1,177 @@
+"""Parity: how close two sets of outputs are, and whether they pass a tolerance gate (DESIGN §5).
+
+Two parities are reported and never mixed:
+
+- *pruning distortion*: original vs pruned model, both PyTorch float64 (how much pruning changed
+  the function: relative error, top-1 agreement, accuracy);
+- *lowering fidelity*: pruned PyTorch float64 vs each runtime (how faithfully the export computes
+  the pruned model). This is the gate.
+
+The gate follows Polygraphy's elementwise rule: an element fails only where
+``|a − r| > atol`` **and** ``|a − r| / |r| > rtol``. The minimum tolerance that would have
+passed is reported Polygraphy-style, as ``abs = max|a − r|`` OR ``rel = max |a − r|/|r|``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Default gates by precision for a 1024-step sequence; longer sequences scale them by
+# sqrt(length / 1024) (rounding errors of a scan grow like a random walk over its memory).
+# fp32 is the measured float32 error of our lowerings (≤ 1e-5 relative) with headroom; fp16 and
+# bf16 are dominated by the reduced-precision projections (10 and 7 mantissa bits).
+BASE_TOLERANCE = {
+    "fp32": (1e-4, 1e-3),
+    "tf32": (5e-3, 5e-3),
+    "fp16": (2e-2, 2e-2),
+    "bf16": (1e-1, 5e-2),
+}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+def default_tolerance(precision: str, length: int) -> Tolerance:
+    """The gate for a precision and sequence length (see :data:`BASE_TOLERANCE`)."""
+    atol, rtol = BASE_TOLERANCE[precision]
+    scale = max(1.0, float(np.sqrt(max(length, 1) / 1024)))
+    return Tolerance(atol * scale, rtol * scale)
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    """Agreement of one output with its reference."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    mean_abs: float
+    max_rel: float  # elementwise |a − r| / |r| (inf where r = 0 and a ≠ r)
+    mean_rel: float
+    normwise_rel: float  # ||a − r||_2 / ||r||_2
+    cosine: float
+    top1_agreement: float | None  # fraction of rows whose argmax agrees (2-D outputs)
+    atol: float
+    rtol: float
+    failing: int  # elements failing the gate
+    passed: bool
+
+    @property
+    def required(self) -> str:
+        """Polygraphy's 'Minimum Required Tolerance' line."""
+        return f"elemwise error | [abs={self.max_abs:.3g}] OR [rel={self.max_rel:.3g}]"
+
+    def verdict(self) -> str:
+        status = "PASSED" if self.passed else "FAILED"
+        return (
+            f"{status} | Output: {self.name!r} | atol={self.atol:.3g} rtol={self.rtol:.3g} | "
+            f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} | minimum required tolerance: "
+            f"{self.required}"
+        )
+
+
+def compare_output(
+    name: str, actual: np.ndarray, reference: np.ndarray, tol: Tolerance
+) -> OutputParity:
+    a = np.asarray(actual, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if a.shape != r.shape:
+        raise ValueError(f"output {name!r}: shape {a.shape} differs from the reference {r.shape}")
+    diff = np.abs(a - r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(diff == 0, 0.0, diff / np.abs(r))
+    failing = int(np.sum((diff > tol.atol) & (rel > tol.rtol))) + int(np.sum(~np.isfinite(a)))
+    norm_r = float(np.linalg.norm(r))
+    norm_a = float(np.linalg.norm(a))
+    cosine = (
+        float(np.dot(a.ravel(), r.ravel()) / (norm_a * norm_r))
+        if norm_a and norm_r
+        else float(norm_a == norm_r)
+    )
+    top1 = None
+    if a.ndim == 2 and a.shape[1] > 1:
+        top1 = float(np.mean(a.argmax(1) == r.argmax(1)))
+    finite = np.isfinite(rel)
+    return OutputParity(
+        name=name,
+        shape=tuple(a.shape),
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        max_rel=float(rel.max()) if rel.size else 0.0,
+        mean_rel=float(rel[finite].mean()) if finite.any() else 0.0,
+        normwise_rel=float(np.linalg.norm(a - r) / norm_r)
+        if norm_r
+        else float(np.linalg.norm(a - r)),
+        cosine=cosine,
+        top1_agreement=top1,
+        atol=tol.atol,
+        rtol=tol.rtol,
+        failing=failing,
+        passed=failing == 0,
+    )
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """Lowering fidelity of one runner against the float64 reference."""
+
+    runner: str
+    reference: str
+    precision: str
+    outputs: list[OutputParity]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+
+def compare_outputs(
+    runner: str,
+    actual: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    tolerance: Tolerance | dict[str, Tolerance],
+    *,
+    precision: str = "fp32",
+    reference_name: str = "pytorch-fp64",
+) -> ParityResult:
+    """Compare every reference output with the runner's output of the same name."""
+    missing = [n for n in reference if n not in actual]
+    if missing:
+        raise ValueError(f"{runner} produced no output named {', '.join(missing)}")
+    outputs = [
+        compare_output(
+            n, actual[n], reference[n], tolerance[n] if isinstance(tolerance, dict) else tolerance
+        )
+        for n in reference
+    ]
+    return ParityResult(
+        runner=runner, reference=reference_name, precision=precision, outputs=outputs
+    )
+
+
+@dataclass(frozen=True)
+class DistortionResult:
+    """Pruning distortion: the pruned model against the original, both PyTorch float64."""
+
+    normwise_rel: float  # ||y_pruned − y_original||_2 / ||y_original||_2
+    max_abs: float
+    top1_agreement: float | None
+    samples: int
+
+
+def pruning_distortion(original: np.ndarray, pruned: np.ndarray) -> DistortionResult:
+    o = np.asarray(original, dtype=np.float64)
+    p = np.asarray(pruned, dtype=np.float64)
+    norm = float(np.linalg.norm(o))
+    top1 = float(np.mean(o.argmax(-1) == p.argmax(-1))) if o.ndim == 2 and o.shape[1] > 1 else None
+    return DistortionResult(
+        normwise_rel=float(np.linalg.norm(p - o) / norm) if norm else float(np.linalg.norm(p - o)),
+        max_abs=float(np.abs(p - o).max()) if o.size else 0.0,
+        top1_agreement=top1,
+        samples=int(o.shape[0]) if o.ndim else 1,
+    )

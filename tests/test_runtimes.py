@@ -1,0 +1,389 @@
+"""Runners (onnxruntime, PyTorch), the TensorRT builder's own logic, and the edge bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_s5
+from tiny_graph import tiny_classifier
+
+from aire_export.errors import InputError, RuntimeMissingError
+from aire_export.runtimes.bundle import BundleGraph, write_bundle
+from aire_export.runtimes.ort import OrtRunner, cuda_provider_available
+from aire_export.runtimes.torch_runner import TorchRunner
+from aire_export.runtimes.trt import (
+    ShapeRange,
+    TrtBuildOptions,
+    build_engine,
+    import_tensorrt,
+    profile_shapes,
+)
+from aire_export.validate.parity import Tolerance
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.onnx"
+    W = tiny_classifier(path)
+    return path, W
+
+
+def test_ort_cpu_runner_runs_and_binds(tiny):
+    path, W = tiny
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    with OrtRunner(path) as runner:
+        out = runner.run({"x": x, "unused": np.zeros(1)})
+        assert np.allclose(out["y"], x.mean(1) @ W, atol=1e-5)
+        runner.bind({"x": x})()  # executes without error
+        with pytest.raises(InputError, match="needs input"):
+            runner.run({})
+    assert runner.name == "onnxruntime-cpu"
+
+
+@pytest.mark.skipif(cuda_provider_available(), reason="CUDA provider present")
+def test_ort_cuda_without_the_provider_names_the_install(tiny):
+    with pytest.raises(RuntimeMissingError, match="onnxruntime-gpu"):
+        OrtRunner(tiny[0], provider="cuda")
+
+
+def test_torch_runner_fp64_reference_and_fp32():
+    model = make_s5()
+    x = np.random.default_rng(1).standard_normal((2, 9, 3)).astype(np.float32)
+    ref = TorchRunner(model, dtype=torch.float64).run({"x": x})["y"]
+    fp32 = TorchRunner(model).run({"x": x})["y"]
+    assert ref.dtype == np.float64 and np.allclose(ref, fp32, atol=1e-5)
+    with torch.no_grad():
+        assert np.allclose(fp32, model(torch.from_numpy(x)).numpy())
+
+
+# ---- TensorRT: our logic, against a stand-in of the documented API -----------------------------
+
+
+def test_shape_ranges_parse_and_refuse_nonsense():
+    assert ShapeRange.parse("1:8:32", "batch") == ShapeRange(1, 8, 32)
+    assert ShapeRange.parse("16", "batch") == ShapeRange(16, 16, 16)
+    for bad in ("8:1:32", "0", "a:b:c", "1:2"):
+        with pytest.raises(InputError):
+            ShapeRange.parse(bad, "batch")
+
+
+def test_profile_shapes_resolve_symbolic_dims():
+    shapes = profile_shapes(
+        [("x", ("batch", "length", 3)), ("lengths", ("batch",))],
+        ShapeRange(1, 4, 8),
+        ShapeRange(16, 1024, 4096),
+    )
+    assert shapes["x"] == ((1, 16, 3), (4, 1024, 3), (8, 4096, 3))
+    assert shapes["lengths"] == ((1,), (4,), (8,))
+    with pytest.raises(InputError, match="no range"):
+        profile_shapes([("x", ("time",))], ShapeRange(1, 1, 1), ShapeRange(1, 1, 1))
+
+
+@pytest.mark.skipif("tensorrt" in sys.modules, reason="TensorRT installed")
+def test_missing_tensorrt_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(RuntimeMissingError, match=r"aire-export\[trt\]"):
+        import_tensorrt()
+
+
+def _fake_trt(version: str, log: list):
+    """A stand-in with the TensorRT 10/11 Python API surface build_engine uses; records calls."""
+
+    class Layer:
+        def __init__(self, name):
+            self.name, self.num_outputs, self.precision = name, 1, None
+
+        def set_output_type(self, i, t):
+            log.append(("output_type", self.name, t))
+
+    class Network:
+        num_layers = 3
+
+        def get_layer(self, i):
+            return [Layer("layers.0/in_proj"), Layer("layers.0/scan/intra"), Layer("scan_carry")][i]
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            log.append(("parse", Path(path).name))
+            return True
+
+    class Cache:
+        def serialize(self):
+            return b"cache-bytes"
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            log.append(("workspace", size))
+
+        def set_flag(self, flag):
+            log.append(("flag", flag))
+
+        def add_optimization_profile(self, p):
+            log.append(("profile", dict(p.shapes)))
+
+        def create_timing_cache(self, data):
+            return Cache()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            log.append(("timing_cache",))
+
+        def get_timing_cache(self):
+            return Cache()
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes[name] = (lo, opt, hi)
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            log.append(("network_flags", flags))
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return b"engine-bytes"
+
+    trt = types.SimpleNamespace(
+        __version__=version,
+        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+        Builder=Builder,
+        OnnxParser=Parser,
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"),
+        BuilderFlag=types.SimpleNamespace(
+            FP16="FP16", BF16="BF16", OBEY_PRECISION_CONSTRAINTS="OBEY", VERSION_COMPATIBLE="VC"
+        ),
+        float32="float32",
+    )
+    if version.startswith("10"):
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    else:
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace()
+    return trt
+
+
+def test_tensorrt10_strongly_typed_build(tmp_path):
+    log: list = []
+    opts = TrtBuildOptions(
+        precision="fp16",
+        batch=ShapeRange(1, 8, 32),
+        length=ShapeRange(64, 1024, 4096),
+        timing_cache=tmp_path / "timing.cache",
+        version_compatible=True,
+    )
+    info = build_engine(
+        tmp_path / "model.fp16.onnx",
+        tmp_path / "model.engine",
+        [("x", ("batch", "length", 1))],
+        opts,
+        trt=_fake_trt("10.3.0", log),
+    )
+    assert ("network_flags", 1 << 1) in log  # STRONGLY_TYPED
+    assert ("flag", "FP16") not in log  # precision comes from the graph
+    assert ("flag", "VC") in log
+    assert ("profile", {"x": ((1, 64, 1), (8, 1024, 1), (32, 4096, 1))}) in log
+    assert (tmp_path / "model.engine").read_bytes() == b"engine-bytes"
+    assert (tmp_path / "timing.cache").read_bytes() == b"cache-bytes"
+    assert info.strongly_typed and info.pinned_fp32_layers == []
+
+
+def test_tensorrt10_weak_typing_pins_the_scan_to_fp32(tmp_path):
+    log: list = []
+    info = build_engine(
+        tmp_path / "model.onnx",
+        tmp_path / "model.engine",
+        [("x", ("batch", "length", 1))],
+        TrtBuildOptions(precision="fp16", weak_typing=True),
+        trt=_fake_trt("10.3.0", log),
+    )
+    assert ("network_flags", 0) in log
+    assert ("flag", "FP16") in log and ("flag", "OBEY") in log
+    assert info.pinned_fp32_layers == ["layers.0/scan/intra", "scan_carry"]
+
+
+def test_tensorrt11_is_always_strongly_typed(tmp_path):
+    log: list = []
+    build_engine(
+        tmp_path / "m.onnx",
+        tmp_path / "m.engine",
+        [("x", ("batch", "length", 1))],
+        TrtBuildOptions(precision="fp16"),
+        trt=_fake_trt("11.1.0", log),
+    )
+    assert ("network_flags", 0) in log and ("flag", "FP16") not in log
+    with pytest.raises(InputError, match="always strongly typed"):
+        build_engine(
+            tmp_path / "m.onnx",
+            tmp_path / "m.engine",
+            [],
+            TrtBuildOptions(weak_typing=True),
+            trt=_fake_trt("11.1.0", []),
+        )
+
+
+# ---- edge bundle ------------------------------------------------------------------------------
+
+
+def _bundle(tmp_path, tiny):
+    path, W = tiny
+    x = np.random.default_rng(2).standard_normal((2, 6, 3)).astype(np.float32)
+    ref = x.astype(np.float64).mean(1) @ W
+    graph = BundleGraph(
+        source=path,
+        role="sequence",
+        precision="fp32",
+        inputs=(("x", ("batch", "length", 3)),),
+        details={},
+    )
+    fp16 = BundleGraph(
+        source=path, role="sequence-fp16", precision="fp16", inputs=graph.inputs, details={}
+    )
+    folder = write_bundle(
+        tmp_path / "bundle",
+        [graph, fp16],
+        {"x": x},
+        {"y": ref},
+        {"fp32": Tolerance(1e-4, 1e-3), "fp16": Tolerance(1e-2, 1e-2)},
+        batch=ShapeRange(1, 2, 8),
+        length=ShapeRange(1, 6, 64),
+        manifest={"source": {"sha256": "abc"}},
+    )
+    return folder, ref
+
+
+FAKE_TRTEXEC = r"""#!/usr/bin/env bash
+# stands in for trtexec: prints a version banner, logs its arguments, writes --exportOutput
+echo "$@" >> "$FAKE_LOG"
+if [ "$1" = "--help" ]; then
+  echo "&&&& RUNNING TensorRT.trtexec [TensorRT v${FAKE_VERSION}] # trtexec --help"; echo "$FAKE_HELP"; exit 0
+fi
+for a in "$@"; do case "$a" in --exportOutput=*) python3 - "${a#--exportOutput=}" <<'PY'
+import json, os, sys
+import numpy as np
+ref = np.load("ref_outputs.npz")
+scale = float(os.environ.get("FAKE_ERROR", "0"))
+out = [{"name": n, "values": (ref[n] + scale).ravel().tolist()} for n in ref.files]
+json.dump(out, open(sys.argv[1], "w"))
+PY
+;; esac; done
+"""
+
+
+@pytest.mark.parametrize(
+    "version, help_text, precision, expect, absent",
+    [
+        (
+            "100300",
+            "--stronglyTyped --skipInference --noTF32",
+            "fp16",
+            ["--onnx=model.fp16.onnx", "--stronglyTyped"],
+            ["--fp16"],
+        ),
+        (
+            "110100",
+            "--skipInference",
+            "fp16",
+            ["--onnx=model.fp16.onnx"],
+            ["--stronglyTyped", "--fp16"],
+        ),
+        (
+            "100300",
+            "--noTF32 --buildOnly",
+            "fp32",
+            ["--onnx=model.onnx", "--noTF32", "--buildOnly"],
+            ["--fp16"],
+        ),
+    ],
+)
+def test_build_script_branches_on_the_tensorrt_version(
+    tmp_path, tiny, version, help_text, precision, expect, absent
+):
+    folder, _ = _bundle(tmp_path, tiny)
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "TRTEXEC": str(fake),
+        "FAKE_LOG": str(tmp_path / "log"),
+        "FAKE_VERSION": version,
+        "FAKE_HELP": help_text,
+        "PRECISION": precision,
+    }
+    run = subprocess.run(
+        ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    calls = (tmp_path / "log").read_text().splitlines()
+    build = next(c for c in calls if "--saveEngine" in c)
+    for flag in expect:
+        assert flag in build
+    for flag in absent:
+        assert flag not in build.split()
+    bench = next(c for c in calls if "--loadEngine" in c)
+    assert "--loadInputs=x:inputs/x.bin" in bench and "--shapes=x:2x6x3" in bench
+    assert "PASSED" in run.stdout
+    assert np.array_equal(
+        np.fromfile(folder / "inputs" / "x.bin", np.float32).reshape(2, 6, 3),
+        np.load(folder / "inputs.npz")["x"],
+    )
+
+
+def test_build_script_fails_parity_with_exit_3_and_without_trtexec_with_exit_4(tmp_path, tiny):
+    folder, _ = _bundle(tmp_path, tiny)
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "TRTEXEC": str(fake),
+        "FAKE_LOG": str(tmp_path / "log"),
+        "FAKE_VERSION": "110100",
+        "FAKE_HELP": "",
+        "FAKE_ERROR": "0.5",
+        "PRECISION": "fp32",
+    }
+    run = subprocess.run(
+        ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 3 and "FAILED" in run.stdout
+    env["TRTEXEC"] = str(tmp_path / "nope")
+    assert (
+        subprocess.run(["bash", str(folder / "build.sh")], env=env, capture_output=True).returncode
+        == 4
+    )
+
+
+def test_bundle_manifest_records_profile_and_tolerances(tmp_path, tiny):
+    folder, _ = _bundle(tmp_path, tiny)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["source"]["sha256"] == "abc"
+    assert manifest["profile"]["shapes"]["x"] == [[1, 1, 3], [2, 6, 3], [8, 64, 3]]
+    assert manifest["tolerances"]["fp16"] == {"atol": 1e-2, "rtol": 1e-2}
+    assert manifest["tensorrt"]["tested"] is False
+    assert {"model.onnx", "model.fp16.onnx", "build.sh", "check_outputs.py", "README.md"} <= {
+        p.name for p in folder.iterdir()
+    }
