@@ -292,6 +292,19 @@ PY
 """
 
 
+def _bundle_with_fake_trtexec(tmp_path, tiny, **settings):
+    folder, _ = _bundle(tmp_path, tiny)
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    return folder, {
+        **os.environ,
+        "TRTEXEC": str(fake),
+        "FAKE_LOG": str(tmp_path / "log"),
+        **settings,
+    }
+
+
 @pytest.mark.parametrize(
     "version, help_text, precision, expect, absent",
     [
@@ -321,18 +334,9 @@ PY
 def test_build_script_branches_on_the_tensorrt_version(
     tmp_path, tiny, version, help_text, precision, expect, absent
 ):
-    folder, _ = _bundle(tmp_path, tiny)
-    fake = tmp_path / "trtexec"
-    fake.write_text(FAKE_TRTEXEC)
-    fake.chmod(0o755)
-    env = {
-        **os.environ,
-        "TRTEXEC": str(fake),
-        "FAKE_LOG": str(tmp_path / "log"),
-        "FAKE_VERSION": version,
-        "FAKE_HELP": help_text,
-        "PRECISION": precision,
-    }
+    folder, env = _bundle_with_fake_trtexec(
+        tmp_path, tiny, FAKE_VERSION=version, FAKE_HELP=help_text, PRECISION=precision
+    )
     run = subprocess.run(
         ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
     )
@@ -353,19 +357,9 @@ def test_build_script_branches_on_the_tensorrt_version(
 
 
 def test_build_script_fails_parity_with_exit_3_and_without_trtexec_with_exit_4(tmp_path, tiny):
-    folder, _ = _bundle(tmp_path, tiny)
-    fake = tmp_path / "trtexec"
-    fake.write_text(FAKE_TRTEXEC)
-    fake.chmod(0o755)
-    env = {
-        **os.environ,
-        "TRTEXEC": str(fake),
-        "FAKE_LOG": str(tmp_path / "log"),
-        "FAKE_VERSION": "110100",
-        "FAKE_HELP": "",
-        "FAKE_ERROR": "0.5",
-        "PRECISION": "fp32",
-    }
+    folder, env = _bundle_with_fake_trtexec(
+        tmp_path, tiny, FAKE_VERSION="110100", FAKE_HELP="", FAKE_ERROR="0.5", PRECISION="fp32"
+    )
     run = subprocess.run(
         ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
     )
