@@ -47,7 +47,9 @@ from aire_export.models.blocks import (
     as_real,
     gelu,
     make_norm,
+    take_states,
     to_numpy64,
+    zero_states,
 )
 from aire_export.models.discretize import METHODS, discretize
 from aire_export.models.modal import ModalSystem
@@ -125,10 +127,20 @@ class S5SSM(nn.Module):
         lam_bar, gain = discretize(self.continuous_lambda(dtype), step, self.config.discretization)
         return lam_bar, gain[:, None] * as_complex(self._param("B", dtype))
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Parameter names of C̃ per direction: ("C",) or ("C1", "C2")."""
+        return ("C1", "C2") if self.config.bidirectional else ("C",)
+
     def output_matrices(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
         """C̃ per direction, complex (H, P): (C,) or (C1, C2)."""
-        names = ("C1", "C2") if self.config.bidirectional else ("C",)
-        return tuple(as_complex(self._param(n, dtype)) for n in names)
+        return tuple(as_complex(self._param(n, dtype)) for n in self.output_names)
+
+    def state_axes(self) -> dict[str, int]:
+        """Every parameter indexed by state, with its state axis: Λ, B̃ rows, log Δ rows, the
+        columns of every C̃ (pruning a state removes it from both directions)."""
+        axes = {"Lambda_re": 0, "Lambda_im": 0, "B": 0, "log_step": 0}
+        return axes | {name: 1 for name in self.output_names}
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, H) real → y (B, L, H) real."""
@@ -216,6 +228,24 @@ class S5Block(SSMBlock):
 
     def modal_system(self) -> ModalSystem:
         return self.seq.modal_system(name=f"layers.{self.index}.seq")
+
+    def state_units(self) -> np.ndarray:
+        return np.arange(self.seq.state_size)  # every stored state (or conjugate pair) is a unit
+
+    def shrunk_parameters(self, kept_units: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
+        return len(kept_units), {
+            f"seq.{name}": take_states(getattr(self.seq, name).detach(), axis, kept_units)
+            for name, axis in self.seq.state_axes().items()
+        }
+
+    def masked_parameters(self, kept_units: np.ndarray) -> dict[str, torch.Tensor]:
+        drop = np.ones(self.seq.state_size, dtype=bool)
+        drop[kept_units] = False
+        reach = {"B": 0} | {name: 1 for name in self.seq.output_names}  # B̃ rows, C̃ columns
+        return {
+            f"seq.{name}": zero_states(getattr(self.seq, name).detach(), axis, drop)
+            for name, axis in reach.items()
+        }
 
 
 class S5Model(SSMNetwork):
