@@ -164,8 +164,8 @@ def _warnings(
         if n and score_compat == "official":
             out.append(
                 f"layer {scores.index}: {n} unit(s) with |λ̄| ≥ 1 (marginal or unstable) scored "
-                "by the official formula (AIRE's denominator 1 − |λ̄|² + 1e-8 ≤ 0 gives a "
-                "negative energy: usually pruned first)"
+                "by the official formula: AIRE's denominator 1 − |λ̄|² + 1e-8 ≤ 0 makes their "
+                "energy negative and the official normalization ranks them as it falls out"
             )
         elif n:
             out.append(

@@ -37,8 +37,10 @@ non-increasing along ``order``, so "score ≥ τ" keeps a prefix of it.
     unidirectional  E_i = ‖C_i‖² ‖B_i‖² / ((1 − |λ̄_i|²) + 1e-8),  LAST: / ((1 − |λ̄_i|)² + 1e-8)
     bidirectional   the C term is (‖C_f,i‖ + ‖C_b,i‖)/2**2 = (‖C_f,i‖ + ‖C_b,i‖)/4: Python
                     precedence divides by 4 and leaves the norms unsquared
-    |λ̄| ≥ 1        no special case: AIRE's denominator goes ≤ 0, the score is negative and
-                    such states are (usually) pruned first
+    |λ̄| ≥ 1        no special case: AIRE's denominator goes ≤ 0 and the energy negative.
+                    The normalization then runs on it as is: a negative energy smaller than the
+                    layer's positive total scores negative (pruned first), a larger one makes
+                    the tail sums negative and can score near or above 1 (kept)
     normalization   argsort ascending (stable), s = E_sorted / reverse_cumsum(E_sorted)
                     (+ ε), scattered back: on equal energies the later index scores higher
 """
