@@ -203,9 +203,13 @@ def take_states(
     ``index`` is (K,): the same states for every row; or (R, K) with ``axis == 1``: per row of
     axis 0 (S4D channels), where ``pad`` (R, K) marks entries set to ``fill`` instead.
     """
-    idx = torch.as_tensor(np.asarray(index, dtype=np.int64), device=value.device)
+    index = np.asarray(index, dtype=np.int64)
+    if index.ndim == 1 and value.device.type == "cpu" and value.dtype != torch.bfloat16:
+        # numpy's take is several times faster than index_select off the leading axis
+        return torch.from_numpy(np.take(value.detach().numpy(), index, axis=axis))
+    idx = torch.as_tensor(index, device=value.device)
     if idx.dim() == 1:
-        return value.index_select(axis, idx).clone()
+        return value.index_select(axis, idx)  # a new tensor
     tail = [1] * (value.dim() - 2)
     out = torch.gather(
         value, 1, idx.reshape(*idx.shape, *tail).expand(*idx.shape, *value.shape[2:])
@@ -332,6 +336,15 @@ def as_complex(x: torch.Tensor) -> torch.Tensor:
 
 def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
     return F.gelu(x, approximate=approximate)
+
+
+def complex_numpy(x: torch.Tensor) -> np.ndarray:
+    """Real tensor with a trailing (re, im) axis → complex numpy array (a view: complex64 for
+    float32, complex128 for float64)."""
+    x = x.detach().cpu().contiguous()
+    if x.dtype not in (torch.float32, torch.float64) or x.shape[-1] != 2:
+        raise ValueError(f"expected a float tensor with a trailing (re, im) axis, got {x.shape}")
+    return x.numpy().view(np.complex64 if x.dtype == torch.float32 else np.complex128)[..., 0]
 
 
 def to_numpy64(x: torch.Tensor) -> np.ndarray:

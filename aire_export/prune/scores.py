@@ -250,7 +250,10 @@ def check_options(method: ScoreMethod, eps: float, score_compat: str) -> None:
         )
 
 
-def _combine(values: np.ndarray, units: np.ndarray, n_units: int, how: str) -> np.ndarray:
+def _combine(values: np.ndarray, units: np.ndarray | None, n_units: int, how: str) -> np.ndarray:
+    """Per-unit values from per-state ones (``units`` None: every state is its own unit)."""
+    if units is None:
+        return values
     if how == "sum":
         return np.bincount(units, weights=values, minlength=n_units)
     out = np.full(n_units, -np.inf)
@@ -268,13 +271,14 @@ def score_layer(
     rng: np.random.Generator | None = None,
 ) -> LayerScores:
     """The :class:`LayerScores` of one modal system."""
-    units = system.unit_ids
+    units = system.units
     n_units = system.n_units
     max_abs = _combine(np.abs(system.lam), units, n_units, "max")
     if method.quantity is None:
         per_unit = (rng or np.random.default_rng(0)).random(n_units)
     else:
         per_unit = _combine(method.quantity(system, score_compat), units, n_units, method.combine)
+    units = system.unit_ids
 
     if score_compat == "official":
         forced = np.zeros(n_units, dtype=bool)  # official methods are all normalized

@@ -18,6 +18,7 @@ are gone); its effect is measured by validation, not assumed.
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 
 import numpy as np
@@ -40,7 +41,8 @@ def check_kept(model: SSMNetwork, kept: list[np.ndarray]) -> list[np.ndarray]:
     out = []
     for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
         units = np.asarray(units)
-        n_units = len(np.unique(block.state_units()))
+        ids = block.state_units()
+        n_units = int(ids.max()) + 1 if ids.size else 0  # ids are 0..U-1
         if units.size and (units.ndim != 1 or not np.issubdtype(units.dtype, np.integer)):
             raise InputError(f"kept[{index}] must be a 1-D array of unit indices")
         units = np.unique(units.astype(np.int64))  # sorted, duplicates removed
@@ -68,15 +70,18 @@ def shrink_model(
         size, params = block.shrunk_parameters(units)
         sizes.append(size)
         updates |= {f"layers.{index}.{name}": value for name, value in params.items()}
-    state = {k: v.detach() for k, v in model.state_dict().items()} | updates
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in updates}
+    state |= updates
 
     kept_blocks = [i for i, size in enumerate(sizes) if size > 0 or not drop_empty_blocks]
     if drop_empty_blocks:
         state = _renumber_blocks(state, kept_blocks)
     config = model.config.replace(state_sizes=[sizes[i] for i in kept_blocks])
-    reference = next(model.parameters())
-    shrunk = type(model)(config).to(dtype=reference.dtype, device=reference.device)
-    shrunk.load_state_dict(state)
+    with torch.device("meta"):  # no allocation or random init: every tensor comes from `state`
+        shrunk = type(model)(config)
+    shrunk.load_state_dict(state, assign=True)
+    if any(t.is_meta for t in itertools.chain(shrunk.parameters(), shrunk.buffers())):
+        raise RuntimeError(f"{type(model).__name__} holds tensors outside its state_dict")
     shrunk.meta = copy.deepcopy(model.meta)
     return shrunk.train(model.training)
 
