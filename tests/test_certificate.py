@@ -89,6 +89,18 @@ def test_measured_hinf_finds_the_peak_of_a_dense_grid(make, options):
     assert measured <= hinf_bound(system)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_branch_and_bound_search_of_wide_layers_finds_the_dense_grid_peak(bidirectional):
+    """Layers whose σ_max needs a real eigenproblem (H = 24) take the Frobenius-screened path."""
+    system = make_s5(seed=7, d_model=24, state_sizes=(16,), bidirectional=bidirectional)
+    system = system.modal_systems()[0]
+    for removed in (np.arange(0, 16, 2), np.arange(16)):
+        sub = system.subsystem(removed)
+        measured, _ = hinf_norm(sub)
+        assert measured >= gain(sub, np.linspace(0, np.pi, 4_001)).max() * (1 - 1e-9)
+        assert measured <= hinf_bound(sub)
+
+
 def test_h2_includes_the_cross_terms_aire_leaves_out():
     """Two equal modes add coherently: ‖G‖²_H2 = 4E, not the additive 2E."""
     lam = np.array([0.5, 0.5], complex)
@@ -170,7 +182,7 @@ def test_bound_exceeds_measured_hinf_on_reference_initialized_models(make, optio
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_bound_exceeds_measured_hinf_on_every_example_model(path):
     model = ax.load(path)
-    for ratio in (0.3, 0.5, 0.7, 0.9):
+    for ratio in (0.3, 0.7):
         _, plan = ax.prune(model, ratio)
         _assert_certificates_hold(plan)
 
