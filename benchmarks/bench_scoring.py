@@ -6,6 +6,7 @@ H = 128, bidirectional, half_glu2, BatchNorm (the ``pathx`` options of BENCHMARK
 B̃, C̃, D and log Δ are random (the weights do not change the work done).
 
     python benchmarks/bench_scoring.py [--layers 6] [--states 4096] [--width 128] [--runs 20]
+                                       [--certificates]
 
 Prints the median and p90 (wall clock and process CPU time) of each stage (modal view +
 scores, selection, shrink) and of the whole ``ax.prune`` call, in milliseconds, and the load
@@ -92,6 +93,11 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.7)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--certificates",
+        action="store_true",
+        help="also time ax.prune with the per-layer certificates (use a smaller --states)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -116,6 +122,9 @@ def main() -> None:
         "shrink": summary(shrink_times),
         "ax.prune total": summary(total_times),
     }
+    if args.certificates:
+        times, _ = timed(lambda: ax.prune(model, args.ratio), max(1, args.runs // 10))
+        result["ax.prune with certificates"] = summary(times)
     print(json.dumps(result, indent=1))
 
 
