@@ -54,6 +54,7 @@ def cli() -> None:
     Examples:
       aire-export inspect examples/checkpoints/s5_digits.pt
       aire-export import s5-flax best_state.msgpack --config run_args.json -o model.pt
+      aire-export prune model.pt --ratio 0.7 -o out/pruned.pt
     """
 
 
