@@ -6,11 +6,14 @@ Public API (DESIGN §8)::
     model = ax.load("model.pt")
     model = ax.import_checkpoint("s5-flax", "best_state.msgpack", config="run_args.json")
     ax.save(model, "model.pt")
+    scores = ax.score(model, method="aire")
+    pruned, plan = ax.prune(model, ratio=0.7, method="aire")
 """
 
 from aire_export.checkpoints import import_checkpoint, load, save
 from aire_export.errors import AireError
+from aire_export.prune import prune, score
 
 __version__ = "0.1.0"
 
-__all__ = ["AireError", "__version__", "import_checkpoint", "load", "save"]
+__all__ = ["AireError", "__version__", "import_checkpoint", "load", "prune", "save", "score"]

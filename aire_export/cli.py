@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -53,6 +54,7 @@ def cli() -> None:
     Examples:
       aire-export inspect examples/checkpoints/s5_digits.pt
       aire-export import s5-flax best_state.msgpack --config run_args.json -o model.pt
+      aire-export prune model.pt --ratio 0.7 -o out/pruned.pt
     """
 
 
@@ -142,6 +144,182 @@ def import_cmd(kind: str, checkpoint: Path, config: Path | None, output: Path) -
         f"wrote {output}: {summary.arch} with {len(summary.layers)} layers, {summary.states} states, "
         f"{summary.parameters:,} parameters"
     )
+
+
+def _method_option(f):
+    from aire_export.prune.scores import COMPAT, METHODS
+
+    f = click.option(
+        "--seed", type=int, default=0, show_default=True, help="Seed of the random method."
+    )(f)
+    f = click.option(
+        "--score-compat",
+        type=click.Choice(COMPAT),
+        default="default",
+        show_default=True,
+        help="'official' reproduces the official AIRE-Prune/LAST code exactly (its bidirectional "
+        "formula and its handling of |λ̄| ≥ 1), to match published numbers.",
+    )(f)
+    f = click.option(
+        "--eps",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="Energy scale ε of the normalization s = E/(ΣE + ε). 0: no layer ever empties; "
+        "> 0 lets whole low-energy layers go.",
+    )(f)
+    return click.option(
+        "--method",
+        type=click.Choice(list(METHODS)),
+        default="aire",
+        show_default=True,
+        help="Scoring method: " + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
+    )(f)
+
+
+def _energy(x: float, digits: int = 2) -> str:
+    return f"{x:.{digits}g}" if math.isfinite(x) else "∞"
+
+
+@cli.command("score")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@_method_option
+@click.option("--json", "as_json", is_flag=True, help="Print every layer's scores as JSON.")
+def score_cmd(
+    model: Path, method: str, eps: float, score_compat: str, seed: int, as_json: bool
+) -> None:
+    """Score every state: per layer the energy head (largest) and tail (smallest), stability.
+
+    \b
+    Example:
+      aire-export score model.pt --method aire --json
+    """
+    from aire_export.checkpoints import load
+    from aire_export.prune import score
+    from aire_export.prune.scores import scores_to_json
+
+    layers = score(load(model), method, eps=eps, score_compat=score_compat, seed=seed)
+    if as_json:
+        _print_json(scores_to_json(layers, method, eps, score_compat, seed))
+        return
+    console = _stdout()
+    console.print(f"[bold]{model}[/bold]: {method} scores ({score_compat})")
+    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD)
+    for col in ("layer", "states", "energy head", "energy tail", "max |λ̄|", "|λ̄|≥1"):
+        table.add_column(col, justify="right")
+    for layer in layers:
+        ordered = layer.energies[layer.order]
+        unstable = len(layer.unstable)
+        table.add_row(
+            str(layer.index),
+            str(layer.states) + ("" if layer.n_units == layer.states else f" ({layer.n_units})"),
+            " ".join(_energy(e) for e in ordered[:3]),
+            " ".join(_energy(e) for e in ordered[-3:]),
+            f"{layer.max_abs_lambda.max():.4f}" if layer.n_units else "-",
+            f"[red]{unstable}[/red]" if unstable else "0",
+        )
+    console.print(table)
+    if any(layer.n_units != layer.states for layer in layers):
+        console.print("states (n): n units, each a mode pruned from every channel together")
+    unstable = sum(len(layer.unstable) for layer in layers)
+    if unstable:
+        console.print(
+            f"[yellow]warning:[/yellow] {unstable} unit(s) have |λ̄| ≥ 1 (marginal or unstable): "
+            + (
+                "scored by the official formula"
+                if score_compat == "official"
+                else "infinite energy, always kept by prune"
+            )
+        )
+
+
+@cli.command("prune")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--ratio", type=float, help="Fraction of states to prune, in [0, 1) (0.7: 70 %).")
+@click.option("--threshold", type=float, help="Keep every state whose score is ≥ this (≥ 0).")
+@_method_option
+@click.option(
+    "--drop-empty-blocks",
+    is_flag=True,
+    help="Remove the whole residual block of a layer that keeps no state.",
+)
+@click.option(
+    "--no-certificates", is_flag=True, help="Skip the per-layer H∞ bound / H∞ / H2 errors."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the pruned model; plan.json is written in the same folder.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def prune_cmd(
+    model: Path,
+    ratio: float | None,
+    threshold: float | None,
+    method: str,
+    eps: float,
+    score_compat: str,
+    seed: int,
+    drop_empty_blocks: bool,
+    no_certificates: bool,
+    output: Path,
+    as_json: bool,
+) -> None:
+    """Prune states globally (AIRE-Prune Algorithm 1) and write the physically smaller model.
+
+    \b
+    Examples:
+      aire-export prune model.pt --ratio 0.7 -o out/pruned.pt
+      aire-export prune model.pt --ratio 0.3 --score-compat official -o pruned.pt
+    """
+    from aire_export.checkpoints import load
+    from aire_export.prune import prune, save_pruned
+
+    pruned, plan = prune(
+        load(model),
+        ratio,
+        threshold=threshold,
+        method=method,
+        eps=eps,
+        score_compat=score_compat,
+        seed=seed,
+        drop_empty_blocks=drop_empty_blocks,
+        certificates=not no_certificates,
+    )
+    model_path, plan_path = save_pruned(pruned, plan, output)
+    if as_json:
+        _print_json(plan.to_json())
+        return
+    console = _stdout()
+    table = Table(show_header=True, header_style="bold")
+    for col in ("layer", "states", "kept", "size", "H∞ bound", "H∞ measured", "H2"):
+        table.add_column(col, justify="right")
+    for layer in plan.layers:
+        cert = layer.certificate
+        table.add_row(
+            str(layer.index),
+            str(layer.states_before),
+            str(layer.states_after) + (" (dropped)" if layer.dropped else ""),
+            "removed" if layer.block_removed else str(layer.physical_size),
+            *(
+                (_energy(cert.bound, 3), _energy(cert.measured_hinf, 3), _energy(cert.h2, 3))
+                if cert
+                else ("-", "-", "-")
+            ),
+        )
+    console.print(table)
+    threshold_text = "" if plan.threshold is None else f", threshold τ = {plan.threshold:.6g}"
+    console.print(
+        f"{plan.method}: kept {plan.states_after} of {plan.states_before} states, pruned "
+        f"{plan.ratio_achieved:.1%}"
+        + ("" if plan.ratio_requested is None else f" (requested {plan.ratio_requested:.1%})")
+        + threshold_text
+    )
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(f"wrote {model_path} and {plan_path}")
 
 
 def main(argv: list[str] | None = None) -> int:

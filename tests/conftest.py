@@ -30,6 +30,16 @@ S4D_CORE_OPTIONS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Test tensors are tiny: one intra-op thread is several times faster than two threads
+    fighting over a shared 2-core machine, and results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def option_id(options: dict) -> str:
     return "-".join(f"{k}={v}" for k, v in options.items())
 

@@ -176,6 +176,64 @@ class SSMBlock(nn.Module):
     def modal_system(self) -> ModalSystem:
         raise NotImplementedError
 
+    # ---- state pruning hooks (used by aire_export.prune.shrink; no architecture names there) --
+    def state_units(self) -> np.ndarray:
+        """(P_modal,) unit id of each state of :meth:`modal_system`, in its state order.
+
+        A unit is the group of states pruned together (ModalSystem.units); ids are 0..U-1.
+        """
+        raise NotImplementedError
+
+    def shrunk_parameters(self, kept_units: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
+        """(new state size, {parameter name relative to the block: new value}) of the block that
+        keeps only ``kept_units`` (sorted unit ids); the other parameters are unchanged."""
+        raise NotImplementedError
+
+    def masked_parameters(self, kept_units: np.ndarray) -> dict[str, torch.Tensor]:
+        """Same shapes, with the states of every other unit cut off from the output (their input
+        rows and/or output columns zeroed): the reference a shrunk block must equal."""
+        raise NotImplementedError
+
+
+def take_states(
+    value: torch.Tensor, axis: int, index: np.ndarray, pad: np.ndarray | None = None, fill=0.0
+) -> torch.Tensor:
+    """Gather ``value`` along its state ``axis``.
+
+    ``index`` is (K,): the same states for every row; or (R, K) with ``axis == 1``: per row of
+    axis 0 (S4D channels), where ``pad`` (R, K) marks entries set to ``fill`` instead.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    if index.ndim == 1 and value.device.type == "cpu" and value.dtype != torch.bfloat16:
+        # numpy's take is several times faster than index_select off the leading axis
+        return torch.from_numpy(np.take(value.detach().numpy(), index, axis=axis))
+    idx = torch.as_tensor(index, device=value.device)
+    if idx.dim() == 1:
+        return value.index_select(axis, idx)  # a new tensor
+    tail = [1] * (value.dim() - 2)
+    out = torch.gather(
+        value, 1, idx.reshape(*idx.shape, *tail).expand(*idx.shape, *value.shape[2:])
+    )
+    if pad is not None:
+        mask = torch.as_tensor(np.asarray(pad, dtype=bool), device=value.device)
+        out = torch.where(mask.reshape(*mask.shape, *tail), torch.full_like(out, fill), out)
+    return out
+
+
+def zero_states(value: torch.Tensor, axis: int, drop: np.ndarray) -> torch.Tensor:
+    """A copy of ``value`` with the entries of the states marked in ``drop`` zeroed.
+
+    ``drop`` is (N,) over ``axis`` or (R, N) over (axis 0, axis 1) (S4D channels × modes).
+    """
+    mask = torch.as_tensor(np.asarray(drop, dtype=bool), device=value.device)
+    if mask.dim() == 1:
+        shape = [1] * value.dim()
+        shape[axis] = mask.shape[0]
+        mask = mask.reshape(shape)
+    else:
+        mask = mask.reshape(*mask.shape, *([1] * (value.dim() - 2)))
+    return torch.where(mask, torch.zeros_like(value), value)
+
 
 class SSMNetwork(nn.Module):
     """Encoder → SSM blocks → pooling → decoder. Subclasses give the config class and blocks."""
@@ -278,6 +336,15 @@ def as_complex(x: torch.Tensor) -> torch.Tensor:
 
 def gelu(x: torch.Tensor, approximate: str) -> torch.Tensor:
     return F.gelu(x, approximate=approximate)
+
+
+def complex_numpy(x: torch.Tensor) -> np.ndarray:
+    """Real tensor with a trailing (re, im) axis → complex numpy array (a view: complex64 for
+    float32, complex128 for float64)."""
+    x = x.detach().cpu().contiguous()
+    if x.dtype not in (torch.float32, torch.float64) or x.shape[-1] != 2:
+        raise ValueError(f"expected a float tensor with a trailing (re, im) axis, got {x.shape}")
+    return x.numpy().view(np.complex64 if x.dtype == torch.float32 else np.complex128)[..., 0]
 
 
 def to_numpy64(x: torch.Tensor) -> np.ndarray:

@@ -40,7 +40,9 @@ from aire_export.models.blocks import (
     as_real,
     gelu,
     make_norm,
+    take_states,
     to_numpy64,
+    zero_states,
 )
 from aire_export.models.discretize import METHODS, discretize
 from aire_export.models.modal import ModalSystem
@@ -127,6 +129,45 @@ class S4DKernel(nn.Module):
         b_bar = gain * as_complex(param("B")) if self.config.learn_B else gain
         return lam_bar, b_bar, as_complex(param("C"))
 
+    def unit_ids(self) -> np.ndarray:
+        """(H·N,) unit of state (h, n) (flattened h-major): n when ``shared_A`` (a continuous
+        mode is pruned from every channel), else h·N + n (each SISO mode on its own)."""
+        H, N = self.config.d_model, self.state_size
+        return np.tile(np.arange(N), H) if self.config.shared_A else np.arange(H * N)
+
+    def state_axes(self) -> dict[str, int]:
+        """Parameters indexed by mode n, with the mode axis (axis 0 is the channel, or one row
+        for a shared A). An inert padding mode gets 0 in each: A = −1, no input, no output."""
+        names = ["log_A_real", "A_imag", "C"] + (["B"] if self.config.learn_B else [])
+        return {name: 1 for name in names}
+
+    def shrunk_parameters(self, kept_units: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
+        """New N′ and mode-indexed parameters keeping ``kept_units``.
+
+        shared A: the kept modes n, the same for every channel (N′ = their count).
+        Per channel: the selection is exact over all (h, n); channel h keeps its own modes and
+        N′ = max_h (kept count of h). Channels keeping fewer are padded with inert modes: C = 0
+        (and B = 0), A = −1 (log_A_real = 0, A_imag = 0), so the output equals the masked model
+        exactly and the modes are stable. Forcing one common count per channel instead would
+        change Algorithm 1's global choice; padding changes nothing but the width.
+        """
+        H, N = self.config.d_model, self.state_size
+        if self.config.shared_A:
+            index, pad = np.asarray(kept_units, dtype=np.int64), None
+            size = len(index)
+        else:
+            keep = np.zeros(H * N, dtype=bool)
+            keep[kept_units] = True
+            keep = keep.reshape(H, N)
+            counts = keep.sum(1)
+            size = int(counts.max()) if H else 0
+            index = np.argsort(~keep, axis=1, kind="stable")[:, :size]  # kept modes first, in order
+            pad = np.arange(size)[None, :] >= counts[:, None]  # (H, N′) inert padding
+        return size, {
+            name: take_states(getattr(self, name).detach(), axis, index, pad)
+            for name, axis in self.state_axes().items()
+        }
+
 
 class S4DCore(nn.Module):
     """Reference `S4D`: the SSM (kernel + D), GELU, output GLU."""
@@ -171,7 +212,7 @@ class S4DCore(nn.Module):
         with torch.no_grad():
             lam_bar, b_bar, C = self.kernel.discrete(torch.float64)
             H, N = lam_bar.shape
-            units = np.tile(np.arange(N), H) if self.config.shared_A else None
+            units = self.kernel.unit_ids() if self.config.shared_A else None
             return ModalSystem(
                 lam=to_numpy64(lam_bar).reshape(-1),
                 B=to_numpy64(b_bar).reshape(-1, 1),
@@ -218,6 +259,22 @@ class S4DBlock(SSMBlock):
 
     def modal_system(self) -> ModalSystem:
         return self.ssm.modal_system(name=f"layers.{self.index}.ssm")
+
+    def state_units(self) -> np.ndarray:
+        return self.ssm.kernel.unit_ids()
+
+    def shrunk_parameters(self, kept_units: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
+        size, params = self.ssm.kernel.shrunk_parameters(kept_units)
+        return size, {f"ssm.kernel.{name}": value for name, value in params.items()}
+
+    def masked_parameters(self, kept_units: np.ndarray) -> dict[str, torch.Tensor]:
+        kernel = self.ssm.kernel
+        drop = ~np.isin(kernel.unit_ids(), kept_units).reshape(self.config.d_model, -1)  # (H, N)
+        names = ["C"] + (["B"] if self.config.learn_B else [])  # b̄ and C of the dropped modes
+        return {
+            f"ssm.kernel.{name}": zero_states(getattr(kernel, name).detach(), 1, drop)
+            for name in names
+        }
 
 
 class S4DModel(SSMNetwork):

@@ -45,9 +45,12 @@ from aire_export.models.blocks import (
     SSMNetwork,
     as_complex,
     as_real,
+    complex_numpy,
     gelu,
     make_norm,
+    take_states,
     to_numpy64,
+    zero_states,
 )
 from aire_export.models.discretize import METHODS, discretize
 from aire_export.models.modal import ModalSystem
@@ -121,14 +124,28 @@ class S5SSM(nn.Module):
 
         ``dtype=torch.float64`` computes from the parameters cast to float64 (the modal view).
         """
-        step = self.config.step_rescale * torch.exp(self._param("log_step", dtype)[:, 0])
-        lam_bar, gain = discretize(self.continuous_lambda(dtype), step, self.config.discretization)
+        lam_bar, gain = self.discrete_gain(dtype)
         return lam_bar, gain[:, None] * as_complex(self._param("B", dtype))
+
+    def discrete_gain(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(λ̄ (P,), g (P,)) complex with B̄ = g ⊙ B̃ (row-wise)."""
+        step = self.config.step_rescale * torch.exp(self._param("log_step", dtype)[:, 0])
+        return discretize(self.continuous_lambda(dtype), step, self.config.discretization)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Parameter names of C̃ per direction: ("C",) or ("C1", "C2")."""
+        return ("C1", "C2") if self.config.bidirectional else ("C",)
 
     def output_matrices(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
         """C̃ per direction, complex (H, P): (C,) or (C1, C2)."""
-        names = ("C1", "C2") if self.config.bidirectional else ("C",)
-        return tuple(as_complex(self._param(n, dtype)) for n in names)
+        return tuple(as_complex(self._param(n, dtype)) for n in self.output_names)
+
+    def state_axes(self) -> dict[str, int]:
+        """Every parameter indexed by state, with its state axis: Λ, B̃ rows, log Δ rows, the
+        columns of every C̃ (pruning a state removes it from both directions)."""
+        axes = {"Lambda_re": 0, "Lambda_im": 0, "B": 0, "log_step": 0}
+        return axes | {name: 1 for name in self.output_names}
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, H) real → y (B, L, H) real."""
@@ -156,12 +173,16 @@ class S5SSM(nn.Module):
         return y, as_real(x)
 
     def modal_system(self, name: str = "") -> ModalSystem:
+        """The float64 modal view. B̄ = g ⊙ B̃ is formed by numpy straight from the stored
+        (P, H, 2) parameter in one pass (float64 copies in torch first cost 3× more on CPU)."""
         with torch.no_grad():
-            lam_bar, B_bar = self.discrete(torch.float64)
+            lam_bar, gain = self.discrete_gain(torch.float64)
             return ModalSystem(
                 lam=to_numpy64(lam_bar),
-                B=to_numpy64(B_bar),
-                C=tuple(to_numpy64(c) for c in self.output_matrices(torch.float64)),
+                B=to_numpy64(gain)[:, None] * complex_numpy(self.B),
+                C=tuple(
+                    complex_numpy(getattr(self, n)).astype(np.complex128) for n in self.output_names
+                ),
                 D=to_numpy64(self.D),
                 conj_sym=self.config.conj_sym,
                 name=name,
@@ -216,6 +237,24 @@ class S5Block(SSMBlock):
 
     def modal_system(self) -> ModalSystem:
         return self.seq.modal_system(name=f"layers.{self.index}.seq")
+
+    def state_units(self) -> np.ndarray:
+        return np.arange(self.seq.state_size)  # every stored state (or conjugate pair) is a unit
+
+    def shrunk_parameters(self, kept_units: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
+        return len(kept_units), {
+            f"seq.{name}": take_states(getattr(self.seq, name).detach(), axis, kept_units)
+            for name, axis in self.seq.state_axes().items()
+        }
+
+    def masked_parameters(self, kept_units: np.ndarray) -> dict[str, torch.Tensor]:
+        drop = np.ones(self.seq.state_size, dtype=bool)
+        drop[kept_units] = False
+        reach = {"B": 0} | {name: 1 for name in self.seq.output_names}  # B̃ rows, C̃ columns
+        return {
+            f"seq.{name}": zero_states(getattr(self.seq, name).detach(), axis, drop)
+            for name, axis in reach.items()
+        }
 
 
 class S5Model(SSMNetwork):

@@ -1,0 +1,207 @@
+"""``ax.score`` and ``ax.prune``: modal view → score → select → shrink → certify (DESIGN §2, §8).
+
+scores = score(model, method="aire")                 # per layer: energies, normalized scores
+pruned, plan = prune(model, ratio=0.7)               # a smaller model of the same class + plan
+save_pruned(pruned, plan, "out/pruned.pt")           # pruned.pt and plan.json beside it
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from aire_export.checkpoints import save, write_atomically
+from aire_export.errors import InputError, OutputError
+from aire_export.models import ModalSystem, SSMNetwork
+from aire_export.prune.certificate import certify
+from aire_export.prune.plan import LayerPlan, PrunePlan
+from aire_export.prune.scores import (
+    LayerScores,
+    check_options,
+    get_method,
+    score_systems,
+)
+from aire_export.prune.select import (
+    Selection,
+    check_ratio_threshold,
+    select_global,
+    select_uniform,
+)
+from aire_export.prune.shrink import shrink_model
+
+PLAN_NAME = "plan.json"
+
+
+def _modal_systems(model: SSMNetwork) -> list[ModalSystem]:
+    if not isinstance(model, SSMNetwork):
+        raise InputError(
+            f"expected an aire-export model (ax.load / ax.import_checkpoint), got "
+            f"{type(model).__name__}"
+        )
+    systems = model.modal_systems()
+    if not any(system.P for system in systems):
+        raise InputError(
+            "the model has no SSM states to score (no SSM layers, or every layer is already "
+            "dropped): nothing to prune"
+        )
+    return systems
+
+
+def score(
+    model: SSMNetwork,
+    method: str = "aire",
+    *,
+    eps: float = 0.0,
+    score_compat: str = "default",
+    seed: int = 0,
+) -> list[LayerScores]:
+    """Per-layer scores of ``model`` by ``method`` (see :mod:`aire_export.prune.scores`)."""
+    check_options(get_method(method), eps, score_compat)
+    return score_systems(
+        _modal_systems(model), method, eps=eps, score_compat=score_compat, seed=seed
+    )
+
+
+def prune(
+    model: SSMNetwork,
+    ratio: float | None = None,
+    *,
+    threshold: float | None = None,
+    method: str = "aire",
+    eps: float = 0.0,
+    score_compat: str = "default",
+    seed: int = 0,
+    drop_empty_blocks: bool = False,
+    certificates: bool = True,
+) -> tuple[SSMNetwork, PrunePlan]:
+    """Prune ``model`` by a global ``ratio`` ∈ [0, 1) (fraction of states removed) or a score
+    ``threshold`` ≥ 0; returns the physically smaller model and its :class:`PrunePlan`.
+
+    The input model is not modified. ``certificates=False`` skips the per-layer H∞/H2
+    certificates (their cost grows with the removed states × the width).
+    """
+    spec = get_method(method)
+    check_options(spec, eps, score_compat)
+    check_ratio_threshold(ratio, threshold)
+    if spec.selection == "uniform" and threshold is not None:
+        raise InputError(
+            f"method {method!r} keeps the same fraction in every layer: give a ratio, not a "
+            "threshold"
+        )
+    systems = _modal_systems(model)
+    layers = score_systems(systems, method, eps=eps, score_compat=score_compat, seed=seed)
+    if spec.selection == "uniform":
+        selection = select_uniform(layers, ratio)
+    else:
+        rule = "official" if score_compat == "official" else "prefix"
+        selection = select_global(layers, ratio, threshold=threshold, rule=rule)
+
+    pruned = shrink_model(model, selection.kept, drop_empty_blocks=drop_empty_blocks)
+    sizes = iter(pruned.config.state_sizes)
+    layer_plans = []
+    for block, system, scores, kept in zip(
+        model.layers, systems, layers, selection.kept, strict=True
+    ):
+        live = np.isin(scores.state_units, kept)
+        dropped = not live.any()
+        removed_block = dropped and drop_empty_blocks
+        layer_plans.append(
+            LayerPlan(
+                index=scores.index,
+                name=scores.name,
+                states_before=scores.states,
+                states_after=int(live.sum()),
+                kept=kept,
+                energies=scores.energies,
+                scores=scores.scores,
+                certificate=certify(system, np.flatnonzero(~live)) if certificates else None,
+                dropped=dropped,
+                physical_size=0 if removed_block else next(sizes),
+                size_before=block.state_size,
+                units_before=scores.n_units,
+                unstable=scores.unstable.tolist(),
+                block_removed=removed_block,
+            )
+        )
+    before = sum(p.states_before for p in layer_plans)
+    after = sum(p.states_after for p in layer_plans)
+    plan = PrunePlan(
+        method=method,
+        ratio_requested=None if ratio is None else float(ratio),
+        ratio_achieved=1.0 - after / before,
+        threshold=selection.threshold,
+        eps=float(eps),
+        score_compat=score_compat,
+        layers=layer_plans,
+        seed=int(seed),
+        arch=model.arch,
+        target_units=selection.target_units,
+        drop_empty_blocks=drop_empty_blocks,
+        warnings=_warnings(layers, selection, layer_plans, score_compat),
+    )
+    pruned.meta["pruning"] = {
+        "method": method,
+        "score_compat": score_compat,
+        "ratio_requested": plan.ratio_requested,
+        "ratio_achieved": plan.ratio_achieved,
+        "states_before": before,
+        "states_after": after,
+    }
+    return pruned, plan
+
+
+def _warnings(
+    layers: list[LayerScores],
+    selection: Selection,
+    plans: list[LayerPlan],
+    score_compat: str,
+) -> list[str]:
+    out = []
+    for scores, plan in zip(layers, plans, strict=True):
+        n = len(scores.unstable)
+        if n and score_compat == "official":
+            out.append(
+                f"layer {scores.index}: {n} unit(s) with |λ̄| ≥ 1 (marginal or unstable) scored "
+                "by the official formula: AIRE's denominator 1 − |λ̄|² + 1e-8 ≤ 0 makes their "
+                "energy negative and the official normalization ranks them as it falls out"
+            )
+        elif n:
+            out.append(
+                f"layer {scores.index}: {n} unit(s) with |λ̄| ≥ 1 (marginal or unstable) kept "
+                "regardless of score: their energy is infinite"
+            )
+        if plan.dropped:
+            out.append(
+                f"layer {scores.index}: no state kept; "
+                + (
+                    "the whole block was removed (drop_empty_blocks)"
+                    if plan.block_removed
+                    else "its core is now the feedthrough D·u (no scan)"
+                )
+            )
+    kept_units = sum(len(k) for k in selection.kept)
+    if selection.target_units is not None and kept_units > selection.target_units:
+        out.append(
+            f"ties at the threshold kept {kept_units - selection.target_units} unit(s) more than "
+            f"the target {selection.target_units}"
+        )
+    return out
+
+
+def save_pruned(pruned: SSMNetwork, plan: PrunePlan, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``pruned`` to ``path`` and the plan to ``plan.json`` in the same folder, each
+    atomically; the plan is serialized first, so a plan that cannot be written writes nothing."""
+    path = Path(path)
+    text = plan.dumps().encode()
+    plan_path = path.parent / PLAN_NAME
+    if path.name == PLAN_NAME:
+        raise InputError(f"the model cannot be written to {PLAN_NAME}: choose another name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the folder {path.parent}: {e.strerror}") from None
+    save(pruned, path)
+    write_atomically(plan_path, lambda f: f.write(text))
+    return path, plan_path

@@ -1,0 +1,111 @@
+"""Physical shrink: a new model of the same class whose state sizes are the kept counts (DESIGN §2.5).
+
+Generic over architectures: each block says which of its parameters are indexed by state
+(:meth:`SSMBlock.shrunk_parameters`, :meth:`SSMBlock.masked_parameters`); this module only
+assembles the new network. ``kept[ℓ]`` holds the unit ids layer ℓ keeps (``ModalSystem.units``:
+a state, a conjugate pair, or an S4D mode shared by all channels).
+
+    shrink_model(model, kept)   state sizes = kept counts; a layer with nothing kept has no scan
+                                left (its core is the feedthrough D·u) and is "dropped"
+    mask_model(model, kept)     same shapes, pruned states cut off from the output: the reference
+                                the shrunk model must equal (tests)
+
+``drop_empty_blocks=True`` also removes every block whose layer kept nothing (the whole residual
+block, not just its scan). That changes the function (the block's D·u, activation and residual
+are gone); its effect is measured by validation, not assumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+
+import numpy as np
+import torch
+
+from aire_export.errors import InputError
+from aire_export.models import SSMNetwork
+
+_LAYER_KEY = re.compile(r"^layers\.(\d+)\.(.*)$")
+
+
+def check_kept(model: SSMNetwork, kept: list[np.ndarray]) -> list[np.ndarray]:
+    """``kept`` as sorted int arrays, one per layer, each a set of valid unit ids."""
+    if not isinstance(model, SSMNetwork):
+        raise InputError(f"expected an aire_export model, got {type(model).__name__}")
+    if len(kept) != len(model.layers):
+        raise InputError(
+            f"kept lists {len(kept)} layers but the model has {len(model.layers)} SSM layers"
+        )
+    out = []
+    for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
+        units = np.asarray(units)
+        ids = block.state_units()
+        n_units = int(ids.max()) + 1 if ids.size else 0  # ids are 0..U-1
+        if units.size and (units.ndim != 1 or not np.issubdtype(units.dtype, np.integer)):
+            raise InputError(f"kept[{index}] must be a 1-D array of unit indices")
+        units = np.unique(units.astype(np.int64))  # sorted, duplicates removed
+        if units.size and (units[0] < 0 or units[-1] >= n_units):
+            raise InputError(
+                f"kept[{index}] has unit indices outside 0..{n_units - 1} (layer {index} has "
+                f"{n_units} units)"
+            )
+        out.append(units)
+    return out
+
+
+def shrink_model(
+    model: SSMNetwork, kept: list[np.ndarray], drop_empty_blocks: bool = False
+) -> SSMNetwork:
+    """A new model of ``model``'s class keeping only the ``kept`` units of each layer.
+
+    Per-layer state sizes go into the config (``state_sizes``), so ``save``/``load`` handle the
+    result like any model. dtype, device, train/eval mode and ``meta`` are carried over.
+    """
+    kept = check_kept(model, kept)
+    sizes: list[int] = []
+    updates: dict[str, torch.Tensor] = {}
+    for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
+        size, params = block.shrunk_parameters(units)
+        sizes.append(size)
+        updates |= {f"layers.{index}.{name}": value for name, value in params.items()}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in updates}
+    state |= updates
+
+    kept_blocks = [i for i, size in enumerate(sizes) if size > 0 or not drop_empty_blocks]
+    if drop_empty_blocks:
+        state = _renumber_blocks(state, kept_blocks)
+    config = model.config.replace(state_sizes=[sizes[i] for i in kept_blocks])
+    with torch.device("meta"):  # no allocation or random init: every tensor comes from `state`
+        shrunk = type(model)(config)
+    shrunk.load_state_dict(state, assign=True)
+    if any(t.is_meta for t in itertools.chain(shrunk.parameters(), shrunk.buffers())):
+        raise RuntimeError(f"{type(model).__name__} holds tensors outside its state_dict")
+    shrunk.meta = copy.deepcopy(model.meta)
+    return shrunk.train(model.training)
+
+
+def mask_model(model: SSMNetwork, kept: list[np.ndarray]) -> SSMNetwork:
+    """A copy of ``model`` with the same shapes whose pruned states cannot reach the output."""
+    kept = check_kept(model, kept)
+    masked = copy.deepcopy(model)
+    updates: dict[str, torch.Tensor] = {}
+    for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
+        for name, value in block.masked_parameters(units).items():
+            updates[f"layers.{index}.{name}"] = value
+    masked.load_state_dict(updates, strict=False)
+    return masked
+
+
+def _renumber_blocks(state: dict[str, torch.Tensor], kept_blocks: list[int]) -> dict:
+    """Drop the entries of removed blocks and renumber ``layers.{i}.`` keys consecutively."""
+    new_index = {old: new for new, old in enumerate(kept_blocks)}
+    out = {}
+    for key, value in state.items():
+        match = _LAYER_KEY.match(key)
+        if match is None:
+            out[key] = value
+        elif int(match.group(1)) in new_index:
+            out[f"layers.{new_index[int(match.group(1))]}.{match.group(2)}"] = value
+    return out

@@ -1,0 +1,193 @@
+"""Certificates: frequency response vs FFT, exact H2 vs impulse-response sums, bound ≥ measured H∞."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import S4D_CORE_OPTIONS, S5_CORE_OPTIONS, make_s4d, make_s5, option_id
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aire_export as ax
+from aire_export.models import ModalSystem
+from aire_export.prune.certificate import (
+    certify,
+    frequency_response,
+    gain,
+    h2_norm,
+    hinf_bound,
+    hinf_norm,
+)
+from aire_export.prune.scores import score_systems
+
+ALL_MODELS = [(make_s5, o) for o in S5_CORE_OPTIONS] + [(make_s4d, o) for o in S4D_CORE_OPTIONS]
+ALL_IDS = [f"s5-{option_id(o)}" for o in S5_CORE_OPTIONS] + [
+    f"s4d-{option_id(o)}" for o in S4D_CORE_OPTIONS
+]
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "checkpoints").glob("*.pt"))
+
+
+def two_sided_spectrum(system: ModalSystem, T: int) -> np.ndarray:
+    """Σ_m h^f_m e^{−iω_k m} + Σ_m h^b_m e^{+iω_k m} at ω_k = 2πk/T, by FFT of the kernels."""
+    spectrum = np.fft.fft(system.impulse_response(T, 0), axis=0)
+    if system.bidirectional:  # h real: Σ h_m e^{+iωm} = conj(FFT)
+        spectrum = spectrum + np.fft.fft(system.impulse_response(T, 1), axis=0).conj()
+    return spectrum
+
+
+def impulse_h2(system: ModalSystem, T: int) -> float:
+    """‖kernel‖₂ summed over T steps (two-sided: h^b_0 shares position 0 with h^f_0)."""
+    hf = system.impulse_response(T, 0)
+    total = np.sum(hf**2)
+    if system.bidirectional:
+        hb = system.impulse_response(T, 1)
+        total += np.sum(hb**2) + 2 * np.sum(hf[0] * hb[0])
+    return float(np.sqrt(total))
+
+
+def steps_to_decay(system: ModalSystem, tol: float = 1e-13) -> int:
+    return int(np.log(tol) / np.log(max(np.abs(system.lam).max(), 1e-3))) + 1
+
+
+def faster(system: ModalSystem, radius: float = 0.98) -> ModalSystem:
+    """The layer with its eigenvalues pulled inside |λ̄| ≤ radius, so kernels decay in ~10³
+    steps (slow modes up to 0.999 are covered by the random-system test)."""
+    return dataclasses.replace(system, lam=system.lam * radius / np.abs(system.lam).max())
+
+
+@pytest.mark.parametrize("make, options", ALL_MODELS, ids=ALL_IDS)
+def test_frequency_response_is_the_fft_of_the_impulse_response(make, options):
+    system = faster(make(seed=3, **options).modal_systems()[0])
+    T = 1 << int(np.ceil(np.log2(steps_to_decay(system))))
+    omega = 2 * np.pi * np.arange(T) / T
+    picks = np.linspace(0, T - 1, 97).astype(int)
+    expected = two_sided_spectrum(system, T)[picks]
+    G = frequency_response(system, omega[picks])
+    assert np.abs(G - expected).max() <= 1e-9 * np.abs(expected).max()
+    # the fast gain is the largest singular value of the dense response
+    np.testing.assert_allclose(
+        gain(system, omega[picks]), np.linalg.norm(G, ord=2, axis=(1, 2)), rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize("make, options", ALL_MODELS, ids=ALL_IDS)
+def test_exact_h2_equals_a_long_impulse_response_sum(make, options):
+    system = faster(make(seed=4, **options).modal_systems()[0])
+    assert h2_norm(system) == pytest.approx(impulse_h2(system, steps_to_decay(system)), rel=1e-9)
+
+
+@pytest.mark.parametrize("make, options", ALL_MODELS, ids=ALL_IDS)
+def test_measured_hinf_finds_the_peak_of_a_dense_grid(make, options):
+    system = make(seed=5, **options).modal_systems()[0]
+    measured, omega = hinf_norm(system)
+    dense = gain(system, np.linspace(0, np.pi, 20_001)).max()
+    assert measured >= dense * (1 - 1e-9)
+    assert gain(system, np.array([omega]))[0] == pytest.approx(measured, rel=1e-12)
+    assert measured <= hinf_bound(system)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_branch_and_bound_search_of_wide_layers_finds_the_dense_grid_peak(bidirectional):
+    """Layers whose σ_max needs a real eigenproblem (H = 24) take the Frobenius-screened path."""
+    system = make_s5(seed=7, d_model=24, state_sizes=(16,), bidirectional=bidirectional)
+    system = system.modal_systems()[0]
+    for removed in (np.arange(0, 16, 2), np.arange(16)):
+        sub = system.subsystem(removed)
+        measured, _ = hinf_norm(sub)
+        assert measured >= gain(sub, np.linspace(0, np.pi, 4_001)).max() * (1 - 1e-9)
+        assert measured <= hinf_bound(sub)
+
+
+def test_h2_includes_the_cross_terms_aire_leaves_out():
+    """Two equal modes add coherently: ‖G‖²_H2 = 4E, not the additive 2E."""
+    lam = np.array([0.5, 0.5], complex)
+    system = ModalSystem(
+        lam=lam, B=np.ones((2, 1), complex), C=(np.ones((1, 2), complex),), D=np.zeros(1),
+        conj_sym=False,
+    )  # fmt: skip
+    # one real mode (λ real, conj_sym False): h_m = Re(2·0.5^m) = 2·0.5^m
+    assert h2_norm(system) ** 2 == pytest.approx(4 / (1 - 0.25), rel=1e-12)
+    energies = score_systems([system])[0].energies
+    assert energies.sum() == pytest.approx(2 / (1 - 0.25))
+
+
+@st.composite
+def stable_systems(draw):
+    P = draw(st.integers(1, 6))
+    H = draw(st.integers(1, 4))
+    siso = draw(st.booleans())
+    n_dirs = draw(st.integers(1, 2))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    radius = draw(st.floats(0.0, 0.999))
+    mags = rng.uniform(0, radius, P)
+    lam = mags * np.exp(1j * rng.uniform(-np.pi, np.pi, P))
+
+    def cn(*shape):
+        return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+    if siso:
+        B, C, channels = cn(P, 1), tuple(cn(1, P) for _ in range(n_dirs)), rng.integers(0, H, P)
+    else:
+        B, C, channels = cn(P, H), tuple(cn(H, P) for _ in range(n_dirs)), None
+    return ModalSystem(lam, B, C, np.zeros(H), bool(draw(st.booleans())), channels=channels)
+
+
+@settings(max_examples=60, deadline=None)
+@given(stable_systems())
+def test_bound_holds_and_h2_is_exact_on_random_stable_systems(system):
+    measured, _ = hinf_norm(system)
+    assert measured <= hinf_bound(system) * (1 + 1e-12)
+    assert h2_norm(system) == pytest.approx(impulse_h2(system, steps_to_decay(system)), rel=1e-8)
+    # H∞ ≥ the gain at every FFT frequency of the kernel
+    T = 256
+    spectrum = two_sided_spectrum(system, max(T, steps_to_decay(system)))
+    assert measured >= np.linalg.norm(spectrum, ord=2, axis=(1, 2)).max() * (1 - 1e-9)
+
+
+def _assert_certificates_hold(plan) -> int:
+    checked = 0
+    for layer in plan.layers:
+        cert = layer.certificate
+        assert cert.removed_states == layer.states_before - layer.states_after
+        assert cert.measured_hinf <= cert.bound * (1 + 1e-12)
+        assert 0 <= cert.h2
+        checked += cert.removed_states > 0
+    return checked
+
+
+@pytest.mark.parametrize("compat", ["default", "official"])
+def test_bound_exceeds_measured_hinf_on_the_official_model(official_model, compat):
+    checked = 0
+    for ratio in (0.3, 0.95) if compat == "default" else (0.5,):
+        _, plan = ax.prune(official_model, ratio, score_compat=compat)
+        checked += _assert_certificates_hold(plan)
+        json_layers = plan.to_json()["layers"]
+        assert all(
+            set(layer["certificate"]) >= {"bound", "measured_hinf", "h2"} for layer in json_layers
+        )
+    assert checked == (6 if compat == "default" else 3)
+
+
+@pytest.mark.parametrize("make, options", ALL_MODELS, ids=ALL_IDS)
+def test_bound_exceeds_measured_hinf_on_reference_initialized_models(make, options):
+    model = make(seed=6, **options)
+    for ratio in (0.2, 0.5, 0.9):
+        _, plan = ax.prune(model, ratio)
+        assert _assert_certificates_hold(plan) >= 1
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_bound_exceeds_measured_hinf_on_every_example_model(path):
+    model = ax.load(path)
+    for ratio in (0.3, 0.7):
+        _, plan = ax.prune(model, ratio)
+        _assert_certificates_hold(plan)
+
+
+def test_removing_nothing_certifies_zero_error():
+    system = make_s5().modal_systems()[0]
+    cert = certify(system, np.array([], dtype=np.int64))
+    assert (cert.bound, cert.measured_hinf, cert.h2) == (0.0, 0.0, 0.0)
