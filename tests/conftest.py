@@ -48,7 +48,9 @@ def make_s5(seed: int = 0, state_sizes=(8, 4), d_model=6, d_input=3, **options) 
     cfg = S5Config(
         d_input=d_input, d_model=d_model, d_output=5, state_sizes=list(state_sizes), **options
     )
-    model = init_s5(S5Model(cfg), blocks=2, seed=seed)
+    with torch.random.fork_rng():  # the dense layers take torch's default init: seed it too
+        torch.manual_seed(seed)
+        model = init_s5(S5Model(cfg), blocks=2, seed=seed)
     _randomize_dense(model, seed)
     return model.eval()
 
@@ -57,7 +59,9 @@ def make_s4d(seed: int = 0, state_sizes=(6, 4), d_model=5, d_input=3, **options)
     cfg = S4DConfig(
         d_input=d_input, d_model=d_model, d_output=5, state_sizes=list(state_sizes), **options
     )
-    model = init_s4d(S4DModel(cfg), seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = init_s4d(S4DModel(cfg), seed=seed)
     _randomize_dense(model, seed)
     if cfg.learn_B:  # break the B = 1 initialization so B matters
         g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,316 @@
+"""Accuracy-aware pruning: sweeps over ratios and methods, and the largest ratio within a budget.
+
+A sweep prunes the model at every ratio of a grid with every method, physically shrinks it, and
+evaluates task accuracy and output distortion on an eval set (the paper's Fig. 4), plus the kept
+states per layer (Fig. 5). ``search_max_drop`` finds the paper's elbow: the largest ratio whose
+accuracy drop stays within a budget of percentage points, by a scan of the grid refined by
+bisection between the last grid ratio within the budget and the next one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aire_export.errors import InputError
+from aire_export.models import SSMNetwork
+from aire_export.prune import prune
+from aire_export.validate.inputs import SequenceData
+
+DEFAULT_RATIOS = tuple(round(0.05 * i, 2) for i in range(20))  # 0, 0.05, …, 0.95
+
+
+def parse_ratios(text: str) -> tuple[float, ...]:
+    """``"0:0.95:0.05"`` (start:stop:step, stop included) or ``"0.1,0.5,0.7"``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            count = int(np.floor((stop - start) / step + 1e-9)) + 1
+            values = tuple(round(start + i * step, 10) for i in range(count))
+        else:
+            values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(
+            f"--ratios must be START:STOP:STEP or a comma list, got {text!r}"
+        ) from None
+    if not values or any(not 0 <= v < 1 for v in values):
+        raise InputError(f"every ratio must lie in [0, 1), got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    method: str
+    ratio: float  # requested
+    ratio_achieved: float
+    states_kept: int
+    kept_per_layer: list[int]
+    kept_units: list[list[int]]  # kept unit ids per layer (JSON only; the CSV has the counts)
+    parameters: int
+    accuracy: float
+    drop_pp: float  # 100 · (baseline − accuracy)
+    distortion: float  # ||y_pruned − y_original|| / ||y_original|| on the eval set
+
+
+@dataclass
+class SweepResult:
+    data: str
+    samples: int
+    baseline_accuracy: float
+    states: int
+    parameters: int
+    points: list[SweepPoint] = field(default_factory=list)
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        fields = [
+            f for f in SweepPoint.__dataclass_fields__ if f not in ("kept_per_layer", "kept_units")
+        ]
+        fields.append("kept_per_layer")
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for p in self.points:
+            row = asdict(p)
+            row["kept_per_layer"] = " ".join(map(str, p.kept_per_layer))
+            del row["kept_units"]
+            writer.writerow(row)
+        return buffer.getvalue()
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def best_within(self, method: str, max_drop_pp: float) -> SweepPoint | None:
+        """The largest grid ratio of ``method`` whose drop is within the budget."""
+        ok = [p for p in self.points if p.method == method and p.drop_pp <= max_drop_pp + 1e-12]
+        return max(ok, key=lambda p: p.ratio) if ok else None
+
+
+class Evaluator:
+    """Accuracy and distortion of models on one eval set, with the original's outputs cached."""
+
+    def __init__(
+        self, original: SSMNetwork, data: SequenceData, *, batch_size: int = 64, device: str = "cpu"
+    ):
+        if data.y is None:
+            raise InputError(f"{data.source} has no labels 'y': sweeps need them")
+        self.data = data
+        self.batch_size = batch_size
+        self.device = device
+        self.reference = self.outputs(original)
+        self.baseline = self._accuracy(self.reference)
+
+    def outputs(self, model: SSMNetwork) -> np.ndarray:
+        model = model.to(self.device).eval()
+        pieces = []
+        with torch.inference_mode():
+            for start in range(0, self.data.count, self.batch_size):
+                feeds = self.data.feeds(start, start + self.batch_size)
+                x = torch.from_numpy(feeds["x"]).to(self.device)
+                lengths = feeds.get("lengths")
+                lengths = None if lengths is None else torch.from_numpy(lengths).to(self.device)
+                pieces.append(model(x, lengths).float().cpu().numpy())
+        return np.concatenate(pieces)
+
+    def _accuracy(self, outputs: np.ndarray) -> float:
+        return float(np.mean(outputs.argmax(-1) == self.data.y))
+
+    def evaluate(self, model: SSMNetwork) -> tuple[float, float]:
+        """(accuracy, distortion) of ``model``."""
+        out = self.outputs(model)
+        distortion = float(
+            np.linalg.norm(out - self.reference) / max(np.linalg.norm(self.reference), 1e-30)
+        )
+        return self._accuracy(out), distortion
+
+
+def _point(
+    evaluator: Evaluator, model: SSMNetwork, method: str, ratio: float, **prune_options
+) -> SweepPoint:
+    pruned, plan = prune(model, ratio, method=method, certificates=False, **prune_options)
+    acc, distortion = evaluator.evaluate(pruned)
+    kept = [layer.states_after for layer in plan.layers]
+    return SweepPoint(
+        method=method,
+        ratio=float(ratio),
+        ratio_achieved=float(plan.ratio_achieved),
+        states_kept=int(sum(kept)),
+        kept_per_layer=[int(k) for k in kept],
+        kept_units=[[int(u) for u in layer.kept] for layer in plan.layers],
+        parameters=int(sum(p.numel() for p in pruned.parameters())),
+        accuracy=acc,
+        drop_pp=100 * (evaluator.baseline - acc),
+        distortion=distortion,
+    )
+
+
+def sweep(
+    model: SSMNetwork,
+    data: SequenceData,
+    *,
+    methods: Sequence[str] = ("aire",),
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    eps: float = 0.0,
+    score_compat: str = "default",
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> SweepResult:
+    """Accuracy and distortion for every (method, ratio), physically shrunk each time."""
+    evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
+    result = SweepResult(
+        data=data.source,
+        samples=data.count,
+        baseline_accuracy=evaluator.baseline,
+        states=sum(s.P for s in model.modal_systems()),
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+    for method in methods:
+        for ratio in ratios:
+            if progress:
+                progress(f"{method} at ratio {ratio:.3f}")
+            result.points.append(
+                _point(
+                    evaluator, model, method, ratio, eps=eps, score_compat=score_compat, seed=seed
+                )
+            )
+    return result
+
+
+@dataclass(frozen=True)
+class MaxDropResult:
+    """The largest ratio within an accuracy budget, and the curve that led to it."""
+
+    ratio: float
+    accuracy: float
+    drop_pp: float
+    budget_pp: float
+    baseline_accuracy: float
+    next_grid_ratio: (
+        float | None
+    )  # the grid step above (not within budget), None if at the grid's end
+    next_grid_drop_pp: float | None
+    curve: list[SweepPoint]  # every evaluated point, in evaluation order
+
+
+def search_max_drop(
+    model: SSMNetwork,
+    data: SequenceData,
+    max_drop_pp: float,
+    *,
+    method: str = "aire",
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    bisections: int = 4,
+    eps: float = 0.0,
+    score_compat: str = "default",
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> MaxDropResult:
+    """Largest ratio whose accuracy drop is ≤ ``max_drop_pp`` points (grid scan + bisection).
+
+    The whole grid is evaluated; r_k is its largest ratio within the budget and r_{k+1} the
+    next grid ratio (outside it by construction). Bisection then narrows [r_k, r_{k+1}] and keeps
+    the largest ratio found within the budget, which is finally re-evaluated.
+    """
+    if max_drop_pp < 0:
+        raise InputError(f"--max-drop must be ≥ 0 points, got {max_drop_pp}")
+    grid = sorted(set(float(r) for r in ratios))
+    evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
+    options = dict(eps=eps, score_compat=score_compat, seed=seed)
+    curve = []
+    for ratio in grid:
+        if progress:
+            progress(f"max-drop: {method} at ratio {ratio:.3f}")
+        curve.append(_point(evaluator, model, method, ratio, **options))
+    within = [p for p in curve if p.drop_pp <= max_drop_pp + 1e-12]
+    if not within:
+        raise InputError(
+            f"no ratio of the grid keeps the accuracy drop within {max_drop_pp} points (even ratio "
+            f"{grid[0]} drops {curve[0].drop_pp:.2f}); raise --max-drop"
+        )
+    best = max(within, key=lambda p: p.ratio)
+    above = [p for p in curve if p.ratio > best.ratio]
+    nxt = min(above, key=lambda p: p.ratio) if above else None
+    if nxt is not None:
+        lo, hi = best.ratio, nxt.ratio
+        for _ in range(bisections):
+            mid = (lo + hi) / 2
+            if progress:
+                progress(f"max-drop: bisection at ratio {mid:.4f}")
+            point = _point(evaluator, model, method, mid, **options)
+            curve.append(point)
+            if point.drop_pp <= max_drop_pp + 1e-12:
+                lo, best = mid, point
+            else:
+                hi = mid
+    final = _point(evaluator, model, method, best.ratio, **options)  # re-evaluated
+    return MaxDropResult(
+        ratio=final.ratio,
+        accuracy=final.accuracy,
+        drop_pp=final.drop_pp,
+        budget_pp=max_drop_pp,
+        baseline_accuracy=evaluator.baseline,
+        next_grid_ratio=None if nxt is None else nxt.ratio,
+        next_grid_drop_pp=None if nxt is None else nxt.drop_pp,
+        curve=curve,
+    )
+
+
+def write_sweep(result: SweepResult, folder: Path, *, plot_method: str = "aire") -> list[str]:
+    """sweep.csv, sweep.json and the two plots; returns the file names written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.csv").write_text(result.to_csv())
+    (folder / "sweep.json").write_text(json.dumps(result.to_json(), indent=2))
+    written = ["sweep.csv", "sweep.json"]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written
+    methods = list(dict.fromkeys(p.method for p in result.points))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in methods:
+        pts = sorted((p for p in result.points if p.method == method), key=lambda p: p.ratio)
+        ax.plot(
+            [100 * p.ratio for p in pts], [100 * p.accuracy for p in pts], marker=".", label=method
+        )
+    ax.axhline(100 * result.baseline_accuracy, color="k", linestyle=":", label="unpruned")
+    ax.set_xlabel("pruning ratio (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"accuracy vs pruning ratio ({Path(result.data).name})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "accuracy.png", dpi=110)
+    plt.close(fig)
+    written.append("accuracy.png")
+
+    pts = sorted((p for p in result.points if p.method == plot_method), key=lambda p: p.ratio)
+    if pts:
+        kept = np.array([p.kept_per_layer for p in pts])
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for layer in range(kept.shape[1]):
+            ax.plot(
+                [100 * p.ratio for p in pts], kept[:, layer], marker=".", label=f"layer {layer}"
+            )
+        ax.set_xlabel("pruning ratio (%)")
+        ax.set_ylabel("kept states")
+        ax.set_title(f"kept states per layer ({plot_method})")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "kept_states.png", dpi=110)
+        plt.close(fig)
+        written.append("kept_states.png")
+    return written
