@@ -281,36 +281,49 @@ def write_sweep(result: SweepResult, folder: Path, *, plot_method: str = "aire")
     except ImportError:
         return written
     methods = list(dict.fromkeys(p.method for p in result.points))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in methods:
-        pts = sorted((p for p in result.points if p.method == method), key=lambda p: p.ratio)
-        ax.plot(
-            [100 * p.ratio for p in pts], [100 * p.accuracy for p in pts], marker=".", label=method
-        )
-    ax.axhline(100 * result.baseline_accuracy, color="k", linestyle=":", label="unpruned")
-    ax.set_xlabel("pruning ratio (%)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"accuracy vs pruning ratio ({Path(result.data).name})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "accuracy.png", dpi=110)
-    plt.close(fig)
+    by_method = {
+        m: sorted((p for p in result.points if p.method == m), key=lambda p: p.ratio)
+        for m in methods
+    }
+    _line_plot(
+        plt,
+        folder / "accuracy.png",
+        {
+            m: ([100 * p.ratio for p in pts], [100 * p.accuracy for p in pts])
+            for m, pts in by_method.items()
+        },
+        ylabel="accuracy (%)",
+        title=f"accuracy vs pruning ratio ({Path(result.data).name})",
+        baseline=100 * result.baseline_accuracy,
+    )
     written.append("accuracy.png")
-
-    pts = sorted((p for p in result.points if p.method == plot_method), key=lambda p: p.ratio)
+    pts = by_method.get(plot_method, [])
     if pts:
         kept = np.array([p.kept_per_layer for p in pts])
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for layer in range(kept.shape[1]):
-            ax.plot(
-                [100 * p.ratio for p in pts], kept[:, layer], marker=".", label=f"layer {layer}"
-            )
-        ax.set_xlabel("pruning ratio (%)")
-        ax.set_ylabel("kept states")
-        ax.set_title(f"kept states per layer ({plot_method})")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "kept_states.png", dpi=110)
-        plt.close(fig)
+        ratios = [100 * p.ratio for p in pts]
+        _line_plot(
+            plt,
+            folder / "kept_states.png",
+            {f"layer {i}": (ratios, kept[:, i]) for i in range(kept.shape[1])},
+            ylabel="kept states",
+            title=f"kept states per layer ({plot_method})",
+        )
         written.append("kept_states.png")
     return written
+
+
+def _line_plot(
+    plt, path: Path, series: dict, *, ylabel: str, title: str, baseline: float | None = None
+) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker=".", label=label)
+    if baseline is not None:
+        ax.axhline(baseline, color="k", linestyle=":", label="unpruned")
+    ax.set_xlabel("pruning ratio (%)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

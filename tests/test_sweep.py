@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_s5
 
 from aire_export.errors import InputError
 from aire_export.sweep import parse_ratios, search_max_drop, sweep, write_sweep
 from aire_export.validate.inputs import SequenceData
-from conftest import make_s5
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_sweep_is_deterministic_with_one_row_per_method_and_ratio(task):
 def test_kept_sets_shrink_as_the_ratio_grows(task, method):
     model, data = task
     points = sweep(model, data, methods=(method,), ratios=RATIOS).points
-    for smaller, larger in zip(points, points[1:], strict=False):
+    for smaller, larger in itertools.pairwise(points):
         for kept_small, kept_large in zip(smaller.kept_units, larger.kept_units, strict=True):
             assert set(kept_large) <= set(kept_small)
         assert larger.states_kept <= smaller.states_kept
