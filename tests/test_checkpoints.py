@@ -40,6 +40,15 @@ def test_save_load_round_trip_is_exact(tmp_path, model):
     assert loaded.meta["note"] == "x"
 
 
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = ax.save(make_s5(), tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.save({"format": "aire-export/1", "payload": _RunsCode()}, tmp_path / "evil.pt")
