@@ -1,0 +1,296 @@
+"""Lowering of one SSM core (a :class:`ModalSystem`) in sequence mode: u (B, L, H) → y (B, L, H).
+
+    y_t = s·Re(C̃ x_t) [+ s·Re(C̃_b x^b_t)] + D ⊙ u_t,   x_t = λ̄ ⊙ x_{t−1} + B̄ u_t   (S5 eq. 3)
+
+Four lowerings (DESIGN §4), picked per layer by :class:`LayerLowering`:
+
+``chunked``   states materialized; intra-chunk decay MatMul + recursive carry (recurrence.py)
+``logdepth``  states materialized; Hillis–Steele with Pad/Slice/MatMul/Add
+``scan``      one ONNX Scan node stepping through time (states or outputs per step)
+``toeplitz``  no per-step states: block-Toeplitz MatMul inside chunks, states only at chunk
+              boundaries (carried by the chunked recurrence on λ^Q)
+
+A dense (MIMO, S5) system keeps its states as (B, P, L, 2); a SISO bank (S4D) as
+(B, H, N, L, 2), so no dense (HN × H) matrix is ever built. Projections run in the compute
+dtype; λ and the states stay float32 (RECURRENCE_DTYPE) with explicit Casts in between.
+A layer without states (dropped by pruning) lowers to D ⊙ u: no recurrence at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from aire_export.graphs.builder import GraphBuilder
+from aire_export.graphs.forms import (
+    SisoBank,
+    input_matrix,
+    output_matrix,
+    siso_bank,
+    toeplitz_forms,
+)
+from aire_export.graphs.recurrence import (
+    RECURRENCE_DTYPE,
+    chunked_recurrence,
+    levels_for,
+    logdepth_recurrence,
+    pad_time,
+    shift_time,
+    steps_for,
+)
+from aire_export.models.modal import ModalSystem
+
+METHODS = ("chunked", "toeplitz", "logdepth", "scan")
+F32 = RECURRENCE_DTYPE
+
+
+@dataclass(frozen=True)
+class LayerLowering:
+    """How one layer's recurrence is lowered.
+
+    method: one of METHODS. chunk: Q of the chunked scan (also the carry across Toeplitz
+    chunks). toeplitz_chunk: Q of the block-Toeplitz chunks. max_length: the longest sequence
+    the graph must accept (sets chunked levels and Hillis–Steele steps; ``scan`` has no limit).
+    """
+
+    method: str
+    chunk: int = 16
+    toeplitz_chunk: int = 16
+    max_length: int = 1 << 16
+
+    @property
+    def accepted_length(self) -> int | None:
+        """The longest sequence the lowered graph is exact for (None: any length)."""
+        if self.method == "scan":
+            return None
+        if self.method == "logdepth":
+            return 2 ** steps_for(self.max_length)
+        q = self.toeplitz_chunk if self.method == "toeplitz" else 1
+        carry_length = -(-self.max_length // q)
+        return q * self.chunk ** levels_for(carry_length, self.chunk)
+
+
+def lower_core(
+    g: GraphBuilder, system: ModalSystem, u: str, lowering: LayerLowering, compute: str
+) -> str:
+    """y (B, L, H) in ``compute`` dtype for u (B, L, H) in ``compute`` dtype."""
+    bank = siso_bank(system)
+    if system.P and lowering.method == "toeplitz":
+        return _toeplitz(g, system, bank, u, lowering, compute)  # D sits on T's diagonal
+    feedthrough = g.mul(u, g.const(system.D, compute, "D"))
+    if system.P == 0:
+        return feedthrough  # dropped layer: no recurrence is emitted
+    if lowering.method == "scan":
+        y = _scan_siso(g, bank, u, compute) if bank else _scan_dense(g, system, u, compute)
+    else:
+        y = _state_space(g, system, bank, u, lowering, compute)
+    return g.add(y, feedthrough)
+
+
+# ---- state-space form: input map → recurrence per direction → output map -------------------
+def _recurrence(g: GraphBuilder, v: str, lam, rank: int, lowering: LayerLowering, reverse: bool):
+    if lowering.method == "chunked":
+        levels = levels_for(lowering.max_length, lowering.chunk)
+        return chunked_recurrence(g, v, lam, rank, lowering.chunk, levels, reverse)
+    return logdepth_recurrence(g, v, lam, rank, steps_for(lowering.max_length), reverse)
+
+
+def _state_space(
+    g: GraphBuilder,
+    system: ModalSystem,
+    bank: SisoBank | None,
+    u: str,
+    lowering: LayerLowering,
+    compute: str,
+) -> str:
+    directions = range(len(system.C))
+    if bank is not None:
+        # v[b, h, n, t] = b_hn u[b, t, h]:  (B, H, 1, L, 1) ⊙ (H, N, 1, 2) → (B, H, N, L, 2)
+        u_t = g.unsqueeze(g.transpose(g.cast_if(u, compute, F32), [0, 2, 1]), [2, 4])
+        v = g.mul(u_t, g.const(_pairs(bank.b)[:, :, None, :], F32, "b"))
+        terms = []
+        for d in directions:
+            with g.scope(f"recurrence{d}"):
+                x = _recurrence(g, v, bank.lam, 5, lowering, reverse=d == 1)
+            c = _pairs(np.conj(bank.c[d]))  # y = Re(c x) = c_re x_re − c_im x_im
+            terms.append(g.mul(x, g.const(c[:, :, None, :], F32, "c")))
+        total = terms[0] if len(terms) == 1 else g.add(*terms)
+        y = g.transpose(g.reduce("ReduceSum", total, [2, 4]), [0, 2, 1])  # (B, L, H)
+        return g.cast_if(y, F32, compute)
+    # dense: v = u @ W_in (B, L, 2P) → (B, P, L, 2)
+    P = system.P
+    v = g.matmul(u, g.const(input_matrix(system.dense_B()), compute, "B"))
+    v = g.transpose(g.reshape(g.cast_if(v, compute, F32), [0, 0, P, 2]), [0, 2, 1, 3])
+    states = []
+    for d in directions:
+        with g.scope(f"recurrence{d}"):
+            states.append(_recurrence(g, v, system.lam, 4, lowering, reverse=d == 1))
+    x = states[0] if len(states) == 1 else g.concat(states, axis=1)  # (B, P·dirs, L, 2)
+    x = g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, -1])  # (B, L, 2P·dirs)
+    C = np.concatenate(
+        [output_matrix(system.dense_C(d), system.output_scale) for d in directions], 0
+    )
+    return g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
+
+
+def _pairs(z: np.ndarray) -> np.ndarray:
+    """(…, 2) float64 [re, im] of a complex array."""
+    return np.stack([z.real, z.imag], -1)
+
+
+# ---- ONNX Scan -------------------------------------------------------------------------------
+def _complex_step(b: GraphBuilder, xr: str, xi: str, lr: str, li: str) -> tuple[str, str]:
+    """(λ x) as re/im: (λr xr − λi xi, λi xr + λr xi)."""
+    re = b.sub(b.mul(xr, lr), b.mul(xi, li))
+    im = b.add(b.mul(xr, li), b.mul(xi, lr))
+    return re, im
+
+
+def _zeros_like_batch(g: GraphBuilder, ref: str, tail: tuple[int, ...]) -> str:
+    """float32 zeros of shape (batch of ``ref``, *tail): a Scan's initial state."""
+    shape = g.concat([g.shape(ref, 0, 1), g.ints(list(tail))], axis=0)
+    return g.op("Expand", g.const(np.zeros((1, *tail)), F32, "zero"), shape)
+
+
+def _scan_dense(g: GraphBuilder, system: ModalSystem, u: str, compute: str) -> str:
+    """One Scan over time on (B, L, P) re/im inputs; both directions in the same node."""
+    P, dirs = system.P, len(system.C)
+    W = input_matrix(system.dense_B()).reshape(system.H, P, 2)
+    vr = g.cast_if(g.matmul(u, g.const(W[..., 0], compute, "B_re")), compute, F32)
+    vi = g.cast_if(g.matmul(u, g.const(W[..., 1], compute, "B_im")), compute, F32)
+    lr, li = g.const(system.lam.real, F32, "lam_re"), g.const(system.lam.imag, F32, "lam_im")
+    body = g.body("scan_body")
+    shape = ["batch", P]
+    states = [body.input(f"x{d}_{c}", F32, shape) for d in range(dirs) for c in "ri"]
+    inputs = [body.input(f"v{d}_{c}", F32, shape) for d in range(dirs) for c in "ri"]
+    new = []
+    for d in range(dirs):
+        re, im = _complex_step(body, states[2 * d], states[2 * d + 1], lr, li)
+        new += [body.add(re, inputs[2 * d]), body.add(im, inputs[2 * d + 1])]
+    for i, x in enumerate(new):
+        body.output(f"state_out{i}", x, F32, shape)
+    for i, x in enumerate(new):
+        body.output(f"scan_out{i}", body.op("Identity", x), F32, shape)
+    zero = _zeros_like_batch(g, u, (P,))
+    with g.scope("recurrence"):
+        outs = g.op(
+            "Scan",
+            *([zero] * (2 * dirs)),
+            *([vr, vi] * dirs),
+            outputs=4 * dirs,
+            body=body.graph(),
+            num_scan_inputs=2 * dirs,
+            scan_input_axes=[1] * (2 * dirs),
+            scan_input_directions=[0, 0, 1, 1][: 2 * dirs],
+            scan_output_axes=[1] * (2 * dirs),
+            scan_output_directions=[0, 0, 1, 1][: 2 * dirs],
+        )
+    x = g.concat(outs[2 * dirs :], axis=2)  # (B, L, 2P·dirs): [re_f, im_f, re_b, im_b]
+    blocks = []
+    for d in range(dirs):
+        W_out = output_matrix(system.dense_C(d), system.output_scale).reshape(P, 2, -1)
+        blocks += [W_out[:, 0], W_out[:, 1]]
+    C = np.concatenate(blocks, 0)
+    return g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
+
+
+def _scan_siso(g: GraphBuilder, bank: SisoBank, u: str, compute: str) -> str:
+    """One Scan over time whose body does input map, update and readout for all H·N modes."""
+    H, N, dirs = bank.H, bank.N, len(bank.c)
+    lr, li = g.const(bank.lam.real, F32, "lam_re"), g.const(bank.lam.imag, F32, "lam_im")
+    br, bi = g.const(bank.b.real, F32, "b_re"), g.const(bank.b.imag, F32, "b_im")
+    body = g.body("scan_body")
+    shape = ["batch", H, N]
+    states = [body.input(f"x{d}_{c}", F32, shape) for d in range(dirs) for c in "ri"]
+    inputs = [body.input(f"u{d}", F32, ["batch", H]) for d in range(dirs)]
+    new, outs = [], []
+    for d in range(dirs):
+        uk = body.unsqueeze(inputs[d], [2])
+        re, im = _complex_step(body, states[2 * d], states[2 * d + 1], lr, li)
+        re, im = body.add(re, body.mul(uk, br)), body.add(im, body.mul(uk, bi))
+        new += [re, im]
+        cr = g.const(bank.c[d].real, F32, "c_re")
+        ci = g.const(-bank.c[d].imag, F32, "c_im")
+        y = body.add(body.mul(re, cr), body.mul(im, ci))
+        outs.append(body.reduce("ReduceSum", y, [2]))  # (B, H)
+    for i, x in enumerate(new):
+        body.output(f"state_out{i}", x, F32, shape)
+    for i, y in enumerate(outs):
+        body.output(f"scan_out{i}", y, F32, ["batch", H])
+    zero = _zeros_like_batch(g, u, (H, N))
+    u32 = g.cast_if(u, compute, F32)
+    with g.scope("recurrence"):
+        results = g.op(
+            "Scan",
+            *([zero] * (2 * dirs)),
+            *([u32] * dirs),
+            outputs=3 * dirs,
+            body=body.graph(),
+            num_scan_inputs=dirs,
+            scan_input_axes=[1] * dirs,
+            scan_input_directions=[0, 1][:dirs],
+            scan_output_axes=[1] * dirs,
+            scan_output_directions=[0, 1][:dirs],
+        )
+    ys = results[2 * dirs :]
+    y = ys[0] if dirs == 1 else g.add(*ys)
+    return g.cast_if(y, F32, compute)
+
+
+# ---- block-Toeplitz chunks -----------------------------------------------------------------
+def _carry(g, ends: str, lam: np.ndarray, rank: int, lowering: LayerLowering, reverse: bool):
+    """States entering each chunk: h_{c−1} (h_{c+1} in reverse) for chunk-boundary states e_c
+    carried by h_c = λ^Q h_{c∓1} + e_c (the chunked recurrence on λ^Q)."""
+    q = lowering.toeplitz_chunk
+    n_max = -(-lowering.max_length // q)
+    levels = levels_for(n_max, lowering.chunk)
+    carried = chunked_recurrence(g, ends, lam**q, rank, lowering.chunk, levels, reverse)
+    return shift_time(g, carried, rank, 1, reverse)
+
+
+def _toeplitz(
+    g: GraphBuilder,
+    system: ModalSystem,
+    bank: SisoBank | None,
+    u: str,
+    lowering: LayerLowering,
+    compute: str,
+) -> str:
+    q = lowering.toeplitz_chunk
+    forms = toeplitz_forms(system, q)
+    dirs = len(system.C)
+    padded, length = pad_time(g, u, 3, 1, q)
+    if bank is not None:
+        H, N = bank.H, bank.N
+        chunks = g.transpose(g.reshape(padded, [0, -1, q, H]), [0, 3, 1, 2])  # (B, H, n, Q)
+        y = g.matmul(chunks, g.const(forms.T, compute, "T"))  # (B, H, n, Q)
+        ends = g.cast_if(g.matmul(chunks, g.const(forms.W_in, compute, "W_in")), compute, F32)
+        entering = []
+        for d in range(dirs):
+            e = g.slice(ends, [2 * N * d], [2 * N * (d + 1)], [3])  # (B, H, n, 2N)
+            e = g.transpose(g.reshape(e, [0, 0, 0, N, 2]), [0, 1, 3, 2, 4])  # (B, H, N, n, 2)
+            with g.scope(f"recurrence{d}"):
+                h = _carry(g, e, bank.lam, 5, lowering, reverse=d == 1)
+            entering.append(g.reshape(g.transpose(h, [0, 1, 3, 2, 4]), [0, 0, 0, -1]))
+        h = entering[0] if dirs == 1 else g.concat(entering, axis=3)  # (B, H, n, 2N·dirs)
+        y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
+        y = g.reshape(g.transpose(y, [0, 2, 3, 1]), [0, -1, H])  # (B, nQ, H)
+        return g.slice(y, [0], length, [1])
+    H, P = system.H, system.P
+    chunks = g.reshape(padded, [0, -1, q * H])  # (B, n, QH)
+    y = g.matmul(chunks, g.const(forms.T, compute, "T"))
+    ends = g.cast_if(g.matmul(chunks, g.const(forms.W_in, compute, "W_in")), compute, F32)
+    entering = []
+    for d in range(dirs):
+        e = g.slice(ends, [2 * P * d], [2 * P * (d + 1)], [2])  # (B, n, 2P)
+        e = g.transpose(g.reshape(e, [0, 0, P, 2]), [0, 2, 1, 3])  # (B, P, n, 2)
+        with g.scope(f"recurrence{d}"):
+            h = _carry(g, e, system.lam, 4, lowering, reverse=d == 1)
+        entering.append(g.reshape(g.transpose(h, [0, 2, 1, 3]), [0, 0, -1]))
+    h = entering[0] if dirs == 1 else g.concat(entering, axis=2)  # (B, n, 2P·dirs)
+    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
+    return g.slice(g.reshape(y, [0, -1, H]), [0], length, [1])
+
+
+__all__ = ["METHODS", "LayerLowering", "lower_core"]
