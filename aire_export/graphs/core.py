@@ -49,9 +49,11 @@ F32 = RECURRENCE_DTYPE
 class LayerLowering:
     """How one layer's recurrence is lowered.
 
-    method: one of METHODS. chunk: Q of the chunked scan (also the carry across Toeplitz
-    chunks). toeplitz_chunk: Q of the block-Toeplitz chunks. max_length: the longest sequence
-    the graph must accept (sets chunked levels and Hillis–Steele steps; ``scan`` has no limit).
+    method: one of METHODS ("feedthrough" for a layer without states).
+    chunk: Q of the chunked scan (also of the carry across Toeplitz chunks).
+    toeplitz_chunk: Q of the block-Toeplitz chunks.
+    max_length: the longest sequence the graph must accept (sets the chunked levels and the
+    Hillis–Steele steps; ``scan`` has no limit).
     """
 
     method: str
@@ -62,7 +64,7 @@ class LayerLowering:
     @property
     def accepted_length(self) -> int | None:
         """The longest sequence the lowered graph is exact for (None: any length)."""
-        if self.method == "scan":
+        if self.method in ("scan", "feedthrough"):
             return None
         if self.method == "logdepth":
             return 2 ** steps_for(self.max_length)
