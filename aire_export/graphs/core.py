@@ -113,7 +113,7 @@ def _state_space(
         v = g.mul(u_t, g.const(_pairs(bank.b)[:, :, None, :], F32, "b"))
         terms = []
         for d in directions:
-            with g.scope(f"recurrence{d}"):
+            with g.scope(f"scan{d}"):
                 x = _recurrence(g, v, bank.lam, 5, lowering, reverse=d == 1)
             c = _pairs(np.conj(bank.c[d]))  # y = Re(c x) = c_re x_re − c_im x_im
             terms.append(g.mul(x, g.const(c[:, :, None, :], F32, "c")))
@@ -126,7 +126,7 @@ def _state_space(
     v = g.transpose(g.reshape(g.cast_if(v, compute, F32), [0, 0, P, 2]), [0, 2, 1, 3])
     states = []
     for d in directions:
-        with g.scope(f"recurrence{d}"):
+        with g.scope(f"scan{d}"):
             states.append(_recurrence(g, v, system.lam, 4, lowering, reverse=d == 1))
     x = states[0] if len(states) == 1 else g.concat(states, axis=1)  # (B, P·dirs, L, 2)
     x = g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, -1])  # (B, L, 2P·dirs)
@@ -175,7 +175,7 @@ def _scan_dense(g: GraphBuilder, system: ModalSystem, u: str, compute: str) -> s
     for i, x in enumerate(new):
         body.output(f"scan_out{i}", body.op("Identity", x), F32, shape)
     zero = _zeros_like_batch(g, u, (P,))
-    with g.scope("recurrence"):
+    with g.scope("scan"):
         outs = g.op(
             "Scan",
             *([zero] * (2 * dirs)),
@@ -222,7 +222,7 @@ def _scan_siso(g: GraphBuilder, bank: SisoBank, u: str, compute: str) -> str:
         body.output(f"scan_out{i}", y, F32, ["batch", H])
     zero = _zeros_like_batch(g, u, (H, N))
     u32 = g.cast_if(u, compute, F32)
-    with g.scope("recurrence"):
+    with g.scope("scan"):
         results = g.op(
             "Scan",
             *([zero] * (2 * dirs)),
@@ -272,7 +272,7 @@ def _toeplitz(
         for d in range(dirs):
             e = g.slice(ends, [2 * N * d], [2 * N * (d + 1)], [3])  # (B, H, n, 2N)
             e = g.transpose(g.reshape(e, [0, 0, 0, N, 2]), [0, 1, 3, 2, 4])  # (B, H, N, n, 2)
-            with g.scope(f"recurrence{d}"):
+            with g.scope(f"scan{d}"):
                 h = _carry(g, e, bank.lam, 5, lowering, reverse=d == 1)
             entering.append(g.reshape(g.transpose(h, [0, 1, 3, 2, 4]), [0, 0, 0, -1]))
         h = entering[0] if dirs == 1 else g.concat(entering, axis=3)  # (B, H, n, 2N·dirs)
@@ -287,7 +287,7 @@ def _toeplitz(
     for d in range(dirs):
         e = g.slice(ends, [2 * P * d], [2 * P * (d + 1)], [2])  # (B, n, 2P)
         e = g.transpose(g.reshape(e, [0, 0, P, 2]), [0, 2, 1, 3])  # (B, P, n, 2)
-        with g.scope(f"recurrence{d}"):
+        with g.scope(f"scan{d}"):
             h = _carry(g, e, system.lam, 4, lowering, reverse=d == 1)
         entering.append(g.reshape(g.transpose(h, [0, 2, 1, 3]), [0, 0, -1]))
     h = entering[0] if dirs == 1 else g.concat(entering, axis=2)  # (B, n, 2P·dirs)

@@ -49,16 +49,19 @@ def _core_step(g: GraphBuilder, system, u: str, state: str, compute: str) -> tup
         # x' = x @ R(λ) + b u:  (B, H, N, 1, 2) @ (H, N, 2, 2), then y = Σ_n Re(c x')
         u32 = g.unsqueeze(g.cast_if(u, compute, F32), [2, 3])  # (B, H, 1, 1)
         b = np.stack([bank.b.real, bank.b.imag], -1)  # (H, N, 2)
-        decayed = g.matmul(g.unsqueeze(state, [3]), g.const(complex_right(bank.lam), F32, "R"))
-        new = g.add(g.squeeze(decayed, [3]), g.mul(u32, g.const(b, F32, "b")))
+        with g.scope("scan"):
+            R = g.const(complex_right(bank.lam), F32, "R")
+            decayed = g.squeeze(g.matmul(g.unsqueeze(state, [3]), R), [3])
+            new = g.add(decayed, g.mul(u32, g.const(b, F32, "b")))
         c = np.stack([bank.c[0].real, -bank.c[0].imag], -1)  # Re(c x) = c_re x_re − c_im x_im
         y = g.reduce("ReduceSum", g.mul(new, g.const(c, F32, "c")), [2, 3])
         return g.add(g.cast_if(y, F32, compute), feedthrough), new
     P = system.P
     v = g.matmul(u, g.const(input_matrix(system.dense_B()), compute, "B"))  # (B, 2P)
     v = g.reshape(g.cast_if(v, compute, F32), [0, P, 2])
-    decayed = g.matmul(g.unsqueeze(state, [2]), g.const(complex_right(system.lam), F32, "R"))
-    new = g.add(g.squeeze(decayed, [2]), v)  # (B, P, 2)
+    with g.scope("scan"):
+        R = g.const(complex_right(system.lam), F32, "R")
+        new = g.add(g.squeeze(g.matmul(g.unsqueeze(state, [2]), R), [2]), v)  # (B, P, 2)
     flat = g.cast_if(g.reshape(new, [0, 2 * P]), F32, compute)
     W_out = output_matrix(system.dense_C(0), system.output_scale)
     y = g.matmul(flat, g.const(W_out, compute, "C"))

@@ -1,0 +1,32 @@
+"""Side-by-side wall-clock timing: contenders run interleaved, so load shifts hit all alike."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def interleaved_times(
+    contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call of each contender; round r runs every contender once, in turn."""
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ms(samples: list[float]) -> float:
+    return 1e3 * statistics.median(samples)
+
+
+def p90_ms(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return 1e3 * ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
