@@ -30,3 +30,8 @@ def median_ms(samples: list[float]) -> float:
 def p90_ms(samples: list[float]) -> float:
     ordered = sorted(samples)
     return 1e3 * ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+def paired_speedup(base: list[float], other: list[float]) -> float:
+    """Median over rounds of base/other: each ratio compares two runs made back to back."""
+    return statistics.median(b / o for b, o in zip(base, other, strict=True))

@@ -42,6 +42,7 @@ from aire_export.graphs.recurrence import (
 from aire_export.models.modal import ModalSystem
 
 METHODS = ("chunked", "toeplitz", "logdepth", "scan")
+CHUNKED_MIN_LENGTH = 1 << 20
 F32 = RECURRENCE_DTYPE
 
 
@@ -52,14 +53,23 @@ class LayerLowering:
     method: one of METHODS ("feedthrough" for a layer without states).
     chunk: Q of the chunked scan (also of the carry across Toeplitz chunks).
     toeplitz_chunk: Q of the block-Toeplitz chunks.
-    max_length: the longest sequence the graph must accept (sets the chunked levels and the
-    Hillis–Steele steps; ``scan`` has no limit).
+    max_length: the longest sequence the graph must accept. It sets the Hillis–Steele steps
+    (log2 of it); chunked levels always cover at least CHUNKED_MIN_LENGTH steps (the deep
+    levels work on tiny tensors), so their graphs do not depend on it below that.
     """
 
     method: str
     chunk: int = 16
     toeplitz_chunk: int = 16
-    max_length: int = 1 << 16
+    max_length: int = CHUNKED_MIN_LENGTH
+
+    @property
+    def levels(self) -> int:
+        """Levels of the chunked scan (of the carry across Toeplitz chunks)."""
+        length = max(self.max_length, CHUNKED_MIN_LENGTH)
+        if self.method == "toeplitz":
+            length = -(-length // self.toeplitz_chunk)
+        return levels_for(length, self.chunk)
 
     @property
     def accepted_length(self) -> int | None:
@@ -69,8 +79,7 @@ class LayerLowering:
         if self.method == "logdepth":
             return 2 ** steps_for(self.max_length)
         q = self.toeplitz_chunk if self.method == "toeplitz" else 1
-        carry_length = -(-self.max_length // q)
-        return q * self.chunk ** levels_for(carry_length, self.chunk)
+        return q * self.chunk**self.levels
 
 
 def lower_core(
@@ -93,8 +102,7 @@ def lower_core(
 # ---- state-space form: input map → recurrence per direction → output map -------------------
 def _recurrence(g: GraphBuilder, v: str, lam, rank: int, lowering: LayerLowering, reverse: bool):
     if lowering.method == "chunked":
-        levels = levels_for(lowering.max_length, lowering.chunk)
-        return chunked_recurrence(g, v, lam, rank, lowering.chunk, levels, reverse)
+        return chunked_recurrence(g, v, lam, rank, lowering.chunk, lowering.levels, reverse)
     return logdepth_recurrence(g, v, lam, rank, steps_for(lowering.max_length), reverse)
 
 
@@ -245,9 +253,7 @@ def _carry(g, ends: str, lam: np.ndarray, rank: int, lowering: LayerLowering, re
     """States entering each chunk: h_{c−1} (h_{c+1} in reverse) for chunk-boundary states e_c
     carried by h_c = λ^Q h_{c∓1} + e_c (the chunked recurrence on λ^Q)."""
     q = lowering.toeplitz_chunk
-    n_max = -(-lowering.max_length // q)
-    levels = levels_for(n_max, lowering.chunk)
-    carried = chunked_recurrence(g, ends, lam**q, rank, lowering.chunk, levels, reverse)
+    carried = chunked_recurrence(g, ends, lam**q, rank, lowering.chunk, lowering.levels, reverse)
     return shift_time(g, carried, rank, 1, reverse)
 
 

@@ -27,7 +27,7 @@ from aire_export.errors import InputError, OutputError
 from aire_export.graphs import auto
 from aire_export.graphs.builder import NUMPY_DTYPES
 from aire_export.graphs.check import CheckReport, check_tensorrt
-from aire_export.graphs.core import METHODS, LayerLowering
+from aire_export.graphs.core import CHUNKED_MIN_LENGTH, METHODS, LayerLowering
 from aire_export.graphs.sequence import sequence_graph
 from aire_export.graphs.step import step_graph
 
@@ -37,7 +37,7 @@ SCANS = ("auto", *METHODS)
 DEFAULT_OPSET = 17
 OPSETS = {"onnx": (17, 21), "ort-cuda": (17, 21), "trt": (17, 21), "jetson": (17, 20)}
 TRT_CHECKED = {"trt": "11", "jetson": "10.3"}  # the parser generation each target is checked for
-DEFAULT_MAX_LENGTH = {"chunked": 1 << 20, "toeplitz": 1 << 20, "logdepth": 1 << 14, "scan": None}
+DEFAULT_MAX_LENGTH = {"logdepth": 1 << 14}  # others: any length (scan) or ≥ 2^20 (chunked)
 SEQUENCE_FILE, STEP_FILE = "model.onnx", "model.step.onnx"
 
 
@@ -84,13 +84,16 @@ def export(
     """Write ``out_dir/model.onnx`` (and ``model.step.onnx``) for ``model``.
 
     target: "onnx" (onnxruntime CPU), "ort-cuda", "trt" (TensorRT 11, x86) or "jetson"
-    (TensorRT 10.3): decides ``auto`` and, for TensorRT targets, runs the op-support check.
-    scan: "auto" or one of chunked, toeplitz, logdepth, scan. max_length: the longest sequence
-    the graph must accept (default: 2^20 for chunked/toeplitz, 2^14 for logdepth, any for
-    scan). step: None = a step graph for unidirectional models, skipped for bidirectional ones.
+        (TensorRT 10.3): decides ``auto``; TensorRT targets run the op-support check.
+    scan: "auto" or one of chunked, toeplitz, logdepth, scan.
+    precision: fp32, fp16 or bf16 for projections and pointwise work (recurrence: float32).
+    max_length: the longest sequence the graph must accept; default 2^14 for logdepth, whose
+        graph grows with log2 of it. Chunked and Toeplitz graphs accept ≥ 2^20 steps whatever
+        it is, scan any length. ``ExportedGraph.max_length`` states what the graph accepts.
+    step: None = a step graph for unidirectional models, skipped for bidirectional ones.
+    lengths_input: add a ``lengths`` input (valid steps per sequence) for masked pooling.
     """
-    options = _validated(target, scan, precision, opset, max_length)
-    opset, compute = options
+    opset, compute = _validated(target, scan, precision, opset, max_length)
     net = model.eval().export_ir()
     if step and net.bidirectional:
         raise InputError(
@@ -161,7 +164,7 @@ def _lowerings(net, target: str, scan: str, max_length: int | None) -> list[Laye
             )
         else:
             method, chunks = scan, {}
-        length = max_length or DEFAULT_MAX_LENGTH[method] or DEFAULT_MAX_LENGTH["chunked"]
+        length = max_length or DEFAULT_MAX_LENGTH.get(method, CHUNKED_MIN_LENGTH)
         result.append(LayerLowering(method, max_length=length, **chunks))
     return result
 
