@@ -6,11 +6,13 @@ Public API (DESIGN §8)::
     model = ax.load("model.pt")
     model = ax.import_checkpoint("s5-flax", "best_state.msgpack", config="run_args.json")
     ax.save(model, "model.pt")
+    result = ax.export(model, "out/", target="onnx", scan="auto", precision="fp32")
 """
 
 from aire_export.checkpoints import import_checkpoint, load, save
 from aire_export.errors import AireError
+from aire_export.graphs import export
 
 __version__ = "0.1.0"
 
-__all__ = ["AireError", "__version__", "import_checkpoint", "load", "save"]
+__all__ = ["AireError", "__version__", "export", "import_checkpoint", "load", "save"]

@@ -60,6 +60,16 @@ class ExportedGraph:
     node_count: int  # nodes in the graph and its subgraphs
     max_length: int | None  # None = any length; else the longest sequence the graph accepts
 
+    def to_json(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("inputs", "outputs")}
+        data["path"] = str(self.path)
+        for key in ("inputs", "outputs"):
+            data[key] = [
+                {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+                for t in getattr(self, key)
+            ]
+        return data
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -67,6 +77,14 @@ class ExportResult:
     step: ExportedGraph | None
     step_skipped: str | None  # why no step graph (e.g. "bidirectional model")
     check: CheckReport | None  # TensorRT op support, when the target needs it
+
+    def to_json(self) -> dict:
+        return {
+            "sequence": self.sequence.to_json(),
+            "step": None if self.step is None else self.step.to_json(),
+            "step_skipped": self.step_skipped,
+            "check": None if self.check is None else self.check.to_json(),
+        }
 
 
 def export(
