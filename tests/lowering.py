@@ -91,3 +91,30 @@ def all_nodes(graph: onnx.GraphProto):
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
                 yield from all_nodes(attr.g)
+
+
+class ReferenceCache:
+    """Models built once per name, and their float64 outputs computed once per input.
+
+    The Linear layers of a fresh model draw from torch's global RNG, so a model must be built
+    once and kept; references are the expensive part of these tests (float64, long inputs).
+    """
+
+    def __init__(self, factories) -> None:
+        self.factories = factories
+        self._models: dict = {}
+        self._outputs: dict = {}
+
+    def model(self, name: str, seed: int = 0):
+        if (name, seed) not in self._models:
+            self._models[name, seed] = self.factories[name](seed)
+        return self._models[name, seed]
+
+    def case(self, name: str, batch: int, length: int, seed: int = 0):
+        """(input, float64 output) of model ``name`` on a seeded random input."""
+        key = (name, seed, batch, length)
+        if key not in self._outputs:
+            model = self.model(name, seed)
+            x = random_input(model, batch, length, seed=seed + length)
+            self._outputs[key] = (x, reference(model, x))
+        return self._outputs[key]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import OFFICIAL, make_s4d, make_s5, rel_err
-from lowering import random_input, reference, run_sequence, session
+from lowering import ReferenceCache, random_input, reference, run_sequence, session
 
 from aire_export.graphs import export
 from aire_export.graphs.core import METHODS
@@ -78,33 +78,19 @@ OPTIONS = {
 LONG_MODELS = ("s5-bidir-bilinear", "s4d-default")
 
 
-_MODELS: dict[tuple, object] = {}
-_REFERENCES: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
-
-
-def _model(name: str, seed: int = 0):
-    """One model per (name, seed), kept (the Linear layers draw from torch's global RNG)."""
-    if (name, seed) not in _MODELS:
-        make, options = OPTIONS[name]
-        _MODELS[name, seed] = make(seed=seed, **options)
-    return _MODELS[name, seed]
-
-
-def _case(name: str, seed: int, batch: int, length: int):
-    """(input, float64 output) of a named model, computed once for all lowerings."""
-    key = (name, seed, batch, length)
-    if key not in _REFERENCES:
-        model = _model(name, seed)
-        x = random_input(model, batch, length, seed=seed + length)
-        _REFERENCES[key] = (x, reference(model, x))
-    return _REFERENCES[key]
+CASES = ReferenceCache(
+    {
+        name: (lambda seed, m=make, o=options: m(seed=seed, **o))
+        for name, (make, options) in OPTIONS.items()
+    }
+)
 
 
 def _check(tmp_path, name: str, method: str, lengths, batch=2, seed=0):
-    model = _model(name, seed)
+    model = CASES.model(name, seed)
     graph = session(export(model, tmp_path, scan=method, step=False).sequence.path)
     for length in lengths:
-        x, ref = _case(name, seed, batch, length)
+        x, ref = CASES.case(name, batch, length, seed)
         err = rel_err(graph.run(["y"], {"x": x.numpy()})[0], ref)
         assert err <= FP32_TOLERANCE, f"length {length}: relative error {err:.2e}"
 
@@ -137,7 +123,7 @@ def test_lengths_around_chunk_boundaries_stay_exact(tmp_path, method):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", ["s5-default", "s5-erf-gelu-bidir-last", "s4d-default"])
 def test_lengths_input_masks_pooling_like_the_model(tmp_path, name, method):
-    model = _model(name, seed=4)
+    model = CASES.model(name, seed=4)
     result = export(model, tmp_path, scan=method, step=False, lengths_input=True)
     x = random_input(model, 3, 40, seed=5)
     lengths = torch.tensor([40, 17, 1])
