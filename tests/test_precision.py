@@ -18,8 +18,8 @@ from aire_export.graphs import export
 from aire_export.graphs.emulate import emulate_reduced_precision
 
 TOLERANCE = {  # precision → length → bound on the normwise relative error of the output
-    "fp16": {1: 1e-3, 17: 1e-3, 1024: 1e-3, 16384: 1e-3},
-    "bf16": {1: 1e-2, 17: 1e-2, 1024: 1e-2, 16384: 1e-2},
+    "fp16": {1: 1e-3, 17: 1e-3, 1024: 1e-3, 16384: 1e-3},  # worst measured 2.2–2.5e-4
+    "bf16": {1: 2e-2, 17: 2e-2, 1024: 2e-2, 16384: 1e-2},  # worst measured 1.9–4.3e-3
 }
 CASES = [  # (model, lowering, lengths): every lowering once, 16384 on the two main ones
     ("s5-bidir", "chunked", (1, 17, 1024, 16384)),
