@@ -178,6 +178,17 @@ class SSMBlock(nn.Module):
 
     def export_ir(self):
         """This block as a float64 ``graphs.ir.ResidualBlock`` (the export hook)."""
+        from aire_export.graphs import ir
+
+        return ir.ResidualBlock(
+            norm=norm_ir(self.norm),
+            prenorm=self.config.prenorm,
+            core=self.modal_system(),
+            activation=self.activation_ir(),
+        )
+
+    def activation_ir(self):
+        """The block's gated activation as a ``graphs.ir.GatedActivation``."""
         raise NotImplementedError
 
 

@@ -42,7 +42,6 @@ from aire_export.models.blocks import (
     gelu,
     gelu_ir,
     make_norm,
-    norm_ir,
     to_numpy64,
 )
 from aire_export.models.discretize import METHODS, discretize
@@ -222,21 +221,16 @@ class S4DBlock(SSMBlock):
     def modal_system(self) -> ModalSystem:
         return self.ssm.modal_system(name=f"layers.{self.index}.ssm")
 
-    def export_ir(self):
+    def activation_ir(self):
         """The output GLU (Linear(H, 2H), GLU) is the full_glu gate on the Linear's halves."""
         from aire_export.graphs import ir
 
         H, linear = self.config.d_model, self.ssm.output_linear
-        return ir.ResidualBlock(
-            norm=norm_ir(self.norm),
-            prenorm=self.config.prenorm,
-            core=self.modal_system(),
-            activation=ir.GatedActivation(
-                gelu=gelu_ir(self.config.gelu_approximate),
-                gate="full_glu",
-                out1=dense_ir(linear, slice(0, H)),
-                out2=dense_ir(linear, slice(H, 2 * H)),
-            ),
+        return ir.GatedActivation(
+            gelu=gelu_ir(self.config.gelu_approximate),
+            gate="full_glu",
+            out1=dense_ir(linear, slice(0, H)),
+            out2=dense_ir(linear, slice(H, 2 * H)),
         )
 
 

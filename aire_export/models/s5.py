@@ -49,7 +49,6 @@ from aire_export.models.blocks import (
     gelu,
     gelu_ir,
     make_norm,
-    norm_ir,
     to_numpy64,
 )
 from aire_export.models.discretize import METHODS, discretize
@@ -220,20 +219,15 @@ class S5Block(SSMBlock):
     def modal_system(self) -> ModalSystem:
         return self.seq.modal_system(name=f"layers.{self.index}.seq")
 
-    def export_ir(self):
+    def activation_ir(self):
         from aire_export.graphs import ir
 
         kind = self.config.activation
-        return ir.ResidualBlock(
-            norm=norm_ir(self.norm),
-            prenorm=self.config.prenorm,
-            core=self.modal_system(),
-            activation=ir.GatedActivation(
-                gelu=gelu_ir(self.config.gelu_approximate),
-                gate="none" if kind == "gelu" else kind,
-                out1=dense_ir(self.out1) if kind == "full_glu" else None,
-                out2=dense_ir(self.out2) if kind != "gelu" else None,
-            ),
+        return ir.GatedActivation(
+            gelu=gelu_ir(self.config.gelu_approximate),
+            gate="none" if kind == "gelu" else kind,
+            out1=dense_ir(self.out1) if kind == "full_glu" else None,
+            out2=dense_ir(self.out2) if kind != "gelu" else None,
         )
 
 
