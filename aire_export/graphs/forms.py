@@ -106,8 +106,8 @@ class ToeplitzForms:
 
 
 def _toeplitz(kernels: list[np.ndarray], D: np.ndarray, q: int) -> np.ndarray:
-    """(…, Q, Q) with [j, k] = K_fwd[k−j] (k ≥ j) + K_bwd[j−k] (j ≥ k) + D δ_jk, for kernels
-    given as (…, Q) arrays of scalars (SISO) — see :func:`_block_toeplitz` for MIMO."""
+    """SISO: (H, Q, Q) with [h, j, k] = K_fwd[h, k−j] (k ≥ j) + K_bwd[h, j−k] (j ≥ k) + D_h δ_jk
+    for per-channel scalar kernels K (H, Q)."""
     j, k = np.meshgrid(np.arange(q), np.arange(q), indexing="ij")
     out = np.zeros((*kernels[0].shape[:-1], q, q))
     for direction, K in enumerate(kernels):
