@@ -102,11 +102,16 @@ def lower_core(
 
 
 # ---- state-space form: input map → recurrence per direction → output map -------------------
-def _recurrence(g: GraphBuilder, v: str, lam, rank: int, lowering: LayerLowering, reverse: bool):
+def _recurrence(
+    g: GraphBuilder, v: str, lam, rank: int, lowering: LayerLowering, reverse: bool, padded: bool
+):
+    """States of the recurrence on v; ``padded``: T is a multiple of lowering.chunk already."""
     if lowering.method == "chunked":
-        return chunked_recurrence(g, v, lam, rank, lowering.chunk, lowering.levels, reverse)
+        levels = lowering.levels
+        return chunked_recurrence(g, v, lam, rank, lowering.chunk, levels, reverse, padded=padded)
     if lowering.method == "scan":  # one level of chunks, carried across them by a Scan node
-        return chunked_recurrence(g, v, lam, rank, lowering.chunk, 2, reverse, carry_scan=True)
+        q = lowering.chunk
+        return chunked_recurrence(g, v, lam, rank, q, 2, reverse, carry_scan=True, padded=padded)
     return logdepth_recurrence(g, v, lam, rank, steps_for(lowering.max_length), reverse)
 
 
@@ -126,26 +131,31 @@ def _state_space(
         terms = []
         for d in directions:
             with g.scope(f"scan{d}"):
-                x = _recurrence(g, v, bank.lam, 5, lowering, reverse=d == 1)
+                x = _recurrence(g, v, bank.lam, 5, lowering, reverse=d == 1, padded=False)
             c = _pairs(np.conj(bank.c[d]))  # y = Re(c x) = c_re x_re − c_im x_im
             terms.append(g.mul(x, g.const(c[:, :, None, :], F32, "c")))
         total = terms[0] if len(terms) == 1 else g.add(*terms)
         y = g.transpose(g.reduce("ReduceSum", total, [2, 4]), [0, 2, 1])  # (B, L, H)
         return g.cast_if(y, F32, compute)
-    # dense: v = u @ W_in (B, L, 2P) → (B, P, L, 2)
+    # dense: v = u @ W_in (B, L, 2P) → (B, P, L, 2). Chunked lowerings pad u (H wide) rather
+    # than the states (2P wide) and slice y at the end.
     P = system.P
+    chunked = lowering.method in ("chunked", "scan")
+    if chunked:
+        u, length = pad_time(g, u, 3, 1, lowering.chunk)
     v = g.matmul(u, g.const(input_matrix(system.dense_B()), compute, "B"))
     v = g.transpose(g.reshape(g.cast_if(v, compute, F32), [0, 0, P, 2]), [0, 2, 1, 3])
     states = []
     for d in directions:
         with g.scope(f"scan{d}"):
-            states.append(_recurrence(g, v, system.lam, 4, lowering, reverse=d == 1))
+            states.append(_recurrence(g, v, system.lam, 4, lowering, d == 1, padded=chunked))
     x = states[0] if len(states) == 1 else g.concat(states, axis=1)  # (B, P·dirs, L, 2)
     x = g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, -1])  # (B, L, 2P·dirs)
     C = np.concatenate(
         [output_matrix(system.dense_C(d), system.output_scale) for d in directions], 0
     )
-    return g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
+    y = g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
+    return g.slice(y, [0], length, [1]) if chunked else y
 
 
 def _pairs(z: np.ndarray) -> np.ndarray:

@@ -78,6 +78,7 @@ def chunked_recurrence(
     levels: int,
     reverse: bool,
     carry_scan: bool = False,
+    padded: bool = False,
 ) -> str:
     """Chunked scan (DESIGN §4 lowering 1) over the time axis of v (*lead, T, 2).
 
@@ -86,12 +87,15 @@ def chunked_recurrence(
     MatMul with the decay matrix, and the chunk-end states are carried across chunks by the
     same scheme on λ^Q, recursively: ``levels`` levels cover T ≤ chunk**levels. With
     ``carry_scan`` the chunk-end states are carried by an ONNX Scan instead (any length).
+    ``padded``: T is already a multiple of ``chunk`` (the caller padded a smaller tensor
+    upstream and slices downstream), so this level neither pads nor slices.
     """
     time = rank - 2
     q = chunk
     M, G = chunk_matrices(lam, q, reverse)
-    padded, length = pad_time(g, v, rank, time, q)
-    chunks = g.reshape(padded, [0] * time + [-1, 2 * q])  # (*lead, n, 2q)
+    if not padded:
+        v, length = pad_time(g, v, rank, time, q)
+    chunks = g.reshape(v, [0] * time + [-1, 2 * q])  # (*lead, n, 2q)
     x = g.matmul(chunks, g.const(M, RECURRENCE_DTYPE, "decay"))  # states from a zero start
     if levels > 1:
         ends = g.slice(x, [0] if reverse else [2 * q - 2], [2] if reverse else [2 * q], [rank - 1])
@@ -102,7 +106,7 @@ def chunked_recurrence(
         entering = shift_time(g, carried, rank, 1, reverse)  # h_{c−1} (h_{c+1} in reverse)
         x = g.add(x, g.matmul(entering, g.const(G, RECURRENCE_DTYPE, "entering")))
     states = g.reshape(x, [0] * time + [-1, 2])
-    return g.slice(states, [0], length, [time])
+    return states if padded else g.slice(states, [0], length, [time])
 
 
 def scan_recurrence(g: GraphBuilder, v: str, lam: np.ndarray, rank: int, reverse: bool) -> str:
