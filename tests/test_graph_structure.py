@@ -13,7 +13,7 @@ from lowering import all_nodes, random_input, reference, session, stream, value_
 
 from aire_export.errors import InputError
 from aire_export.graphs import export
-from aire_export.graphs.core import METHODS
+from aire_export.graphs.core import CARRY_CONSTANTS, METHODS, LayerLowering
 from aire_export.graphs.emulate import emulate_reduced_precision
 
 COMPLEX = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
@@ -199,3 +199,21 @@ def test_emulated_fp16_agrees_with_native_fp16():
     reduced = [v for v, t in value_types(emulate_reduced_precision(graph)).items() if t in REDUCED]
     assert reduced and all(v.endswith(".rounded") for v in reduced)  # only the rounding casts
     assert np.isfinite(emulated).all()
+
+
+@pytest.mark.parametrize("method", ["chunked", "toeplitz"])
+def test_many_states_are_carried_by_a_scan_with_bounded_constants(tmp_path, method):
+    """S4D banks hold H·N states; per-state chunk matrices on every level would be hundreds of
+    MB, so above CARRY_CONSTANTS such layers carry across chunks with one Scan node."""
+    model = make_s4d(seed=12, d_model=64, state_sizes=(32,))  # 2048 states
+    lowering = LayerLowering(method, states=model.modal_systems()[0].P)
+    assert lowering.carry_by_scan and lowering.accepted_length is None
+    result = export(model, tmp_path, scan=method, step=False)
+    graph = onnx.load(str(result.sequence.path))
+    assert "Scan" in {node.op_type for node in graph.graph.node}
+    weights = sum(np.prod(init.dims) for init in graph.graph.initializer)
+    assert weights < 4 * CARRY_CONSTANTS
+    assert result.sequence.max_length is None
+    x = random_input(model, 2, 100)
+    out = session(result.sequence.path).run(["y"], {"x": x.numpy()})[0]
+    assert rel_err(out, reference(model, x)) <= 1e-5

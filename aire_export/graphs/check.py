@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -190,6 +191,28 @@ class _Checker:
             self.add(node, "attribute", "Dropout's training_mode must be a False initializer")
 
 
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose large float initializers are graph inputs of the same type and shape:
+    types are all the check needs, and shape inference then skips serializing the weights."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    graph = light.graph
+    kept = []
+    for init in graph.initializer:
+        if init.data_type in FLOAT_TYPES and int(np.prod(init.dims)) > 64:
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims)
+            )
+        else:
+            kept.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return light
+
+
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+
+
 def check_tensorrt(
     model_or_path: onnx.ModelProto | str | os.PathLike, trt_version: str = "10.3"
 ) -> CheckReport:
@@ -216,7 +239,7 @@ def check_tensorrt(
                 f"re-export with --opset {min(max(opset.version, 9), rules.max_opset)}",
             )
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(_without_weights(model))
     except onnx.shape_inference.InferenceError:
         inferred = model  # keep what the graph declares
     types: dict[str, str] = {}

@@ -49,6 +49,7 @@ from aire_export.models.modal import ModalSystem
 
 METHODS = ("chunked", "toeplitz", "logdepth", "scan")
 CHUNKED_MIN_LENGTH = 1 << 20
+CARRY_CONSTANTS = 1 << 20  # floats of per-state chunk matrices allowed per chunked level
 F32 = RECURRENCE_DTYPE
 
 
@@ -60,18 +61,29 @@ class LayerLowering:
     chunk: Q of the chunked scan (also of the carry across Toeplitz chunks).
     toeplitz_chunk: Q of the block-Toeplitz chunks.
     max_length: the longest sequence the graph must accept. It sets the Hillis–Steele steps
-    (log2 of it); chunked levels always cover at least CHUNKED_MIN_LENGTH steps (the deep
-    levels work on tiny tensors), so their graphs do not depend on it below that.
+        (log2 of it); chunked levels always cover at least CHUNKED_MIN_LENGTH steps (the deep
+        levels work on tiny tensors), so their graphs do not depend on it below that.
+    states: stored states of the layer. Each chunked level holds a (2Q × 2Q) matrix per
+        state; above CARRY_CONSTANTS floats per level (S4D: H·N = 8192 states) the states
+        are carried across chunks by an ONNX Scan instead of more levels.
     """
 
     method: str
     chunk: int = 16
     toeplitz_chunk: int = 16
     max_length: int = CHUNKED_MIN_LENGTH
+    states: int = 0
+
+    @property
+    def carry_by_scan(self) -> bool:
+        """Chunk-to-chunk carry by one ONNX Scan node (else by recursive chunked levels)."""
+        return self.method == "scan" or self.states * (2 * self.chunk) ** 2 > CARRY_CONSTANTS
 
     @property
     def levels(self) -> int:
         """Levels of the chunked scan (of the carry across Toeplitz chunks)."""
+        if self.carry_by_scan:
+            return 2  # chunks, then the Scan across them
         length = max(self.max_length, CHUNKED_MIN_LENGTH)
         if self.method == "toeplitz":
             length = -(-length // self.toeplitz_chunk)
@@ -80,7 +92,7 @@ class LayerLowering:
     @property
     def accepted_length(self) -> int | None:
         """The longest sequence the lowered graph is exact for (None: any length)."""
-        if self.method in ("scan", "feedthrough"):
+        if self.method == "feedthrough" or (self.method != "logdepth" and self.carry_by_scan):
             return None
         if self.method == "logdepth":
             return 2 ** steps_for(self.max_length)
@@ -106,13 +118,19 @@ def _recurrence(
     g: GraphBuilder, v: str, lam, rank: int, lowering: LayerLowering, reverse: bool, padded: bool
 ):
     """States of the recurrence on v; ``padded``: T is a multiple of lowering.chunk already."""
-    if lowering.method == "chunked":
-        levels = lowering.levels
-        return chunked_recurrence(g, v, lam, rank, lowering.chunk, levels, reverse, padded=padded)
-    if lowering.method == "scan":  # one level of chunks, carried across them by a Scan node
-        q = lowering.chunk
-        return chunked_recurrence(g, v, lam, rank, q, 2, reverse, carry_scan=True, padded=padded)
-    return logdepth_recurrence(g, v, lam, rank, steps_for(lowering.max_length), reverse)
+    if lowering.method == "logdepth":
+        return logdepth_recurrence(g, v, lam, rank, steps_for(lowering.max_length), reverse)
+    return chunked_recurrence(  # chunked, and scan (one level, carried by a Scan node)
+        g,
+        v,
+        lam,
+        rank,
+        lowering.chunk,
+        lowering.levels,
+        reverse,
+        carry_scan=lowering.carry_by_scan,
+        padded=padded,
+    )
 
 
 def _state_space(
@@ -168,7 +186,7 @@ def _carry(g, ends: str, lam: np.ndarray, rank: int, lowering: LayerLowering, re
     """States entering each chunk: h_{c−1} (h_{c+1} in reverse) for chunk-boundary states e_c
     carried by h_c = λ^Q h_{c∓1} + e_c (the chunked recurrence on λ^Q)."""
     q = lowering.toeplitz_chunk
-    if lowering.method == "scan":
+    if lowering.carry_by_scan:
         carried = scan_recurrence(g, ends, lam**q, rank, reverse)
     else:
         carried = chunked_recurrence(

@@ -112,7 +112,7 @@ def export(
     lengths_input: add a ``lengths`` input (valid steps per sequence) for masked pooling.
     """
     opset, compute = _validated(target, scan, precision, opset, max_length)
-    net = model.eval().export_ir()
+    net = model.export_ir()  # float64; BatchNorm folds its running statistics
     if step and net.bidirectional:
         raise InputError(
             "no step graph for a bidirectional model (its backward scan reads the future); "
@@ -183,7 +183,7 @@ def _lowerings(net, target: str, scan: str, max_length: int | None) -> list[Laye
         else:
             method, chunks = scan, {}
         length = max_length or DEFAULT_MAX_LENGTH.get(method, CHUNKED_MIN_LENGTH)
-        result.append(LayerLowering(method, max_length=length, **chunks))
+        result.append(LayerLowering(method, max_length=length, states=block.core.P, **chunks))
     return result
 
 
@@ -219,8 +219,9 @@ def count_nodes(graph: onnx.GraphProto) -> int:
 
 
 def _write(model, path: Path, mode, scan, precision, opset, max_length) -> ExportedGraph:
-    onnx.checker.check_model(model)
-    write_atomically(path, lambda f: f.write(model.SerializeToString()))
+    data = model.SerializeToString()
+    onnx.checker.check_model(data)
+    write_atomically(path, lambda f: f.write(data))
     return ExportedGraph(
         path=path,
         mode=mode,

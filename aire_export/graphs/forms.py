@@ -88,7 +88,9 @@ def markov(system: ModalSystem, length: int, direction: int) -> np.ndarray:
     """(length, H_out, H_in) K_m = s·Re(C̃ diag(λ̄^m) B̄) of a dense (MIMO) system."""
     powers = system.lam[None, :] ** np.arange(length)[:, None]  # (m, P)
     C = system.dense_C(direction)
-    return system.output_scale * np.einsum("hp,mp,pj->mhj", C, powers, system.dense_B()).real
+    weighted = (C[None] * powers[:, None, :]).reshape(-1, system.P)  # (m·H, P): C diag(λ^m)
+    K = (weighted @ system.dense_B()).reshape(length, C.shape[0], -1)  # one 2-D GEMM
+    return system.output_scale * K.real
 
 
 @dataclass(frozen=True, eq=False)
