@@ -163,16 +163,14 @@ def _state_space(
         u, length = pad_time(g, u, 3, 1, lowering.chunk)
     v = g.matmul(u, g.const(input_matrix(system.dense_B()), compute, "B"))
     v = g.transpose(g.reshape(g.cast_if(v, compute, F32), [0, 0, P, 2]), [0, 2, 1, 3])
-    states = []
-    for d in directions:
+    y = None
+    for d in directions:  # y = Σ_d s·Re(C_d x_d): one readout MatMul per direction
         with g.scope(f"scan{d}"):
-            states.append(_recurrence(g, v, system.lam, 4, lowering, d == 1, padded=chunked))
-    x = states[0] if len(states) == 1 else g.concat(states, axis=1)  # (B, P·dirs, L, 2)
-    x = g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, -1])  # (B, L, 2P·dirs)
-    C = np.concatenate(
-        [output_matrix(system.dense_C(d), system.output_scale) for d in directions], 0
-    )
-    y = g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
+            x = _recurrence(g, v, system.lam, 4, lowering, d == 1, padded=chunked)
+        x = g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, -1])  # (B, L, 2P)
+        C = output_matrix(system.dense_C(d), system.output_scale)
+        y_d = g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
+        y = y_d if y is None else g.add(y, y_d)
     return g.slice(y, [0], length, [1]) if chunked else y
 
 
