@@ -24,9 +24,9 @@ import onnx
 
 from aire_export.errors import InputError
 from aire_export.graphs import ir, layers
-from aire_export.graphs.builder import GraphBuilder, complex_right
+from aire_export.graphs.builder import GraphBuilder
 from aire_export.graphs.forms import input_matrix, output_matrix, siso_bank
-from aire_export.graphs.recurrence import RECURRENCE_DTYPE, split_float32
+from aire_export.graphs.recurrence import RECURRENCE_DTYPE, join_pair, scaled_pair, split_pair
 
 F32 = RECURRENCE_DTYPE
 
@@ -41,12 +41,12 @@ def state_shape(system) -> list[int | str] | None:
     return ["batch", system.P, 2]
 
 
-def _decay(g: GraphBuilder, row: str, lam: np.ndarray, v: str) -> str:
-    """λ x + v for states given as rows (…, 1, 2), λ split hi + lo in float32 (as the Scan
+def _decay(g: GraphBuilder, state: str, lam: np.ndarray, v: str, rank: int) -> str:
+    """λ x + v for states (…, 2), elementwise, λ split hi + lo in float32 (as the Scan
     lowering does, so long streams do not drift with λ's rounding)."""
-    hi, lo = (g.const(complex_right(part), F32, "R") for part in split_float32(lam))
-    small = g.add(g.squeeze(g.matmul(row, lo), [-2]), v)
-    return g.add(small, g.squeeze(g.matmul(row, hi), [-2]))
+    re, im = scaled_pair(g, *split_pair(g, state, rank), lam)
+    v_re, v_im = split_pair(g, v, rank)
+    return join_pair(g, g.add(re, v_re), g.add(im, v_im), rank)
 
 
 def _core_step(g: GraphBuilder, system, u: str, state: str, compute: str) -> tuple[str, str]:
@@ -58,7 +58,7 @@ def _core_step(g: GraphBuilder, system, u: str, state: str, compute: str) -> tup
         u32 = g.unsqueeze(g.cast_if(u, compute, F32), [2, 3])  # (B, H, 1, 1)
         b = np.stack([bank.b.real, bank.b.imag], -1)  # (H, N, 2)
         with g.scope("scan"):
-            new = _decay(g, g.unsqueeze(state, [3]), bank.lam, g.mul(u32, g.const(b, F32, "b")))
+            new = _decay(g, state, bank.lam, g.mul(u32, g.const(b, F32, "b")), 4)
         c = np.stack([bank.c[0].real, -bank.c[0].imag], -1)  # Re(c x) = c_re x_re − c_im x_im
         y = g.reduce("ReduceSum", g.mul(new, g.const(c, F32, "c")), [2, 3])
         return g.add(g.cast_if(y, F32, compute), feedthrough), new
@@ -66,7 +66,7 @@ def _core_step(g: GraphBuilder, system, u: str, state: str, compute: str) -> tup
     v = g.matmul(u, g.const(input_matrix(system.dense_B()), compute, "B"))  # (B, 2P)
     v = g.reshape(g.cast_if(v, compute, F32), [0, P, 2])
     with g.scope("scan"):
-        new = _decay(g, g.unsqueeze(state, [2]), system.lam, v)  # (B, P, 2)
+        new = _decay(g, state, system.lam, v, 3)  # (B, P, 2)
     flat = g.cast_if(g.reshape(new, [0, 2 * P]), F32, compute)
     W_out = output_matrix(system.dense_C(0), system.output_scale)
     y = g.matmul(flat, g.const(W_out, compute, "C"))
