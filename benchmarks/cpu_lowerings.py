@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 
 import onnxruntime as ort
 import torch
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]
-from timing import interleaved_times, median_ms, paired_speedup  # noqa: E402
+from timing import cpu_run_meta, interleaved_times, median_ms, paired_speedup  # noqa: E402
 from workloads import WORKLOADS, build, example_input  # noqa: E402
 
 from aire_export.graphs import export  # noqa: E402
@@ -124,13 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = run(args.models, args.lengths, args.batches, args.methods, args.repeats)
     if args.out:
-        meta = {
-            "date": date.today().isoformat(),
-            "device": f"CPU {platform.processor() or platform.machine()}, 1 thread",
-            "command": " ".join(sys.argv),
-            "onnxruntime": ort.__version__,
-            "torch": torch.__version__,
-        }
+        meta = cpu_run_meta()
         args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 

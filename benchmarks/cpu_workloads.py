@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ import onnxruntime as ort
 import torch
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]
-from timing import interleaved_times, median_ms, p90_ms, paired_speedup  # noqa: E402
+from timing import cpu_run_meta, interleaved_times, median_ms, p90_ms, paired_speedup  # noqa: E402
 from workloads import KEEPS, WORKLOADS, build, example_input  # noqa: E402
 
 from aire_export.graphs import export  # noqa: E402
@@ -124,13 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = run(args.workloads, args.keeps, args.repeats)
     if args.out:
-        meta = {
-            "date": date.today().isoformat(),
-            "device": f"CPU {platform.processor() or platform.machine()}, 1 thread",
-            "command": " ".join(sys.argv),
-            "onnxruntime": ort.__version__,
-            "torch": torch.__version__,
-        }
+        meta = cpu_run_meta()
         args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from datetime import date
 
 
 def interleaved_times(
@@ -35,3 +38,17 @@ def p90_ms(samples: list[float]) -> float:
 def paired_speedup(base: list[float], other: list[float]) -> float:
     """Median over rounds of base/other: each ratio compares two runs made back to back."""
     return statistics.median(b / o for b, o in zip(base, other, strict=True))
+
+
+def cpu_run_meta() -> dict:
+    """Device, date, command and versions of a single-thread CPU run (for the JSON results)."""
+    import onnxruntime
+    import torch
+
+    return {
+        "date": date.today().isoformat(),
+        "device": f"CPU {platform.processor() or platform.machine()}, 1 thread",
+        "command": " ".join(sys.argv),
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+    }

@@ -24,6 +24,7 @@ A layer without states (dropped by pruning) lowers to D ⊙ u: no recurrence at 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -100,17 +101,27 @@ class LayerLowering:
         return q * self.chunk**self.levels
 
 
+class _Layer(NamedTuple):
+    """What lowering one core needs: its system, its SISO bank view (or None), how, dtype."""
+
+    system: ModalSystem
+    bank: SisoBank | None
+    lowering: LayerLowering
+    compute: str
+
+
 def lower_core(
     g: GraphBuilder, system: ModalSystem, u: str, lowering: LayerLowering, compute: str
 ) -> str:
     """y (B, L, H) in ``compute`` dtype for u (B, L, H) in ``compute`` dtype."""
     bank = siso_bank(system)
+    layer = _Layer(system, bank, lowering, compute)
     if system.P and (lowering.method == "toeplitz" or (lowering.method == "scan" and bank)):
-        return _toeplitz(g, system, bank, u, lowering, compute)  # D sits on T's diagonal
+        return _toeplitz(g, layer, u)  # D sits on T's diagonal
     feedthrough = g.mul(u, g.const(system.D, compute, "D"))
     if system.P == 0:
         return feedthrough  # dropped layer: no recurrence is emitted
-    return g.add(_state_space(g, system, bank, u, lowering, compute), feedthrough)
+    return g.add(_state_space(g, layer, u), feedthrough)
 
 
 # ---- state-space form: input map → recurrence per direction → output map -------------------
@@ -133,14 +144,8 @@ def _recurrence(
     )
 
 
-def _state_space(
-    g: GraphBuilder,
-    system: ModalSystem,
-    bank: SisoBank | None,
-    u: str,
-    lowering: LayerLowering,
-    compute: str,
-) -> str:
+def _state_space(g: GraphBuilder, layer: _Layer, u: str) -> str:
+    system, bank, lowering, compute = layer
     directions = range(len(system.C))
     if bank is not None:
         # v[b, h, n, t] = b_hn u[b, t, h]:  (B, H, 1, L, 1) ⊙ (H, N, 1, 2) → (B, H, N, L, 2)
@@ -193,14 +198,8 @@ def _carry(g, ends: str, lam: np.ndarray, rank: int, lowering: LayerLowering, re
     return shift_time(g, carried, rank, 1, reverse)
 
 
-def _toeplitz(
-    g: GraphBuilder,
-    system: ModalSystem,
-    bank: SisoBank | None,
-    u: str,
-    lowering: LayerLowering,
-    compute: str,
-) -> str:
+def _toeplitz(g: GraphBuilder, layer: _Layer, u: str) -> str:
+    system, bank, lowering, compute = layer
     q = lowering.toeplitz_chunk
     forms = toeplitz_forms(system, q)
     dirs = len(system.C)
