@@ -210,10 +210,10 @@ def bench_core(workload: Workload, keep: float, args, timer: Timer, tmp: Path) -
             from aire_export.graphs.auto import auto_rule
 
             rule = auto_rule(system, "ort-cuda")
-            lowering = LayerLowering(rule.method, rule.chunk, rule.toeplitz_chunk)
+            lowering = LayerLowering(rule.method, rule.chunk, rule.toeplitz_chunk, states=system.P)
             label = f"ort auto={rule.method}"
         else:
-            lowering = LayerLowering(method, max_length=max(workload.length, 2))
+            lowering = LayerLowering(method, max_length=max(workload.length, 2), states=system.P)
             label = f"ort {method}"
         try:
             run, result = ort_runner(core_graph(system, lowering, tmp), {"u": u}, "y", timer.cuda)
