@@ -8,7 +8,7 @@ GELU forms (the models' own, DESIGN: S5 uses the tanh approximation, S4D the exa
 
     tanh:  gelu(x) = 0.5·x·(1 + tanh(√(2/π)(x + 0.044715 x³))) = x·σ(x·(a + b x²)),
            a = 2√(2/π), b = 0.044715·a
-    erf:   gelu(x) = x·(0.5 + 0.5·erf(x/√2))
+    erf:   gelu(x) = x·(erf(x/√2) + 1)·0.5        (onnxruntime fuses this form into one kernel)
 
 Only Mul/Add/Sigmoid/Erf/MatMul/LayerNormalization/Gather/LogSoftmax: every TensorRT ≥ 8.6
 parses them (LayerNormalization needs opset ≥ 17).
@@ -55,9 +55,9 @@ def gelu(g: GraphBuilder, kind: str, x: str, dtype: str) -> str:
     if kind == "tanh":
         inner = g.mul(x, g.add(g.mul(g.mul(x, x), g.const(GELU_B, dtype)), g.const(GELU_A, dtype)))
         return g.mul(x, g.op("Sigmoid", inner))
-    half = g.const(0.5, dtype)
-    erf = g.op("Erf", g.mul(x, g.const(1 / np.sqrt(2), dtype)))
-    return g.mul(x, g.add(g.mul(erf, half), half))
+    # the form onnxruntime fuses into one Gelu kernel: x · (erf(x / √2) + 1) · 0.5
+    erf = g.op("Erf", g.div(x, g.const(np.sqrt(2), dtype)))
+    return g.mul(g.mul(x, g.add(erf, g.const(1.0, dtype))), g.const(0.5, dtype))
 
 
 def activate(g: GraphBuilder, act: ir.GatedActivation, y: str, dtype: str) -> str:
