@@ -8,12 +8,14 @@ Public API (DESIGN §8)::
     ax.save(model, "model.pt")
     scores = ax.score(model, method="aire")
     pruned, plan = ax.prune(model, ratio=0.7, method="aire")
+    result = ax.export(pruned, "out/", target="onnx", scan="auto", precision="fp32")
 """
 
 from aire_export.checkpoints import import_checkpoint, load, save
 from aire_export.errors import AireError
+from aire_export.graphs import export
 from aire_export.prune import prune, score
 
 __version__ = "0.1.0"
 
-__all__ = ["AireError", "__version__", "import_checkpoint", "load", "prune", "save", "score"]
+__all__ = ["AireError", "__version__", "export", "import_checkpoint", "load", "prune", "save", "score"]

@@ -320,6 +320,101 @@ def prune_cmd(
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"wrote {model_path} and {plan_path}")
+@cli.command("export")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for model.onnx and model.step.onnx.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["onnx", "ort-cuda", "trt", "jetson"]),
+    default="onnx",
+    show_default=True,
+    help="Where the graph will run: picks the auto lowering; trt/jetson also run the "
+    "TensorRT op-support check (TensorRT 11 / 10.3).",
+)
+@click.option(
+    "--scan",
+    type=click.Choice(["auto", "chunked", "toeplitz", "logdepth", "scan"]),
+    default="auto",
+    show_default=True,
+    help="How each layer's recurrence is lowered.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Projections and pointwise work; the recurrence stays fp32.",
+)
+@click.option("--opset", type=int, help="ONNX opset (default 17; 17..21, ≤ 20 for jetson).")
+@click.option(
+    "--step/--no-step",
+    default=None,
+    help="Write model.step.onnx (default: for unidirectional models).",
+)
+@click.option("--lengths-input", is_flag=True, help="Add a 'lengths' input for masked pooling.")
+@click.option("--max-length", type=int, help="Longest sequence the graph must accept.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def export_cmd(
+    model: Path,
+    out: Path,
+    target: str,
+    scan: str,
+    precision: str,
+    opset: int | None,
+    step: bool | None,
+    lengths_input: bool,
+    max_length: int | None,
+    as_json: bool,
+) -> None:
+    """Lower a model to ONNX: model.onnx (sequence mode) and model.step.onnx (streaming).
+
+    \b
+    Examples:
+      aire-export export pruned.pt -o out/
+      aire-export export pruned.pt -o out/ --target jetson --precision fp16
+    """
+    from aire_export.checkpoints import load
+    from aire_export.graphs import export
+
+    result = export(
+        load(model),
+        out,
+        target=target,
+        scan=scan,
+        precision=precision,
+        opset=opset,
+        step=step,
+        lengths_input=lengths_input,
+        max_length=max_length,
+    )
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        for graph in (result.sequence, result.step):
+            if graph is not None:
+                limit = f"up to {graph.max_length:,} steps" if graph.max_length else "any length"
+                click.echo(
+                    f"wrote {graph.path} ({graph.mode}, {graph.scan}, {graph.precision}, "
+                    f"opset {graph.opset}, {graph.node_count} nodes, {limit})"
+                )
+        if result.step_skipped:
+            click.echo(f"no step graph: {result.step_skipped}")
+        if result.check is not None:
+            verdict = "passed" if result.check.ok else "FAILED"
+            click.echo(f"TensorRT {result.check.trt_version} op-support check {verdict}")
+            for problem in result.check.problems:
+                click.echo(f"  {problem}")
+    if result.check is not None and not result.check.ok:
+        raise AireError(
+            "the exported graph fails the TensorRT op-support check (a bug in aire-export: "
+            "please report it with the problems listed above)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

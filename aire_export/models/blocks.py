@@ -194,6 +194,21 @@ class SSMBlock(nn.Module):
         rows and/or output columns zeroed): the reference a shrunk block must equal."""
         raise NotImplementedError
 
+    def export_ir(self):
+        """This block as a float64 ``graphs.ir.ResidualBlock`` (the export hook)."""
+        from aire_export.graphs import ir
+
+        return ir.ResidualBlock(
+            norm=norm_ir(self.norm),
+            prenorm=self.config.prenorm,
+            core=self.modal_system(),
+            activation=self.activation_ir(),
+        )
+
+    def activation_ir(self):
+        """The block's gated activation as a ``graphs.ir.GatedActivation``."""
+        raise NotImplementedError
+
 
 def take_states(
     value: torch.Tensor, axis: int, index: np.ndarray, pad: np.ndarray | None = None, fill=0.0
@@ -322,6 +337,48 @@ class SSMNetwork(nn.Module):
     def modal_systems(self) -> list[ModalSystem]:
         """The discrete diagonal system of every layer, in float64 (DESIGN §2, step 2)."""
         return [block.modal_system() for block in self.layers]
+
+    # ---- export hook -----------------------------------------------------------------------
+    def export_ir(self):
+        """The network as a float64 ``graphs.ir.Network``, what the ONNX lowerings consume."""
+        from aire_export.graphs import ir
+
+        return ir.Network(
+            encoder=dense_ir(self.encoder),
+            tokens=self.config.input_kind == "tokens",
+            blocks=tuple(block.export_ir() for block in self.layers),
+            pooling="last" if self.config.pooling == "last" else "mean",
+            decoder=dense_ir(self.decoder),
+            log_softmax=self.config.output == "log_softmax",
+        )
+
+
+def dense_ir(linear: nn.Linear, rows: slice = slice(None)):
+    """``graphs.ir.Dense`` of a Linear (optionally of a slice of its output features)."""
+    from aire_export.graphs import ir
+
+    return ir.Dense(
+        weight=to_numpy64(linear.weight[rows]).T.copy(), bias=to_numpy64(linear.bias[rows])
+    )
+
+
+def norm_ir(norm: nn.Module):
+    """``graphs.ir`` form of a norm at inference: BatchNorm folds to an affine map."""
+    from aire_export.graphs import ir
+
+    if isinstance(norm, SequenceBatchNorm):
+        scale = to_numpy64(norm.scale) / np.sqrt(to_numpy64(norm.var) + norm.eps)
+        return ir.Affine(scale=scale, shift=to_numpy64(norm.bias) - to_numpy64(norm.mean) * scale)
+    if isinstance(norm, nn.LayerNorm):
+        return ir.LayerNorm(
+            weight=to_numpy64(norm.weight), bias=to_numpy64(norm.bias), eps=float(norm.eps)
+        )
+    raise TypeError(f"no export form for {type(norm).__name__}")
+
+
+def gelu_ir(approximate: str) -> str:
+    """The IR name of a GELU: "tanh" approximation or the exact "erf" form."""
+    return "tanh" if approximate == "tanh" else "erf"
 
 
 def as_real(x: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,9 @@ from aire_export.models.blocks import (
     SSMNetwork,
     as_complex,
     as_real,
+    dense_ir,
     gelu,
+    gelu_ir,
     make_norm,
     take_states,
     to_numpy64,
@@ -275,6 +277,17 @@ class S4DBlock(SSMBlock):
             f"ssm.kernel.{name}": zero_states(getattr(kernel, name).detach(), 1, drop)
             for name in names
         }
+    def activation_ir(self):
+        """The output GLU (Linear(H, 2H), GLU) is the full_glu gate on the Linear's halves."""
+        from aire_export.graphs import ir
+
+        H, linear = self.config.d_model, self.ssm.output_linear
+        return ir.GatedActivation(
+            gelu=gelu_ir(self.config.gelu_approximate),
+            gate="full_glu",
+            out1=dense_ir(linear, slice(0, H)),
+            out2=dense_ir(linear, slice(H, 2 * H)),
+        )
 
 
 class S4DModel(SSMNetwork):

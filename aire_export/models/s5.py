@@ -46,7 +46,9 @@ from aire_export.models.blocks import (
     as_complex,
     as_real,
     complex_numpy,
+    dense_ir,
     gelu,
+    gelu_ir,
     make_norm,
     take_states,
     to_numpy64,
@@ -255,6 +257,16 @@ class S5Block(SSMBlock):
             f"seq.{name}": zero_states(getattr(self.seq, name).detach(), axis, drop)
             for name, axis in reach.items()
         }
+    def activation_ir(self):
+        from aire_export.graphs import ir
+
+        kind = self.config.activation
+        return ir.GatedActivation(
+            gelu=gelu_ir(self.config.gelu_approximate),
+            gate="none" if kind == "gelu" else kind,
+            out1=dense_ir(self.out1) if kind == "full_glu" else None,
+            out2=dense_ir(self.out2) if kind != "gelu" else None,
+        )
 
 
 class S5Model(SSMNetwork):

@@ -1,0 +1,74 @@
+"""``scan="auto"``: which lowering each layer gets, per target, from measurements.
+
+Every row names the benchmark it comes from. Rows are tried in order; the first whose
+``kind`` (dense MIMO S5 core or SISO S4D bank) and state bound match wins. Only the CPU rows
+were measured in this repository; the GPU rows cite the lead's H100 prototype figures in
+DESIGN §4 (a single SSM core, onnxruntime CUDA) or are reasoned, as labelled: re-run
+``benchmarks/gpu_suite.py`` on the device and update them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aire_export.graphs.forms import siso_bank
+from aire_export.models.modal import ModalSystem
+
+TARGET_DEVICE = {"onnx": "cpu", "ort-cuda": "gpu", "trt": "gpu", "jetson": "gpu"}
+
+
+@dataclass(frozen=True)
+class AutoRule:
+    device: str  # "cpu" | "gpu"
+    kind: str  # "dense" | "siso"
+    max_states: int | None  # the rule applies when stored states P ≤ max_states (None: any)
+    method: str
+    chunk: int
+    toeplitz_chunk: int
+    source: str
+
+
+CPU_SOURCE = "benchmarks/cpu_lowerings.py, benchmarks/RESULTS.md §CPU lowerings"
+AUTO_TABLE: tuple[AutoRule, ...] = (
+    AutoRule("cpu", "dense", None, "chunked", 16, 16, CPU_SOURCE),
+    AutoRule("cpu", "siso", None, "toeplitz", 16, 32, CPU_SOURCE),
+    AutoRule(
+        "gpu",
+        "dense",
+        64,
+        "chunked",
+        16,
+        16,
+        "DESIGN §4, lead's H100 prototype: P=38 chunked 0.93 ms vs block-Toeplitz 1.09 ms",
+    ),
+    AutoRule(
+        "gpu",
+        "dense",
+        None,
+        "toeplitz",
+        16,
+        16,
+        "DESIGN §4, lead's H100 prototype: P=128 block-Toeplitz 1.26 ms vs chunked 2.05 ms",
+    ),
+    AutoRule(
+        "gpu",
+        "siso",
+        None,
+        "toeplitz",
+        64,
+        64,
+        "not measured: DESIGN §4 (materializing (B, L, H, N) states is prohibitive for S4D)",
+    ),
+)
+
+
+def auto_rule(system: ModalSystem, target: str, table=AUTO_TABLE) -> AutoRule:
+    """The rule ``auto`` applies to one layer on ``target``."""
+    device = TARGET_DEVICE[target]
+    kind = "siso" if siso_bank(system) is not None else "dense"
+    for rule in table:
+        if rule.device != device or rule.kind != kind:
+            continue
+        if rule.max_states is None or system.P <= rule.max_states:
+            return rule
+    raise LookupError(f"no auto rule for {kind} layers on {device}")

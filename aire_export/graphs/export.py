@@ -1,0 +1,235 @@
+"""``export``: a (pruned) model → ``model.onnx`` (sequence mode) and ``model.step.onnx``.
+
+The model describes itself as a float64 IR (``model.export_ir()``, graphs/ir.py); the
+sequence graph lowers each layer's recurrence with the chosen method (graphs/core.py), the
+step graph runs one step with explicit state (graphs/step.py). Both are pure real
+arithmetic: no complex dtype, no unrolled time loop, so the node count does not depend on
+the sequence length.
+
+Opset: 17 by default, the lowest with LayerNormalization (one fused node instead of seven),
+parsed by TensorRT 8.6 through 11 and onnxruntime ≥ 1.14; 17..21 are accepted, ≤ 20 for
+Jetson (TensorRT 10.3 parses opsets 9..20).
+
+Precision: fp32, fp16 or bf16 for projections and pointwise work; λ̄ and the states stay
+float32 with explicit Casts (TensorRT 11 is strongly typed); graph I/O stays float32.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from aire_export.checkpoints.ours import write_atomically
+from aire_export.errors import InputError, OutputError
+from aire_export.graphs import auto
+from aire_export.graphs.builder import NUMPY_DTYPES
+from aire_export.graphs.check import CheckReport, check_tensorrt
+from aire_export.graphs.core import CHUNKED_MIN_LENGTH, METHODS, LayerLowering
+from aire_export.graphs.sequence import sequence_graph
+from aire_export.graphs.step import step_graph
+
+TARGETS = ("onnx", "ort-cuda", "trt", "jetson")
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+SCANS = ("auto", *METHODS)
+DEFAULT_OPSET = 17
+OPSETS = {"onnx": (17, 21), "ort-cuda": (17, 21), "trt": (17, 21), "jetson": (17, 20)}
+TRT_CHECKED = {"trt": "11", "jetson": "10.3"}  # the parser generation each target is checked for
+DEFAULT_MAX_LENGTH = {"logdepth": 1 << 14}  # others: any length (scan) or ≥ 2^20 (chunked)
+SEQUENCE_FILE, STEP_FILE = "model.onnx", "model.step.onnx"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32", "int64"
+    shape: tuple[int | str, ...]  # symbolic dims as strings: "batch", "length"
+
+
+@dataclass(frozen=True)
+class ExportedGraph:
+    path: Path
+    mode: str  # "sequence" | "step"
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    scan: str  # the lowering of every layer ("chunked"), or per layer ("toeplitz,chunked")
+    precision: str
+    opset: int
+    node_count: int  # nodes in the graph and its subgraphs
+    max_length: int | None  # None = any length; else the longest sequence the graph accepts
+
+    def to_json(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("inputs", "outputs")}
+        data["path"] = str(self.path)
+        for key in ("inputs", "outputs"):
+            data[key] = [
+                {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+                for t in getattr(self, key)
+            ]
+        return data
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    sequence: ExportedGraph
+    step: ExportedGraph | None
+    step_skipped: str | None  # why no step graph (e.g. "bidirectional model")
+    check: CheckReport | None  # TensorRT op support, when the target needs it
+
+    def to_json(self) -> dict:
+        return {
+            "sequence": self.sequence.to_json(),
+            "step": None if self.step is None else self.step.to_json(),
+            "step_skipped": self.step_skipped,
+            "check": None if self.check is None else self.check.to_json(),
+        }
+
+
+def export(
+    model,
+    out_dir: str | os.PathLike,
+    *,
+    target: str = "onnx",
+    scan: str = "auto",
+    precision: str = "fp32",
+    opset: int | None = None,
+    step: bool | None = None,
+    lengths_input: bool = False,
+    max_length: int | None = None,
+) -> ExportResult:
+    """Write ``out_dir/model.onnx`` (and ``model.step.onnx``) for ``model``.
+
+    target: "onnx" (onnxruntime CPU), "ort-cuda", "trt" (TensorRT 11, x86) or "jetson"
+        (TensorRT 10.3): decides ``auto``; TensorRT targets run the op-support check.
+    scan: "auto" or one of chunked, toeplitz, logdepth, scan.
+    precision: fp32, fp16 or bf16 for projections and pointwise work (recurrence: float32).
+    max_length: the longest sequence the graph must accept; default 2^14 for logdepth, whose
+        graph grows with log2 of it. Chunked and Toeplitz graphs accept ≥ 2^20 steps whatever
+        it is, scan any length. ``ExportedGraph.max_length`` states what the graph accepts.
+    step: None = a step graph for unidirectional models, skipped for bidirectional ones.
+    lengths_input: add a ``lengths`` input (valid steps per sequence) for masked pooling.
+    """
+    opset, compute = _validated(target, scan, precision, opset, max_length)
+    net = model.export_ir()  # float64; BatchNorm folds its running statistics
+    if step and net.bidirectional:
+        raise InputError(
+            "no step graph for a bidirectional model (its backward scan reads the future); "
+            "drop --step"
+        )
+    lowerings = _lowerings(net, target, scan, max_length)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out}: {e.strerror}") from None
+    seq_model = sequence_graph(net, lowerings, compute, opset, lengths_input)
+    limits = [lw.accepted_length for lw in lowerings if lw.accepted_length is not None]
+    sequence = _write(
+        seq_model,
+        out / SEQUENCE_FILE,
+        "sequence",
+        _scan_label(lowerings),
+        precision,
+        opset,
+        min(limits) if limits else None,
+    )
+    step_result, skipped = None, None
+    if step is False:
+        skipped = "not requested"
+    elif net.bidirectional:
+        skipped = "bidirectional model: the backward scan reads the future"
+    else:
+        step_model = step_graph(net, compute, opset)
+        step_result = _write(step_model, out / STEP_FILE, "step", "step", precision, opset, None)
+    check = None
+    if target in TRT_CHECKED:
+        check = check_tensorrt(seq_model, TRT_CHECKED[target])
+        if step_result is not None:
+            check = check.merged(check_tensorrt(step_model, TRT_CHECKED[target]))
+    return ExportResult(sequence, step_result, skipped, check)
+
+
+def _validated(target, scan, precision, opset, max_length) -> tuple[int, str]:
+    if target not in TARGETS:
+        raise InputError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if scan not in SCANS:
+        raise InputError(f"unknown scan lowering {scan!r}; choose one of {', '.join(SCANS)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    low, high = OPSETS[target]
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if not low <= opset <= high:
+        raise InputError(f"opset {opset} is not supported for target {target}: use {low}..{high}")
+    if max_length is not None and int(max_length) < 1:
+        raise InputError(f"max_length must be ≥ 1, got {max_length}")
+    return opset, PRECISIONS[precision]
+
+
+def _lowerings(net, target: str, scan: str, max_length: int | None) -> list[LayerLowering]:
+    """Per layer: the method (``auto``: from the table), its chunks and its length limit."""
+    result = []
+    for block in net.blocks:
+        if block.core.P == 0:
+            result.append(LayerLowering("feedthrough"))  # dropped layer: no recurrence
+            continue
+        if scan == "auto":
+            rule = auto.auto_rule(block.core, target)
+            method, chunks = (
+                rule.method,
+                {"chunk": rule.chunk, "toeplitz_chunk": rule.toeplitz_chunk},
+            )
+        else:
+            method, chunks = scan, {}
+        length = max_length or DEFAULT_MAX_LENGTH.get(method, CHUNKED_MIN_LENGTH)
+        result.append(LayerLowering(method, max_length=length, states=block.core.P, **chunks))
+    return result
+
+
+def _scan_label(lowerings: list[LayerLowering]) -> str:
+    methods = [lw.method for lw in lowerings if lw.method != "feedthrough"] or ["feedthrough"]
+    return methods[0] if len(set(methods)) == 1 else ",".join(methods)
+
+
+def _specs(values) -> tuple[TensorSpec, ...]:
+    specs = []
+    for vi in values:
+        t = vi.type.tensor_type
+        dtype = NUMPY_DTYPES_BY_ONNX[t.elem_type]
+        shape = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim)
+        specs.append(TensorSpec(vi.name, dtype, shape))
+    return tuple(specs)
+
+
+NUMPY_DTYPES_BY_ONNX = {
+    onnx.helper.np_dtype_to_tensor_dtype(dtype): name for name, dtype in NUMPY_DTYPES.items()
+}
+
+
+def count_nodes(graph: onnx.GraphProto) -> int:
+    """Nodes of a graph, subgraphs (Scan bodies) included."""
+    total = 0
+    for node in graph.node:
+        total += 1
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                total += count_nodes(attr.g)
+    return total
+
+
+def _write(model, path: Path, mode, scan, precision, opset, max_length) -> ExportedGraph:
+    data = model.SerializeToString()
+    onnx.checker.check_model(data)
+    write_atomically(path, lambda f: f.write(data))
+    return ExportedGraph(
+        path=path,
+        mode=mode,
+        inputs=_specs(model.graph.input),
+        outputs=_specs(model.graph.output),
+        scan=scan,
+        precision=precision,
+        opset=opset,
+        node_count=count_nodes(model.graph),
+        max_length=max_length,
+    )

@@ -1,0 +1,218 @@
+"""Diagonal linear recurrences in real arithmetic, as ONNX subgraphs (DESIGN §4, lowerings 1–3).
+
+Every function here lowers, for complex λ (shape S) and inputs v, with x_{-1} = 0,
+
+    forward:   x_t = λ ⊙ x_{t−1} + v_t              (S5 eq. 3, diagonal A)
+    reverse:   x_t = λ ⊙ x_{t+1} + v_t              (backward direction of a bidirectional layer)
+
+on the layout ``(*lead, T, 2)``: time is the second-to-last axis and the last axis holds
+(re, im). λ broadcasts against ``lead`` (S5: lead (B, P), λ (P,); S4D: lead (B, H, N),
+λ (H, N)). A complex product z·w is the row-vector product [re w, im w] @ R(z) with the 2×2
+block R(z) = [[Re z, Im z], [−Im z, Re z]] (:func:`complex_right`), so one MatMul does it.
+
+All powers λ^m are computed in float64 at export time and only powers with m ≥ 0 appear,
+so nothing overflows for fast modes (|λ| ≪ 1) at any length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aire_export.graphs.builder import INT64_MAX, GraphBuilder, complex_right
+
+RECURRENCE_DTYPE = "float32"  # λ and the state stay in float32 at every precision (DESIGN §4)
+
+
+def shift_time(g: GraphBuilder, x: str, rank: int, d: int, reverse: bool) -> str:
+    """x shifted by d steps along the time axis (rank−2), zeros entering.
+
+    forward: out_t = x_{t−d};  reverse: out_t = x_{t+d}.  Pad then Slice, so d ≥ T gives zeros.
+    """
+    time = rank - 2
+    pads = [0] * (2 * rank)
+    pads[time + (rank if reverse else 0)] = d
+    padded = g.pad(x, pads)
+    if reverse:
+        return g.slice(padded, [d], [INT64_MAX], [time])
+    return g.slice(padded, [0], [-d], [time])
+
+
+def pad_time(g: GraphBuilder, x: str, rank: int, axis: int, q: int) -> tuple[str, str]:
+    """x zero-padded at the end of ``axis`` to a multiple of q; returns (padded, length (1,))."""
+    length = g.shape(x, axis, axis + 1)
+    pad = g.op("Mod", g.sub(g.ints([q]), g.op("Mod", length, g.ints([q]))), g.ints([q]))
+    pads = g.concat([g.ints([0] * (rank + axis)), pad, g.ints([0] * (rank - axis - 1))], axis=0)
+    return g.pad(x, pads), length
+
+
+def chunk_matrices(lam: np.ndarray, q: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Real forms of the intra-chunk decay matrix and of the entering-state map, float64.
+
+    forward, for a chunk of q steps from a zero start:  x_k = Σ_{j ≤ k} λ^(k−j) v_j,
+    plus the state entering from the previous chunk:     x_k += λ^(k+1) h_{c−1}.
+    reverse:  x_k = Σ_{j ≥ k} λ^(j−k) v_j,  x_k += λ^(q−k) h_{c+1}.
+
+    Returns M (S…, 2q, 2q) acting on a chunk flattened as [(j, re/im)] row vectors, and
+    G (S…, 2, 2q) acting on the entering state [re, im].
+    """
+    lam = np.asarray(lam, dtype=complex)
+    k = np.arange(q)
+    lag = k[None, :] - k[:, None]  # [j, k] = k − j
+    if reverse:
+        lag = -lag
+    powers = np.where(lag >= 0, lam[..., None, None] ** np.maximum(lag, 0), 0)  # (S…, q, q)
+    R = complex_right(powers)  # (S…, j, k, c_in, c_out)
+    lead = lam.shape
+    M = np.moveaxis(R, -2, -3).reshape(*lead, 2 * q, 2 * q)  # (S…, (j, c_in), (k, c_out))
+    entering = lam[..., None] ** ((q - k) if reverse else (k + 1))  # (S…, q)
+    G = np.moveaxis(complex_right(entering), -2, -3)  # (S…, c_in, k, c_out)
+    return M, G.reshape(*lead, 2, 2 * q)
+
+
+def chunked_recurrence(
+    g: GraphBuilder,
+    v: str,
+    lam: np.ndarray,
+    rank: int,
+    chunk: int,
+    levels: int,
+    reverse: bool,
+    carry_scan: bool = False,
+    padded: bool = False,
+) -> str:
+    """Chunked scan (DESIGN §4 lowering 1) over the time axis of v (*lead, T, 2).
+
+    Time is zero-padded to a multiple of ``chunk`` (padding at the end changes no state at
+    the valid steps, in either direction), the states inside every chunk are one batched
+    MatMul with the decay matrix, and the chunk-end states are carried across chunks by the
+    same scheme on λ^Q, recursively: ``levels`` levels cover T ≤ chunk**levels. With
+    ``carry_scan`` the chunk-end states are carried by an ONNX Scan instead (any length).
+    ``padded``: T is already a multiple of ``chunk`` (the caller padded a smaller tensor
+    upstream and slices downstream), so this level neither pads nor slices.
+    """
+    time = rank - 2
+    q = chunk
+    M, G = chunk_matrices(lam, q, reverse)
+    if not padded:
+        v, length = pad_time(g, v, rank, time, q)
+    chunks = g.reshape(v, [0] * time + [-1, 2 * q])  # (*lead, n, 2q)
+    x = g.matmul(chunks, g.const(M, RECURRENCE_DTYPE, "decay"))  # states from a zero start
+    if levels > 1:
+        ends = g.slice(x, [0] if reverse else [2 * q - 2], [2] if reverse else [2 * q], [rank - 1])
+        if carry_scan:
+            carried = scan_recurrence(g, ends, lam**q, rank, reverse)
+        else:
+            carried = chunked_recurrence(g, ends, lam**q, rank, chunk, levels - 1, reverse)
+        entering = shift_time(g, carried, rank, 1, reverse)  # h_{c−1} (h_{c+1} in reverse)
+        x = g.add(x, g.matmul(entering, g.const(G, RECURRENCE_DTYPE, "entering")))
+    states = g.reshape(x, [0] * time + [-1, 2])
+    return states if padded else g.slice(states, [0], length, [time])
+
+
+def scaled_pair(g: GraphBuilder, re: str, im: str, lam: np.ndarray) -> tuple[str, str]:
+    """λ ⊙ (re + i·im) elementwise, λ split in float32 hi + lo parts (small part first):
+    Σ_parts (λr re − λi im, λi re + λr im). λ broadcasts against re/im."""
+    out_re = out_im = None
+    for part in reversed(split_float32(lam)):
+        lr = g.const(part.real, RECURRENCE_DTYPE, "lam_re")
+        li = g.const(part.imag, RECURRENCE_DTYPE, "lam_im")
+        p_re = g.sub(g.mul(re, lr), g.mul(im, li))
+        p_im = g.add(g.mul(re, li), g.mul(im, lr))
+        out_re = p_re if out_re is None else g.add(p_re, out_re)
+        out_im = p_im if out_im is None else g.add(p_im, out_im)
+    return out_re, out_im
+
+
+def split_pair(g: GraphBuilder, x: str, rank: int) -> tuple[str, str]:
+    """(re, im) of x (…, 2), each without the trailing axis."""
+    last = rank - 1
+    return tuple(g.squeeze(g.slice(x, [c], [c + 1], [last]), [last]) for c in (0, 1))
+
+
+def join_pair(g: GraphBuilder, re: str, im: str, rank: int) -> str:
+    """x (…, 2) from its (re, im) parts."""
+    return g.concat([g.unsqueeze(re, [rank - 1]), g.unsqueeze(im, [rank - 1])], axis=rank - 1)
+
+
+def scan_recurrence(g: GraphBuilder, v: str, lam: np.ndarray, rank: int, reverse: bool) -> str:
+    """One ONNX Scan node stepping along the time axis of v (*lead, T, 2):
+
+        x_t = λ ⊙ x_{t∓1} + v_t
+
+    re and im travel as separate state variables and the body is elementwise (a batched
+    MatMul by 2×2 blocks is ~10× slower here: one tiny GEMM per state and step). λ split in
+    float32 hi + lo parts (:func:`split_float32`). Any length; TensorRT builds an ILoop.
+    """
+    time = rank - 2
+    body = g.body("scan_body")
+    shape = [None] * (rank - 2)
+    x_re, x_im = (body.input(f"x_{c}", RECURRENCE_DTYPE, shape) for c in ("re", "im"))
+    v_re, v_im = (body.input(f"v_{c}", RECURRENCE_DTYPE, shape) for c in ("re", "im"))
+    new_re, new_im = scaled_pair(body, x_re, x_im, lam)
+    new_re, new_im = body.add(new_re, v_re), body.add(new_im, v_im)
+    body.output("x_re_out", new_re, RECURRENCE_DTYPE, shape)
+    body.output("x_im_out", new_im, RECURRENCE_DTYPE, shape)
+    body.output("re_t", body.op("Identity", new_re), RECURRENCE_DTYPE, shape)
+    body.output("im_t", body.op("Identity", new_im), RECURRENCE_DTYPE, shape)
+    e_re, e_im = split_pair(g, v, rank)  # (*lead, T) each
+    first = g.slice(e_re, [0], [1], [time])
+    zero = g.squeeze(g.mul(first, g.const(0.0, RECURRENCE_DTYPE, "zero")), [time])
+    _, _, re, im = g.op(
+        "Scan",
+        zero,
+        zero,
+        e_re,
+        e_im,
+        outputs=4,
+        body=body.graph(),
+        num_scan_inputs=2,
+        scan_input_axes=[time, time],
+        scan_input_directions=[int(reverse)] * 2,
+        scan_output_axes=[time, time],
+        scan_output_directions=[int(reverse)] * 2,
+    )
+    return join_pair(g, re, im, rank)
+
+
+def logdepth_recurrence(
+    g: GraphBuilder, v: str, lam: np.ndarray, rank: int, steps: int, reverse: bool
+) -> str:
+    """Hillis–Steele scan (DESIGN §4 lowering 2): for d = 1, 2, 4, …, 2^(steps−1),
+
+        x_t ← x_t + λ^d ⊙ x_{t−d}      (x_{t+d} in reverse)
+
+    exact for T ≤ 2^steps; each step is one shift (Pad, Slice), one MatMul by R(λ^d), one Add.
+    """
+    x = v
+    lam = np.asarray(lam, dtype=complex)
+    for s in range(steps):
+        d = 2**s
+        shifted = shift_time(g, x, rank, d, reverse)
+        x = g.add(x, g.matmul(shifted, g.const(complex_right(lam**d), RECURRENCE_DTYPE, "lam_d")))
+    return x
+
+
+def split_float32(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """z = hi + lo with hi = float32(z) and lo = float32(z − hi) (complex parts separately).
+
+    A step-by-step recurrence multiplies by λ thousands of times: λ rounded once to float32
+    (relative error δ ≈ 6e-8) gives λ^k an error of about k·δ, 1e-4 after the ~2000-step
+    memory of a slow mode. Multiplying by hi and lo separately keeps λ to ~1e-15; what is left
+    is the rounding of each step, which grows only like √k (measured: tests/test_lowering_parity).
+    """
+    z = np.asarray(z, dtype=complex)
+    hi = z.astype(np.complex64).astype(complex)
+    return hi, (z - hi).astype(np.complex64).astype(complex)
+
+
+def steps_for(max_length: int) -> int:
+    """Hillis–Steele steps needed for sequences of up to ``max_length`` steps."""
+    return max(int(np.ceil(np.log2(max(max_length, 1)))), 0)
+
+
+def levels_for(max_length: int, chunk: int) -> int:
+    """Chunked-scan levels needed for sequences of up to ``max_length`` steps."""
+    levels, covered = 1, chunk
+    while covered < max_length:
+        levels, covered = levels + 1, covered * chunk
+    return levels

@@ -1,0 +1,81 @@
+"""Markdown tables for RESULTS.md from the JSON the lowering benchmarks write.
+
+    python benchmarks/tables.py benchmarks/cpu_lowerings.json benchmarks/cpu_workloads.json \
+        benchmarks/precision_errors.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def lowerings(data: dict) -> str:
+    rows = data["rows"]
+    labels = [k[: -len("_speedup")] for k in rows[0] if k.endswith("_speedup")]
+    head = "| model | B | T | torch eager ms | " + " | ".join(labels) + " |"
+    lines = [head, "|" + "---|" * (4 + len(labels))]
+    for r in rows:
+        cells = []
+        for label in labels:
+            if f"{label}_skipped" in r:
+                cells.append("skipped (memory)")
+            elif f"{label}_ms" in r:
+                cells.append(f"{r[label + '_ms']:.1f} ms, **{r[label + '_speedup']:.2f}×**")
+            else:
+                cells.append("")
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['length']} | {r['torch_ms']:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def workloads(data: dict) -> str:
+    lines = [
+        "| workload | scaled | T | keep | lowering | torch median (p90) ms | ort median (p90) ms "
+        "| speedup |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['workload']} | {r['scaled']} | {r['T']} | {r['keep']:.0%} | {r['lowering']} | "
+            f"{r['torch_median_ms']:.2f} ({r['torch_p90_ms']:.2f}) | "
+            f"{r['ort_median_ms']:.2f} ({r['ort_p90_ms']:.2f}) | **{r['speedup']:.2f}×** |"
+        )
+    return "\n".join(lines)
+
+
+def precision(data: dict) -> str:
+    rows = data["rows"]
+    lengths = sorted({r["length"] for r in rows})
+    lines = [
+        "| precision | " + " | ".join(f"T = {n}" for n in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    for p in sorted({r["precision"] for r in rows}):
+        worst = [
+            max(r["error"] for r in rows if r["precision"] == p and r["length"] == n)
+            for n in lengths
+        ]
+        lines.append(f"| {p} | " + " | ".join(f"{w:.1e}" for w in worst) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    for arg in sys.argv[1:]:
+        data = json.loads(Path(arg).read_text())
+        rows = data["rows"]
+        if "precision" in rows[0]:
+            print(precision(data))
+        elif "workload" in rows[0]:
+            print(workloads(data))
+        else:
+            print(lowerings(data))
+        print(f"\n{data.get('meta', {}) or data.get('command', '')}\n")
+
+
+if __name__ == "__main__":
+    main()

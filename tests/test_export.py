@@ -1,0 +1,115 @@
+"""The export API and CLI: options, files, errors, the auto choice, and the example models."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_s4d, make_s5, rel_err
+from lowering import random_input, reference, run_sequence
+
+import aire_export as ax
+from aire_export.cli import main
+from aire_export.errors import InputError
+from aire_export.graphs import auto, export
+from aire_export.graphs.core import METHODS
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(target="tpu"), "target"),
+        (dict(scan="fft"), "scan"),
+        (dict(precision="int8"), "precision"),
+        (dict(opset=13), "opset"),
+        (dict(target="jetson", opset=21), "opset"),
+        (dict(max_length=0), "max_length"),
+    ],
+)
+def test_bad_options_are_input_errors(tmp_path, options, message):
+    with pytest.raises(InputError, match=message):
+        export(make_s5(), tmp_path, **options)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_export_writes_both_graphs_and_describes_them(tmp_path):
+    result = ax.export(make_s5(seed=1), tmp_path / "out", scan="logdepth", max_length=300)
+    assert result.sequence.path == tmp_path / "out" / "model.onnx"
+    assert result.step.path == tmp_path / "out" / "model.step.onnx"
+    assert result.sequence.path.is_file() and result.step.path.is_file()
+    assert result.sequence.scan == "logdepth" and result.sequence.max_length == 512
+    assert result.step.mode == "step" and result.step.max_length is None
+    assert result.check is None and result.step_skipped is None
+    assert not list((tmp_path / "out").glob(".*tmp"))  # written atomically
+    data = result.to_json()
+    assert data["sequence"]["inputs"][0] == {
+        "name": "x",
+        "dtype": "float32",
+        "shape": ["batch", "length", 3],
+    }
+
+
+def test_auto_follows_the_table_per_target_and_layer(tmp_path):
+    """Each layer gets the first matching row of AUTO_TABLE for its kind and state count."""
+    model = make_s5(seed=2, state_sizes=(40, 100))  # pruned to 40 and 100 stored states
+    for target in ("onnx", "trt"):
+        result = export(model, tmp_path / target, target=target, step=False)
+        expected = [auto.auto_rule(s, target).method for s in model.modal_systems()]
+        assert result.sequence.scan == (
+            expected[0] if len(set(expected)) == 1 else ",".join(expected)
+        )
+    rules = [auto.auto_rule(s, "trt") for s in model.modal_systems()]
+    assert [r.method for r in rules] == ["chunked", "toeplitz"]  # DESIGN §4 H100 crossover
+    assert all(rule.source for rule in auto.AUTO_TABLE)
+    siso = make_s4d(seed=2).modal_systems()[0]
+    assert auto.auto_rule(siso, "onnx").method == "toeplitz"
+
+
+def test_cli_export_writes_graphs_and_reports_json(tmp_path, capsys):
+    ax.save(make_s5(seed=3), tmp_path / "m.pt")
+    code = main(["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "out"), "--target", "trt"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "model.onnx" in out and "model.step.onnx" in out and "check passed" in out
+    code = main(
+        ["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "j"), "--scan", "scan", "--json"]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["sequence"]["scan"] == "scan" and data["step"]["mode"] == "step"
+
+
+def test_cli_export_of_bidirectional_model_with_step_is_a_bad_input(tmp_path, capsys):
+    ax.save(make_s5(bidirectional=True), tmp_path / "m.pt")
+    code = main(["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "o"), "--step"])
+    assert code == 2 and "bidirectional" in capsys.readouterr().err
+    code = main(["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "o")])
+    assert code == 0 and "no step graph: bidirectional" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not EXAMPLES, reason="no example checkpoints (examples/checkpoints/*.pt)")
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_models_export_fast_and_faithfully(tmp_path, path):
+    model = ax.load(path)
+    x = random_input(model, 2, 256, seed=9)
+    ref = reference(model, x)
+    for method in METHODS:
+        start = time.perf_counter()
+        result = export(model, tmp_path / method, scan=method)
+        assert time.perf_counter() - start < 10.0, f"{method} export took too long"
+        assert rel_err(run_sequence(result.sequence.path, x), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("make", [make_s5, make_s4d])
+def test_export_leaves_the_model_unchanged(tmp_path, make):
+    model = make(seed=4)
+    x = random_input(model, 1, 20)
+    with torch.no_grad():
+        before = model(x)
+    export(model, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
