@@ -18,4 +18,13 @@ from aire_export.prune import prune, score
 
 __version__ = "0.1.0"
 
-__all__ = ["AireError", "__version__", "export", "import_checkpoint", "load", "prune", "save", "score"]
+__all__ = [
+    "AireError",
+    "__version__",
+    "export",
+    "import_checkpoint",
+    "load",
+    "prune",
+    "save",
+    "score",
+]

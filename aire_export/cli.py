@@ -11,14 +11,24 @@ import math
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from aire_export.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, AireError, InputError
+from aire_export.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_PARITY,
+    EXIT_RUNTIME_MISSING,
+    AireError,
+    InputError,
+)
 
 EPILOG = (
     "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 parity gate failed, "
@@ -44,17 +54,36 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+class PipelineGroup(click.Group):
+    """A group whose bare form ``aire-export MODEL [options]`` runs the ``run`` command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(
+    cls=PipelineGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG
+)
 @click.version_option(package_name="aire-export")
 def cli() -> None:
     """Prune diagonal state space models (S5, S4D) with AIRE-Prune, shrink them, export them to
     ONNX / TensorRT, and prove the result is right and fast.
 
     \b
-    Examples:
-      aire-export inspect examples/checkpoints/s5_digits.pt
+    The whole job (the bare form is the `run` command):
+      aire-export MODEL --ratio 0.7                          # prune 70 %, ONNX, CPU validation
+      aire-export MODEL --ratio 0.7 --target trt --precision fp16
+      aire-export MODEL --max-drop 1.0 --data eval.npz       # largest ratio within 1 point
+    \b
+    The parts:
+      aire-export inspect MODEL                              # layers, states, stability
       aire-export import s5-flax best_state.msgpack --config run_args.json -o model.pt
-      aire-export prune model.pt --ratio 0.7 -o out/pruned.pt
+      aire-export score MODEL                                # AIRE energies per layer
+      aire-export prune MODEL --ratio 0.7 -o out/pruned.pt   # + plan.json
+      aire-export export out/pruned.pt -o out/               # model.onnx, model.step.onnx
+      aire-export sweep MODEL --data eval.npz                # accuracy vs ratio per method
     """
 
 
@@ -320,6 +349,8 @@ def prune_cmd(
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"wrote {model_path} and {plan_path}")
+
+
 @cli.command("export")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -417,10 +448,579 @@ def export_cmd(
         )
 
 
+def _stage_printer(console: Console, status) -> Callable[[str], None]:
+    """Progress: one line per pipeline stage, a live status for the fine-grained steps."""
+
+    def show(message: str) -> None:
+        status.update(f"[bold]{message}")
+        if not message.startswith(("timing ", "warming up ")):
+            console.print(f"[dim]·[/dim] {message}")
+
+    return show
+
+
+def _shape_range(text: str | None, what: str):
+    from aire_export.runtimes.trt import ShapeRange
+
+    return None if text is None else ShapeRange.parse(text, what)
+
+
+def _latency_table(console: Console, results, speedups) -> None:
+    table = Table(title="latency (side by side, interleaved)", header_style="bold")
+    for col in ("runner", "batch × length", "p50 ms", "p90 ms", "p99 ms", "sequences/s"):
+        table.add_column(col, justify="right" if col != "runner" else "left")
+    for t in results:
+        table.add_row(
+            t.name,
+            f"{t.batch} × {t.length}",
+            f"{t.p50_ms:.3f}",
+            f"{t.p90_ms:.3f}",
+            f"{t.p99_ms:.3f}",
+            f"{t.sequences_per_s:,.1f}",
+        )
+    console.print(table)
+    for s in speedups:
+        console.print(
+            f"speedup {s.runtime}: [bold]{s.ratio:.2f}×[/bold] (p50 {s.original} / {s.pruned})"
+        )
+
+
+_TARGET = click.option(
+    "--target",
+    type=click.Choice(["onnx", "ort-cuda", "trt", "jetson"]),
+    default="onnx",
+    show_default=True,
+    help="onnx: onnxruntime on the CPU. ort-cuda: onnxruntime's CUDA provider. trt: a TensorRT "
+    "engine (plus the edge bundle). jetson: the edge bundle only (build on the device).",
+)
+_PRECISION = click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Projections and pointwise work; the recurrence always stays fp32.",
+)
+_SCAN = click.option(
+    "--scan",
+    type=click.Choice(["auto", "chunked", "toeplitz", "logdepth", "scan"]),
+    default="auto",
+    show_default=True,
+    help="How each layer's recurrence is lowered (auto: measured best for the target).",
+)
+_BATCH = click.option(
+    "--batch",
+    default="1:8:32",
+    show_default=True,
+    help="Batch sizes MIN:OPT:MAX (TensorRT profile); latency is timed at OPT.",
+)
+_LENGTH = click.option(
+    "--length",
+    default=None,
+    help="Sequence lengths MIN:OPT:MAX or N (default: the data's length, else 1024); latency at OPT.",
+)
+
+
+@cli.command("run")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--ratio", type=float, help="Fraction of states to prune, in [0, 1) (0.7: 70 %).")
+@click.option("--threshold", type=float, help="Keep every state whose normalized score is ≥ this.")
+@click.option(
+    "--max-drop",
+    type=float,
+    help="Largest ratio whose accuracy drop on --data stays within this many percentage points.",
+)
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Eval set .npz (x, y, optional lengths): accuracy of original vs pruned, parity inputs.",
+)
+@click.option(
+    "--inputs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Inputs .npz (x, optional lengths) for the parity gate instead of --data or random inputs.",
+)
+@_method_option
+@click.option(
+    "--drop-empty-blocks", is_flag=True, help="Remove residual blocks left with no state."
+)
+@_TARGET
+@_PRECISION
+@_SCAN
+@click.option(
+    "--bundle", is_flag=True, help="Also write bundle/ for edge GPUs (always for trt, jetson)."
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default: MODEL without its suffix, plus .aire).",
+)
+@_BATCH
+@_LENGTH
+@click.option(
+    "--atol", type=float, help="Absolute tolerance of the parity gate (default by precision)."
+)
+@click.option(
+    "--rtol", type=float, help="Relative tolerance of the parity gate (default by precision)."
+)
+@click.option(
+    "--fail-on-parity/--no-fail-on-parity",
+    default=True,
+    show_default=True,
+    help="Exit 3 when a parity gate fails (the report is written either way).",
+)
+@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per candidate.")
+@click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
+@click.option(
+    "--workspace-gib", type=float, default=4.0, show_default=True, help="TensorRT workspace."
+)
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TensorRT timing cache file.",
+)
+@click.option("--version-compatible", is_flag=True, help="TensorRT: a version-compatible engine.")
+@click.option(
+    "--hardware-compatible", is_flag=True, help="TensorRT: an Ampere+ compatible engine (slower)."
+)
+@click.option(
+    "--trt-weak-typing", is_flag=True, help="TensorRT 10: FP16 flag with the scan pinned to fp32."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print report.json on stdout (progress goes to stderr)."
+)
+@click.pass_context
+def run_cmd(ctx: click.Context, model: Path, **opts) -> None:
+    """Prune, shrink, export, build, validate and report: the whole job (the bare form).
+
+    \b
+    Examples:
+      aire-export model.pt --ratio 0.7                      # ONNX on the CPU
+      aire-export model.pt --ratio 0.7 --target trt --precision fp16
+      aire-export model.pt --max-drop 1.0 --data eval.npz   # largest ratio within 1 point
+    \b
+    Writes OUT/: pruned.pt, plan.json, model.onnx, model.step.onnx (unidirectional models),
+    model.engine (trt), bundle/ (trt, jetson, --bundle), report.json, report.md, plots.
+    Exit codes: 0 passed, 2 bad input, 3 parity gate failed, 4 runtime missing, 5 output.
+    """
+    from aire_export.pipeline import PipelineOptions, run_pipeline
+    from aire_export.runtimes.trt import TrtBuildOptions
+
+    batch = _shape_range(opts["batch"], "batch")
+    length = _shape_range(opts["length"], "length")
+    trt = TrtBuildOptions(
+        workspace_bytes=int(opts["workspace_gib"] * (1 << 30)),
+        timing_cache=opts["timing_cache"],
+        version_compatible=opts["version_compatible"],
+        hardware_compatible=opts["hardware_compatible"],
+        weak_typing=opts["trt_weak_typing"],
+    )
+    options = PipelineOptions(
+        ratio=opts["ratio"],
+        threshold=opts["threshold"],
+        max_drop=opts["max_drop"],
+        data=opts["data"],
+        inputs=opts["inputs"],
+        method=opts["method"],
+        eps=opts["eps"],
+        score_compat=opts["score_compat"],
+        drop_empty_blocks=opts["drop_empty_blocks"],
+        seed=opts["seed"],
+        target=opts["target"],
+        precision=opts["precision"],
+        scan=opts["scan"],
+        bundle=opts["bundle"],
+        out=opts["out"],
+        batch=batch,
+        length=length,
+        atol=opts["atol"],
+        rtol=opts["rtol"],
+        fail_on_parity=opts["fail_on_parity"],
+        latency=not opts["no_latency"],
+        latency_runs=opts["runs"],
+        trt=trt,
+        command="aire-export "
+        + " ".join(sys.argv[1:] if sys.argv[0].endswith("aire-export") else []),
+    )
+    err = Console(stderr=True)
+    with err.status("starting") as status:
+        result = run_pipeline(model, options, progress=_stage_printer(err, status))
+    report = result.report
+    if opts["as_json"]:
+        _print_json(report.to_json())
+    else:
+        console = _stdout()
+        m = report.model
+        console.print(
+            f"[bold]{m['states_before']} → {m['states_after']} states[/bold], "
+            f"{m['parameters_before']:,} → {m['parameters_after']:,} parameters "
+            f"(ratio achieved {report.plan['ratio_achieved']:.3f})"
+        )
+        if report.accuracy:
+            a = report.accuracy
+            console.print(
+                f"accuracy {100 * a.original:.2f} % → {100 * a.pruned:.2f} % "
+                f"({-a.drop_pp:+.2f} pp) on {a.samples}"
+            )
+        for p in report.parity:
+            for o in p.outputs:
+                verdict = escape(o.verdict() + f" ({p.runner})")
+                console.print(
+                    verdict.replace("PASSED", "[green]PASSED[/green]").replace(
+                        "FAILED", "[red]FAILED[/red]"
+                    )
+                )
+        if report.latency:
+            _latency_table(console, report.latency, report.speedups)
+        for u in report.unverified:
+            console.print(f"[yellow]not verified:[/yellow] {u}")
+        for w in report.warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"wrote {result.out}/ (report.md, report.json)")
+        if report.exit_code:
+            console.print(f"[red]exit {report.exit_code}:[/red] " + "; ".join(report.reasons))
+    ctx.exit(report.exit_code)
+
+
+@cli.command("sweep")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Eval set .npz with x, y (and lengths for padded sequences).",
+)
+@click.option(
+    "--methods",
+    default="aire,last,hinf-global,magnitude-global,random",
+    show_default=True,
+    help="Comma-separated scoring methods.",
+)
+@click.option(
+    "--ratios", default="0:0.95:0.05", show_default=True, help="START:STOP:STEP or a comma list."
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Budget in points for the summary: per method, the largest grid ratio within it.",
+)
+@click.option(
+    "--eps", type=float, default=0.0, show_default=True, help="Energy scale ε (see prune)."
+)
+@click.option(
+    "--score-compat",
+    type=click.Choice(["default", "official"]),
+    default="default",
+    show_default=True,
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random method.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Eval batch size.")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where to evaluate.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for sweep.csv, sweep.json, accuracy.png, kept_states.png (default MODEL.sweep).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the sweep as JSON on stdout.")
+def sweep_cmd(
+    model: Path,
+    data: Path,
+    methods: str,
+    ratios: str,
+    max_drop: float,
+    eps: float,
+    score_compat: str,
+    seed: int,
+    batch_size: int,
+    device: str,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Accuracy and distortion vs pruning ratio for several methods (the paper's Fig. 4 and 5).
+
+    \b
+    Example:
+      aire-export sweep examples/checkpoints/s5_digits.pt --data examples/data/digits_eval.npz
+    """
+    from aire_export.checkpoints import load
+    from aire_export.prune.scores import METHODS
+    from aire_export.sweep import parse_ratios, sweep, write_sweep
+    from aire_export.validate.inputs import load_data
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise InputError(
+            f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}"
+        )
+    grid = parse_ratios(ratios)
+    net = load(model)
+    dataset = load_data(data, net, need_labels=True)
+    out = out or model.with_name(model.name.rsplit(".", 1)[0] + ".sweep")
+    err = Console(stderr=True)
+    total = len(chosen) * len(grid)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("sweep", total=total)
+
+        def step(message: str) -> None:
+            bar.update(task, advance=1, description=message)
+
+        result = sweep(
+            net,
+            dataset,
+            methods=chosen,
+            ratios=grid,
+            eps=eps,
+            score_compat=score_compat,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            progress=step,
+        )
+    written = write_sweep(result, out)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    console = _stdout()
+    table = Table(
+        title=f"accuracy (%) vs ratio; unpruned {100 * result.baseline_accuracy:.2f} %",
+        header_style="bold",
+    )
+    table.add_column("ratio", justify="right")
+    for m in chosen:
+        table.add_column(m, justify="right")
+    for r in grid:
+        row = [f"{r:.2f}"]
+        for m in chosen:
+            p = next(p for p in result.points if p.method == m and p.ratio == r)
+            row.append(f"{100 * p.accuracy:.2f}")
+        table.add_row(*row)
+    console.print(table)
+    for m in chosen:
+        best = result.best_within(m, max_drop)
+        console.print(
+            f"{m}: largest grid ratio within {max_drop} pp: "
+            + (
+                "none"
+                if best is None
+                else f"{best.ratio:.2f} ({100 * best.accuracy:.2f} %, {best.states_kept} states)"
+            )
+        )
+    console.print(f"wrote {', '.join(str(out / w) for w in written)}")
+
+
+@cli.command("validate")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--original",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The unpruned checkpoint the folder was made from.",
+)
+@click.option(
+    "--data", type=click.Path(dir_okay=False, path_type=Path), help="Eval set .npz for accuracy."
+)
+@click.option(
+    "--inputs", type=click.Path(dir_okay=False, path_type=Path), help="Inputs .npz for parity."
+)
+@_TARGET
+@_PRECISION
+@_BATCH
+@_LENGTH
+@click.option("--atol", type=float, help="Absolute tolerance of the parity gate.")
+@click.option("--rtol", type=float, help="Relative tolerance of the parity gate.")
+@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per candidate.")
+@click.option("--no-latency", is_flag=True, help="Parity and accuracy only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+def validate_cmd(ctx: click.Context, folder: Path, original: Path, **opts) -> None:
+    """Re-validate an output folder (pruned.pt + model.onnx) against the original model.
+
+    Parity of the folder's model.onnx on the target's runtimes against the pruned model in
+    float64, pruning distortion, accuracy (with --data) and latency. Exit 3 when parity fails.
+    """
+    from aire_export.checkpoints import load
+    from aire_export.pipeline import PipelineOptions, validate
+    from aire_export.report import Report
+    from aire_export.validate.inputs import load_data
+
+    for name in ("pruned.pt", "model.onnx"):
+        if not (folder / name).is_file():
+            raise InputError(f"{folder} has no {name}: give a folder written by aire-export")
+    base, pruned = load(original), load(folder / "pruned.pt")
+    data = load_data(opts["data"], pruned) if opts["data"] else None
+    options = PipelineOptions(
+        ratio=0.0,
+        target=opts["target"],
+        precision=opts["precision"],
+        inputs=opts["inputs"],
+        batch=_shape_range(opts["batch"], "batch"),
+        length=_shape_range(opts["length"], "length"),
+        atol=opts["atol"],
+        rtol=opts["rtol"],
+        latency=not opts["no_latency"],
+        latency_runs=opts["runs"],
+    )
+    err = Console(stderr=True)
+    with err.status("validating") as status:
+        result = validate(
+            base,
+            pruned,
+            folder / "model.onnx",
+            options,
+            data=data,
+            progress=_stage_printer(err, status),
+        )
+    failed = [p.runner for p in result.parity if not p.passed]
+    code = EXIT_PARITY if failed else (EXIT_RUNTIME_MISSING if result.missing else EXIT_OK)
+    if opts["as_json"]:
+        report = Report(
+            command="validate",
+            verdict_passed=code == 0,
+            exit_code=code,
+            reasons=failed + result.missing,
+            model={},
+            plan={},
+            export={},
+            distortion=result.distortion,
+            accuracy=result.accuracy,
+            parity=result.parity,
+            latency=result.latency,
+            speedups=result.speedups,
+            unverified=result.unverified,
+        )
+        _print_json(
+            {
+                k: v
+                for k, v in report.to_json().items()
+                if k not in ("model", "plan", "export", "plots")
+            }
+        )
+    else:
+        console = _stdout()
+        d = result.distortion
+        console.print(
+            f"pruning distortion: relative error {d.normwise_rel:.3g}, top-1 agreement {d.top1_agreement}"
+        )
+        if result.accuracy:
+            a = result.accuracy
+            console.print(
+                f"accuracy {100 * a.original:.2f} % → {100 * a.pruned:.2f} % ({-a.drop_pp:+.2f} pp)"
+            )
+        for p in result.parity:
+            for o in p.outputs:
+                console.print(escape(o.verdict() + f" ({p.runner})"))
+        if result.latency:
+            _latency_table(console, result.latency, result.speedups)
+        for u in result.unverified:
+            console.print(f"[yellow]not verified:[/yellow] {u}")
+    ctx.exit(code)
+
+
+@cli.command("profile")
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@_TARGET
+@_PRECISION
+@_SCAN
+@click.option("--batch", type=int, default=8, show_default=True, help="Batch size.")
+@click.option("--length", type=int, default=1024, show_default=True, help="Sequence length.")
+@click.option("--runs", type=int, default=20, show_default=True, help="Timed runs per candidate.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def profile_cmd(
+    models: tuple[Path, ...],
+    target: str,
+    precision: str,
+    scan: str,
+    batch: int,
+    length: int,
+    runs: int,
+    as_json: bool,
+) -> None:
+    """Latency of one or more checkpoints, PyTorch eager and exported, side by side.
+
+    Ratios are against the first model, measured in the same run (interleaved rounds).
+
+    \b
+    Example:
+      aire-export profile model.pt model.aire/pruned.pt --length 4096
+    """
+    import tempfile
+
+    import torch
+
+    from aire_export.checkpoints import load
+    from aire_export.graphs import export
+    from aire_export.runtimes.ort import OrtRunner
+    from aire_export.runtimes.torch_runner import TorchRunner
+    from aire_export.validate.inputs import random_data
+    from aire_export.validate.latency import measure_latency
+
+    provider = "cuda" if target in ("ort-cuda", "trt") else "cpu"
+    device = "cuda" if provider == "cuda" and torch.cuda.is_available() else "cpu"
+    nets = [load(m) for m in models]
+    feeds = random_data(nets[0], batch, length).feeds()
+    candidates = {}
+    with tempfile.TemporaryDirectory(prefix="aire-profile-") as tmp:
+        runners = []
+        for i, (path, net) in enumerate(zip(models, nets, strict=True)):
+            exported = export(
+                net, Path(tmp) / str(i), target=target, scan=scan, precision=precision, step=False
+            )
+            eager = TorchRunner(net, device)
+            ort = OrtRunner(exported.sequence.path, provider)
+            runners.append(ort)
+            candidates[f"{path.name} {eager.name}"] = (eager.bind(feeds), eager.device)
+            candidates[f"{path.name} {ort.name}"] = (ort.bind(feeds), ort.device)
+        err = Console(stderr=True)
+        with err.status("timing") as status:
+            results = measure_latency(
+                candidates,
+                batch=batch,
+                length=length,
+                runs=runs,
+                progress=lambda m: status.update(m),
+            )
+        for r in runners:
+            r.close()
+    rows = list(results.values())
+    if as_json:
+        _print_json([{**vars(r), "sequences_per_s": r.sequences_per_s} for r in rows])
+        return
+    console = _stdout()
+    first = {
+        name.split(" ", 1)[1]: r
+        for name, r in results.items()
+        if name.startswith(models[0].name + " ")
+    }
+    table = Table(title=f"latency at batch {batch} × length {length}", header_style="bold")
+    for col in ("candidate", "p50 ms", "p90 ms", "p99 ms", "vs first model"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for name, r in results.items():
+        runner = name.split(" ", 1)[1]
+        ratio = first[runner].p50_ms / r.p50_ms if runner in first else float("nan")
+        table.add_row(
+            name, f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{ratio:.2f}×"
+        )
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (errors print one line on stderr)."""
     try:
-        cli.main(args=argv, prog_name="aire-export", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="aire-export", standalone_mode=False)
+        if isinstance(code, int):  # ctx.exit(n) is returned, not raised, outside standalone mode
+            return code
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:

@@ -277,6 +277,7 @@ class S4DBlock(SSMBlock):
             f"ssm.kernel.{name}": zero_states(getattr(kernel, name).detach(), 1, drop)
             for name in names
         }
+
     def activation_ir(self):
         """The output GLU (Linear(H, 2H), GLU) is the full_glu gate on the Linear's halves."""
         from aire_export.graphs import ir

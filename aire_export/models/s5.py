@@ -257,6 +257,7 @@ class S5Block(SSMBlock):
             f"seq.{name}": zero_states(getattr(self.seq, name).detach(), axis, drop)
             for name, axis in reach.items()
         }
+
     def activation_ir(self):
         from aire_export.graphs import ir
 

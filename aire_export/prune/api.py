@@ -18,6 +18,7 @@ from aire_export.models import ModalSystem, SSMNetwork
 from aire_export.prune.certificate import certify
 from aire_export.prune.plan import LayerPlan, PrunePlan
 from aire_export.prune.scores import (
+    METHODS,
     LayerScores,
     check_options,
     get_method,
@@ -139,7 +140,9 @@ def prune(
         arch=model.arch,
         target_units=selection.target_units,
         drop_empty_blocks=drop_empty_blocks,
-        warnings=_warnings(layers, selection, layer_plans, score_compat),
+        warnings=_warnings(
+            layers, selection, layer_plans, score_compat, METHODS[method].normalized
+        ),
     )
     pruned.meta["pruning"] = {
         "method": method,
@@ -157,9 +160,12 @@ def _warnings(
     selection: Selection,
     plans: list[LayerPlan],
     score_compat: str,
+    normalized: bool,
 ) -> list[str]:
     out = []
     for scores, plan in zip(layers, plans, strict=True):
+        if normalized and plan.states_after < plan.states_before:
+            out.extend(_dominant_mode_warning(scores, plan))
         n = len(scores.unstable)
         if n and score_compat == "official":
             out.append(
@@ -188,6 +194,28 @@ def _warnings(
             f"the target {selection.target_units}"
         )
     return out
+
+
+DOMINANT_SHARE = 0.9
+
+
+def _dominant_mode_warning(scores: LayerScores, plan: LayerPlan) -> list[str]:
+    """A layer whose top unit holds most of its energy: eq. 11 divides every other unit's energy
+    by a prefix sum that includes it, so the layer's other units all score low and the layer is
+    pruned hard. Legitimate, but worth a look (a near-marginal mode, |λ̄| → 1, does this)."""
+    finite = scores.energies[np.isfinite(scores.energies)]
+    if finite.size < 2 or finite.sum() <= 0:
+        return []
+    share = float(finite.max() / finite.sum())
+    if share < DOMINANT_SHARE:
+        return []
+    top = int(np.argmax(np.where(np.isfinite(scores.energies), scores.energies, -np.inf)))
+    return [
+        f"layer {scores.index}: one unit holds {share:.1%} of the layer's energy (|λ̄| = "
+        f"{scores.max_abs_lambda[top]:.7f}), so the normalization (eq. 11) scores the layer's other units "
+        f"low and it keeps {plan.states_after} of {plan.states_before} states; check accuracy "
+        "(--data, or `aire-export sweep`) and compare --method last"
+    ]
 
 
 def save_pruned(pruned: SSMNetwork, plan: PrunePlan, path: str | os.PathLike) -> tuple[Path, Path]:
