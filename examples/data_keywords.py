@@ -112,11 +112,9 @@ def synthesize(utterance: Utterance) -> np.ndarray:
     from scipy.signal import resample_poly
 
     u = utterance
+    voice = ("-v", f"{u.voice}+{u.variant}", "-s", str(u.speed), "-p", str(u.pitch))
     wav = subprocess.run(
-        [espeak_binary(), "-v", f"{u.voice}+{u.variant}", "-s", str(u.speed), "-p", str(u.pitch)]
-        + ["--stdout", u.word],
-        capture_output=True,
-        check=True,
+        [espeak_binary(), *voice, "--stdout", u.word], capture_output=True, check=True
     ).stdout
     start = wav.find(b"data") + 8  # espeak-ng writes a 16-bit mono PCM WAV
     pcm = np.frombuffer(wav[start : start + (len(wav) - start) // 2 * 2], dtype="<i2")
