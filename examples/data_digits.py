@@ -15,10 +15,8 @@ The eval split is a seeded permutation's first ``eval_count`` images; the rest i
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-from sequence_set import SequenceSet
+from sequence_set import SequenceSet, write_eval_set
 
 SIDE = 32
 EVAL_COUNT = 360
@@ -52,15 +50,10 @@ def digit_splits(
     return data.subset(order[eval_count:]), data.subset(order[:eval_count])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="examples/data/digits_eval.npz")
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--side", type=int, default=SIDE)
-    args = parser.parse_args(argv)
-    _, held_out = digit_splits(args.seed, args.side)
-    print(f"wrote {held_out.save(args.out)}: {len(held_out)} sequences of {args.side**2} steps")
+def eval_set(count: int = EVAL_COUNT, seed: int = SEED) -> SequenceSet:
+    """The held-out images of the split (``count`` of them)."""
+    return digit_splits(seed, SIDE, count)[1]
 
 
 if __name__ == "__main__":
-    main()
+    write_eval_set(eval_set, "digits", EVAL_COUNT, SEED)

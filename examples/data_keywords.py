@@ -28,13 +28,12 @@ Training draws fresh offsets, gains and noise every epoch over a pool of synthes
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 from dataclasses import dataclass
 
 import numpy as np
-from sequence_set import SequenceSet
+from sequence_set import SequenceSet, write_eval_set
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 VOICES = (
@@ -179,15 +178,5 @@ def eval_set(count: int = EVAL_COUNT, seed: int = EVAL_SEED) -> SequenceSet:
     return SequenceSet(data.x.astype(np.float16), data.y)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="examples/data/keywords_eval.npz")
-    parser.add_argument("--count", type=int, default=EVAL_COUNT)
-    parser.add_argument("--seed", type=int, default=EVAL_SEED)
-    args = parser.parse_args(argv)
-    data = eval_set(args.count, args.seed)
-    print(f"wrote {data.save(args.out)}: {len(data)} clips, x {data.x.shape} {data.x.dtype}")
-
-
 if __name__ == "__main__":
-    main()
+    write_eval_set(eval_set, "keywords", EVAL_COUNT, EVAL_SEED)

@@ -25,12 +25,11 @@ A set is stored padded to max_length with ``lengths`` (uint8 ids, int64 labels a
 
 from __future__ import annotations
 
-import argparse
 import random
 from dataclasses import dataclass
 
 import numpy as np
-from sequence_set import SequenceSet
+from sequence_set import SequenceSet, write_eval_set
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 CLOSE = "]"
@@ -140,15 +139,5 @@ def eval_set(count: int = EVAL_COUNT, seed: int = EVAL_SEED) -> SequenceSet:
     return generate_listops(count, seed)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="examples/data/listops_eval.npz")
-    parser.add_argument("--count", type=int, default=EVAL_COUNT)
-    parser.add_argument("--seed", type=int, default=EVAL_SEED)
-    args = parser.parse_args(argv)
-    data = eval_set(args.count, args.seed)
-    print(f"wrote {data.save(args.out)}: {len(data)} sequences, lengths {data.lengths.min()}..")
-
-
 if __name__ == "__main__":
-    main()
+    write_eval_set(eval_set, "listops", EVAL_COUNT, EVAL_SEED)

@@ -10,6 +10,8 @@ The eval files (``examples/data/*_eval.npz``) hold exactly these keys, the forma
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +84,20 @@ def predict(model: torch.nn.Module, data: SequenceSet, batch_size: int = 64) -> 
 def accuracy(model: torch.nn.Module, data: SequenceSet, batch_size: int = 64) -> float:
     """Fraction of ``data`` that ``model`` classifies correctly."""
     return float(np.mean(predict(model, data, batch_size) == data.y))
+
+
+def write_eval_set(
+    make: Callable[[int, int], SequenceSet],
+    name: str,
+    count: int,
+    seed: int,
+    argv: list[str] | None = None,
+) -> None:
+    """The command line of every generator: write ``make(count, seed)`` to ``--out``."""
+    parser = argparse.ArgumentParser(description=f"Write the {name} eval set.")
+    parser.add_argument("--out", default=f"examples/data/{name}_eval.npz")
+    parser.add_argument("--count", type=int, default=count)
+    parser.add_argument("--seed", type=int, default=seed)
+    args = parser.parse_args(argv)
+    data = make(args.count, args.seed)
+    print(f"wrote {data.save(args.out)}: {len(data)} sequences, x {data.x.shape} {data.x.dtype}")
