@@ -286,9 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     task = TASKS[args.task]
     epochs = args.epochs or task.epochs
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model, held_out = train(task, epochs, args.seed, args.device)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     eval_accuracy = accuracy(model, held_out)
     majority = held_out.majority_accuracy()
     command = "python examples/train.py " + " ".join(argv)
@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
         "majority_accuracy": round(majority, 4),
         "train_command": command,
         "train_wall_time_s": round(wall, 1),
+        "train_cpu_time_s": round(cpu, 1),
         "train_device": f"{args.device}, {args.threads} torch thread(s)",
         "trained_on": date.today().isoformat(),
         "torch": torch.__version__,
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     update_registry(args.out / "models.json", task.model_name, entry)
     print(
         f"{task.model_name}: eval accuracy {eval_accuracy:.4f} (majority class {majority:.4f}) "
-        f"on {len(held_out)} held-out sequences; {wall:.0f} s; saved {checkpoint}"
+        f"on {len(held_out)} held-out sequences; {wall:.0f} s wall, {cpu:.0f} s CPU; saved {checkpoint}"
     )
 
 
