@@ -31,6 +31,15 @@ ABOVE_MAJORITY = 0.1
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a busy CPU a second thread mostly waits (measured 3× slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shipped(name: str) -> tuple[dict, torch.nn.Module, SequenceSet]:
     entry = REGISTRY[name]
     return (
@@ -193,6 +202,7 @@ def test_keyword_clips_are_deterministic_for_a_seed():
     assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
 
 
+@pytest.mark.slow  # synthesizes all 300 clips
 @needs_espeak
 def test_shipped_keywords_eval_set_is_what_the_generator_makes():
     stored = SequenceSet.load(EXAMPLES / REGISTRY["s4d_keywords"]["eval_data"])
