@@ -39,7 +39,7 @@ OPERATOR_P = 0.25  # LRA VALUE_P: a node below max_depth is an operator with thi
 
 MIN_LENGTH, MAX_LENGTH = 256, 2048
 MAX_DEPTH, MAX_ARGS = 10, 10
-EVAL_COUNT = 500
+EVAL_COUNT = 256
 EVAL_SEED = 1_000_003  # far from the training seeds, so the eval trees are drawn independently
 
 

@@ -73,6 +73,13 @@ def test_shipped_model_reaches_its_registered_accuracy(name):
     assert sum(p.numel() for p in model.parameters()) == entry["parameters"]
 
 
+def test_readme_states_the_registered_accuracies():
+    readme = (EXAMPLES / "README.md").read_text()
+    for entry in REGISTRY.values():
+        assert f"{100 * entry['eval_accuracy']:.1f} %" in readme
+        assert f"{100 * entry['majority_accuracy']:.1f} %" in readme
+
+
 def test_shipped_architectures_are_the_documented_ones():
     digits, listops, keywords = (shipped(n)[1] for n in ("s5_digits", "s5_listops", "s4d_keywords"))
     assert isinstance(digits, S5Model) and not digits.bidirectional and digits.config.conj_sym
