@@ -241,7 +241,7 @@ def train(task: Task, epochs: int, seed: int, device: str) -> tuple[SSMNetwork, 
             x, y = x.to(device), y.to(device)
             lengths = None if lengths is None else lengths.to(device)
             out = model(x, lengths)
-            loss = F.cross_entropy(out, y)
+            loss = F.cross_entropy(out, y)  # on log_softmax outputs too: log_softmax is idempotent
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
