@@ -13,24 +13,27 @@ from pathlib import Path
 
 def lowerings(data: dict) -> str:
     rows = data["rows"]
-    labels = [k[: -len("_speedup")] for k in rows[0] if k.endswith("_speedup")]
-    head = "| model | B | T | torch eager ms | " + " | ".join(labels) + " |"
-    lines = [head, "|" + "---|" * (4 + len(labels))]
+    methods = ["chunked", "toeplitz", "logdepth", "scan"]
+    head = "| model | B | T | torch eager ms | " + " | ".join(methods) + " | auto |"
+    lines = [head, "|" + "---|" * (5 + len(methods))]
     for r in rows:
-        cells = []
-        for label in labels:
-            if f"{label}_skipped" in r:
-                cells.append("skipped (memory)")
-            elif f"{label}_ms" in r:
-                cells.append(f"{r[label + '_ms']:.1f} ms, **{r[label + '_speedup']:.2f}×**")
-            else:
-                cells.append("")
+        cells = [_cell(r, m) for m in methods]
+        auto = next(k[: -len("_ms")] for k in r if k.startswith("auto=") and k.endswith("_ms"))
+        cells.append(f"{auto[len('auto=') :]}: {_cell(r, auto)}")
         lines.append(
             f"| {r['model']} | {r['batch']} | {r['length']} | {r['torch_ms']:.1f} | "
             + " | ".join(cells)
             + " |"
         )
     return "\n".join(lines)
+
+
+def _cell(row: dict, label: str) -> str:
+    if f"{label}_skipped" in row:
+        return "skipped (memory)"
+    if f"{label}_ms" not in row:
+        return ""
+    return f"{row[label + '_ms']:.1f} ms, **{row[label + '_speedup']:.2f}×**"
 
 
 def workloads(data: dict) -> str:

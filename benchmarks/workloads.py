@@ -56,6 +56,7 @@ def kept_states(workload: Workload, keep: float) -> int:
 
 def build(workload: Workload, keep: float = 1.0, seed: int = 0):
     """The workload's model (eval mode) with ``keep`` of the stored states in every layer."""
+    torch.manual_seed(seed)  # the Linear layers draw from torch's global generator
     states = [kept_states(workload, keep)] * workload.n_layers
     common = dict(
         d_input=workload.d_input,

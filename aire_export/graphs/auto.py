@@ -28,7 +28,11 @@ class AutoRule:
     source: str
 
 
-CPU_SOURCE = "benchmarks/cpu_lowerings.py, benchmarks/RESULTS.md §CPU lowerings"
+CPU_SOURCE = (
+    "benchmarks/cpu_lowerings.py, 2026-11-23 (benchmarks/RESULTS.md, 'CPU: every lowering vs "
+    "PyTorch eager'): dense S5 chunked fastest or within noise at every B, T, P; S4D banks "
+    "block-Toeplitz 2.3-41x eager, Q=32 about 2x faster than Q=16 at batch 16"
+)
 AUTO_TABLE: tuple[AutoRule, ...] = (
     AutoRule("cpu", "dense", None, "chunked", 16, 16, CPU_SOURCE),
     AutoRule("cpu", "siso", None, "toeplitz", 16, 32, CPU_SOURCE),

@@ -100,23 +100,48 @@ class LayerLowering:
         q = self.toeplitz_chunk if self.method == "toeplitz" else 1
         return q * self.chunk**self.levels
 
+    def time_multiple(self, system: ModalSystem) -> int:
+        """The length multiple this layer pads its input to (1: none)."""
+        if system.P == 0 or self.method in ("logdepth", "feedthrough"):
+            return 1
+        if _uses_toeplitz(system, self):
+            return self.toeplitz_chunk
+        return self.chunk
+
+
+def _uses_toeplitz(system: ModalSystem, lowering: LayerLowering) -> bool:
+    """Block-Toeplitz chunks: asked for, or ``scan`` on a SISO bank (Toeplitz + Scan carry)."""
+    siso = siso_bank(system) is not None
+    return lowering.method == "toeplitz" or (lowering.method == "scan" and siso)
+
 
 class _Layer(NamedTuple):
-    """What lowering one core needs: its system, its SISO bank view (or None), how, dtype."""
+    """What lowering one core needs: its system, its SISO bank view (or None), how, dtype,
+    and whether u's length is already a multiple of the lowering's chunk (``padded``)."""
 
     system: ModalSystem
     bank: SisoBank | None
     lowering: LayerLowering
     compute: str
+    padded: bool
 
 
 def lower_core(
-    g: GraphBuilder, system: ModalSystem, u: str, lowering: LayerLowering, compute: str
+    g: GraphBuilder,
+    system: ModalSystem,
+    u: str,
+    lowering: LayerLowering,
+    compute: str,
+    padded: bool = False,
 ) -> str:
-    """y (B, L, H) in ``compute`` dtype for u (B, L, H) in ``compute`` dtype."""
+    """y (B, L, H) in ``compute`` dtype for u (B, L, H) in ``compute`` dtype.
+
+    ``padded``: L is a multiple of ``lowering.time_multiple(system)`` already (a causal
+    network pads its input once and slices once instead of in every layer).
+    """
     bank = siso_bank(system)
-    layer = _Layer(system, bank, lowering, compute)
-    if system.P and (lowering.method == "toeplitz" or (lowering.method == "scan" and bank)):
+    layer = _Layer(system, bank, lowering, compute, padded)
+    if system.P and _uses_toeplitz(system, lowering):
         return _toeplitz(g, layer, u)  # D sits on T's diagonal
     feedthrough = g.mul(u, g.const(system.D, compute, "D"))
     if system.P == 0:
@@ -145,7 +170,7 @@ def _recurrence(
 
 
 def _state_space(g: GraphBuilder, layer: _Layer, u: str) -> str:
-    system, bank, lowering, compute = layer
+    system, bank, lowering, compute, padded = layer
     directions = range(len(system.C))
     if bank is not None:
         # v[b, h, n, t] = b_hn u[b, t, h]:  (B, H, 1, L, 1) ⊙ (H, N, 1, 2) → (B, H, N, L, 2)
@@ -154,7 +179,7 @@ def _state_space(g: GraphBuilder, layer: _Layer, u: str) -> str:
         terms = []
         for d in directions:
             with g.scope(f"scan{d}"):
-                x = _recurrence(g, v, bank.lam, 5, lowering, reverse=d == 1, padded=False)
+                x = _recurrence(g, v, bank.lam, 5, lowering, reverse=d == 1, padded=padded)
             c = _pairs(np.conj(bank.c[d]))  # y = Re(c x) = c_re x_re − c_im x_im
             terms.append(g.mul(x, g.const(c[:, :, None, :], F32, "c")))
         total = terms[0] if len(terms) == 1 else g.add(*terms)
@@ -164,7 +189,8 @@ def _state_space(g: GraphBuilder, layer: _Layer, u: str) -> str:
     # than the states (2P wide) and slice y at the end.
     P = system.P
     chunked = lowering.method in ("chunked", "scan")
-    if chunked:
+    pad_here = chunked and not padded
+    if pad_here:
         u, length = pad_time(g, u, 3, 1, lowering.chunk)
     v = g.matmul(u, g.const(input_matrix(system.dense_B()), compute, "B"))
     v = g.transpose(g.reshape(g.cast_if(v, compute, F32), [0, 0, P, 2]), [0, 2, 1, 3])
@@ -176,7 +202,7 @@ def _state_space(g: GraphBuilder, layer: _Layer, u: str) -> str:
         C = output_matrix(system.dense_C(d), system.output_scale)
         y_d = g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
         y = y_d if y is None else g.add(y, y_d)
-    return g.slice(y, [0], length, [1]) if chunked else y
+    return g.slice(y, [0], length, [1]) if pad_here else y
 
 
 def _pairs(z: np.ndarray) -> np.ndarray:
@@ -199,11 +225,11 @@ def _carry(g, ends: str, lam: np.ndarray, rank: int, lowering: LayerLowering, re
 
 
 def _toeplitz(g: GraphBuilder, layer: _Layer, u: str) -> str:
-    system, bank, lowering, compute = layer
+    system, bank, lowering, compute, already_padded = layer
     q = lowering.toeplitz_chunk
     forms = toeplitz_forms(system, q)
     dirs = len(system.C)
-    padded, length = pad_time(g, u, 3, 1, q)
+    padded, length = (u, None) if already_padded else pad_time(g, u, 3, 1, q)
     if bank is not None:
         H, N = bank.H, bank.N
         chunks = g.transpose(g.reshape(padded, [0, -1, q, H]), [0, 3, 1, 2])  # (B, H, n, Q)
@@ -219,7 +245,7 @@ def _toeplitz(g: GraphBuilder, layer: _Layer, u: str) -> str:
         h = entering[0] if dirs == 1 else g.concat(entering, axis=3)  # (B, H, n, 2N·dirs)
         y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
         y = g.reshape(g.transpose(y, [0, 2, 3, 1]), [0, -1, H])  # (B, nQ, H)
-        return g.slice(y, [0], length, [1])
+        return y if already_padded else g.slice(y, [0], length, [1])
     H, P = system.H, system.P
     chunks = g.reshape(padded, [0, -1, q * H])  # (B, n, QH)
     y = g.matmul(chunks, g.const(forms.T, compute, "T"))
@@ -233,7 +259,8 @@ def _toeplitz(g: GraphBuilder, layer: _Layer, u: str) -> str:
         entering.append(g.reshape(g.transpose(h, [0, 2, 1, 3]), [0, 0, -1]))
     h = entering[0] if dirs == 1 else g.concat(entering, axis=2)  # (B, n, 2P·dirs)
     y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
-    return g.slice(g.reshape(y, [0, -1, H]), [0], length, [1])
+    y = g.reshape(y, [0, -1, H])
+    return y if already_padded else g.slice(y, [0], length, [1])
 
 
 __all__ = ["METHODS", "LayerLowering", "lower_core"]

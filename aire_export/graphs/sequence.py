@@ -14,53 +14,65 @@ Pooling (S5 `ClassificationModel`, S4D `S4Model`), on float32 features h (B, L, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import numpy as np
 import onnx
 
 from aire_export.graphs import ir, layers
-from aire_export.graphs.builder import INT64_MAX, GraphBuilder
+from aire_export.graphs.builder import GraphBuilder
 from aire_export.graphs.core import LayerLowering, lower_core
+from aire_export.graphs.recurrence import pad_time
 
 F32 = "float32"
 
 
 def lower_block(
-    g: GraphBuilder, block: ir.ResidualBlock, h: str, lowering: LayerLowering, compute: str
+    g: GraphBuilder,
+    block: ir.ResidualBlock,
+    h: str,
+    lowering: LayerLowering,
+    compute: str,
+    padded: bool,
 ) -> str:
     z = layers.norm(g, block.norm, h, compute) if block.prenorm else h
     with g.scope("ssm"):
-        y = lower_core(g, block.core, z, lowering, compute)
+        y = lower_core(g, block.core, z, lowering, compute, padded)
     out = g.add(h, layers.activate(g, block.activation, y, compute))
     return out if block.prenorm else layers.norm(g, block.norm, out, compute)
 
 
-def pool(g: GraphBuilder, kind: str, h: str, lengths: str | None) -> str:
-    """(B, L, H) float32 → (B, H) float32, as one batched MatMul w (B, 1, L) @ h (B, L, H)
-    with weights w_t = 1 (mean; then ÷ L or ÷ len), [t < len] (masked mean) or [t = len − 1]
-    (last). onnxruntime's ReduceMean over the time axis is ~15× slower at batch 1 (measured)."""
+def pool(g: GraphBuilder, kind: str, h: str, length: str, lengths: str | None) -> str:
+    """(B, L', H) float32 → (B, H) float32 over the first ``length`` (1,) steps (L' ≥ length
+    when the network was padded), as one batched MatMul w @ h with weights w_t = [t < L]
+    (mean; then ÷ L), [t < len] (masked mean; ÷ len) or [t = len − 1] (last).
+    onnxruntime's ReduceMean over the time axis is ~15× slower at batch 1 (measured)."""
     if kind == "last" and lengths is None:
-        return g.squeeze(g.slice(h, [-1], [INT64_MAX], [1]), [1])
-    length = g.shape(h, 1, 2)  # (1,)
-    if lengths is None:  # plain mean
-        ones = g.op("Expand", g.const(np.ones((1, 1, 1)), F32, "one"), _weights_shape(g, h))
-        total = g.squeeze(g.matmul(ones, h), [1])
+        last = g.slice(h, g.sub(length, g.ints([1])), length, [1])
+        return g.squeeze(last, [1])
+    steps = g.op("Range", g.ints(0), g.squeeze(g.shape(h, 1, 2), [0]), g.ints(1))  # (L',)
+    if lengths is None:  # plain mean over the valid steps
+        mask = g.unsqueeze(g.op("Less", steps, length), [0, 1])  # (1, 1, L')
+        total = g.squeeze(g.matmul(g.cast(mask, F32), h), [1])
         return g.div(total, g.cast(length, F32))
-    steps = g.op("Range", g.ints(0), g.squeeze(length, [0]), g.ints(1))  # (L,)
     valid = g.unsqueeze(lengths, [1])  # (B, 1)
     if kind == "mean":
-        mask = g.op("Less", g.unsqueeze(steps, [0]), valid)  # (B, L): t < len
+        mask = g.op("Less", g.unsqueeze(steps, [0]), valid)  # (B, L'): t < len
     else:
         mask = g.op("Equal", g.unsqueeze(steps, [0]), g.sub(valid, g.ints(1)))  # t = len − 1
-    weights = g.unsqueeze(g.cast(mask, F32), [1])  # (B, 1, L)
+    weights = g.unsqueeze(g.cast(mask, F32), [1])  # (B, 1, L')
     total = g.squeeze(g.matmul(weights, h), [1])
     return g.div(total, g.cast(valid, F32)) if kind == "mean" else total
 
 
-def _weights_shape(g: GraphBuilder, h: str) -> str:
-    """(3,) int64 [B, 1, L] for h (B, L, H)."""
-    return g.concat([g.shape(h, 0, 1), g.ints([1]), g.shape(h, 1, 2)], axis=0)
+def time_multiple(net: ir.Network, lowerings: Sequence[LayerLowering]) -> int:
+    """The length multiple a unidirectional network pads its input to once, so that no layer
+    pads or slices (1: none). Zero steps appended at the end change no earlier output of a
+    causal layer; a backward scan would read them, so bidirectional networks pad per layer."""
+    if net.bidirectional:
+        return 1
+    multiples = [lw.time_multiple(b.core) for b, lw in zip(net.blocks, lowerings, strict=True)]
+    return math.lcm(*multiples) if multiples else 1
 
 
 def sequence_graph(
@@ -76,13 +88,18 @@ def sequence_graph(
     else:
         x = g.input("x", F32, ["batch", "length", net.d_input])
     lengths = g.input("lengths", "int64", ["batch"]) if lengths_input else None
+    multiple = time_multiple(net, lowerings)
     with g.scope("encoder"):
+        if multiple > 1:  # a causal network pads once: later steps never reach earlier ones
+            x, length = pad_time(g, x, 2 if net.tokens else 3, 1, multiple)
+        else:
+            length = g.shape(x, 1, 2)
         h = layers.encode(g, net, x, compute)
     for i, (block, lowering) in enumerate(zip(net.blocks, lowerings, strict=True)):
         with g.scope(f"layers.{i}"):
-            h = lower_block(g, block, h, lowering, compute)
+            h = lower_block(g, block, h, lowering, compute, padded=multiple > 1)
     with g.scope("head"):
-        pooled = pool(g, net.pooling, g.cast_if(h, compute, F32), lengths)
+        pooled = pool(g, net.pooling, g.cast_if(h, compute, F32), length, lengths)
         y = layers.head(g, net, pooled)
     g.output("y", y, F32, ["batch", net.d_output])
     return g.model("aire-export", doc="sequence graph")
