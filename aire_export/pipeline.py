@@ -316,7 +316,13 @@ def _runners(
     graph: Path, options: PipelineOptions, work: Path, result: Validation, progress: Progress
 ) -> list[Runner]:
     """onnxruntime CPU always (the graph's own fidelity), plus the target's runtime."""
-    runners: list[Runner] = [OrtRunner(graph, "cpu")]
+    emulate = options.precision == "bf16"
+    runners: list[Runner] = [OrtRunner(graph, "cpu", emulate_bf16=emulate)]
+    if emulate:
+        result.unverified.append(
+            "bf16 on the CPU: onnxruntime has no bf16 kernels, so parity ran with emulated bf16 "
+            "rounding (float32 compute) and the CPU latency of the bf16 graph was not measured"
+        )
     if options.target in ("ort-cuda", "trt"):
         try:
             runners.append(OrtRunner(graph, "cuda", tf32=False))
@@ -376,7 +382,7 @@ def _latency(original, pruned, runners, options, samples, length, work, result, 
             candidates[f"{label} pruned"] = (p.bind(feeds), p.device)
             pairs.append(label)
         for runner in runners:
-            if isinstance(runner, OrtRunner):
+            if isinstance(runner, OrtRunner) and not runner.emulated:
                 base = OrtRunner(
                     baseline.sequence.path, "cuda" if runner.device == "cuda" else "cpu"
                 )

@@ -279,3 +279,28 @@ def test_a_dominant_near_marginal_mode_is_warned_about(tmp_path, capsys):
     warnings = [w for w in plan.warnings if w.startswith("layer 1: one unit holds")]
     assert len(warnings) == 1 and "--method last" in warnings[0]
     assert not any(w.startswith("layer 0: one unit holds") for w in plan.warnings)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_runs_with_its_own_gate(tmp_path, model_file, capsys, precision):
+    code, _, err = run(
+        capsys,
+        model_file,
+        "--ratio",
+        "0.5",
+        "--length",
+        "64",
+        "--precision",
+        precision,
+        "--runs",
+        "3",
+    )
+    assert code == 0, err
+    report = json.loads((tmp_path / "model.aire" / "report.json").read_text())
+    parity = report["parity"][0]
+    assert parity["precision"] == precision and parity["outputs"][0]["passed"]
+    assert parity["outputs"][0]["atol"] >= 1e-2  # the reduced-precision gate, not fp32's
+    if precision == "bf16":
+        assert parity["runner"] == "onnxruntime-cpu-bf16-emulated"
+        assert any("bf16" in u for u in report["unverified"])
+        assert all("onnxruntime" not in s["runtime"] for s in report["speedups"])

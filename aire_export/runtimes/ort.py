@@ -46,11 +46,14 @@ class OrtRunner(Runner):
         tf32: bool = False,
         threads: int | None = None,
         device_id: int = 0,
+        emulate_bf16: bool = False,
     ) -> None:
         ort = _onnxruntime()
         self.path = Path(path)
         self.device = "cuda" if provider == "cuda" else "cpu"
-        self.name = f"onnxruntime-{self.device}"
+        self.name = f"onnxruntime-{self.device}" + ("-bf16-emulated" if emulate_bf16 else "")
+        #: an emulated graph computes like the real one but its timings mean nothing
+        self.emulated = emulate_bf16
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -72,7 +75,17 @@ class OrtRunner(Runner):
             providers = ["CPUExecutionProvider"]
         else:
             raise InputError(f"unknown onnxruntime provider {provider!r}; use cpu or cuda")
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        source = str(self.path)
+        if emulate_bf16:  # onnxruntime's CPU provider has no bf16 kernels: round in float32 instead
+            import onnx
+
+            from aire_export.graphs.emulate import emulate_reduced_precision
+
+            source = emulate_reduced_precision(onnx.load(source)).SerializeToString()
+            self.details["bf16"] = (
+                "emulated: float32 compute, every bf16 value rounded where produced"
+            )
+        self.session = ort.InferenceSession(source, options, providers=providers)
         if provider == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             raise RuntimeMissingError(
                 f"onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing?): "
