@@ -9,11 +9,13 @@ Public API (DESIGN §8)::
     scores = ax.score(model, method="aire")
     pruned, plan = ax.prune(model, ratio=0.7, method="aire")
     result = ax.export(pruned, "out/", target="onnx", scan="auto", precision="fp32")
+    check = ax.validate(model, pruned, result, inputs=x)
 """
 
 from aire_export.checkpoints import import_checkpoint, load, save
 from aire_export.errors import AireError
 from aire_export.graphs import export
+from aire_export.pipeline import validate
 from aire_export.prune import prune, score
 
 __version__ = "0.1.0"
@@ -27,4 +29,5 @@ __all__ = [
     "prune",
     "save",
     "score",
+    "validate",
 ]

@@ -652,7 +652,13 @@ def run_cmd(ctx: click.Context, model: Path, **opts) -> None:
         console = _stdout()
         m = report.model
         console.print(
-            f"[bold]{m['states_before']} → {m['states_after']} states[/bold], "
+            f"[bold]{m['states_before']} → {m['states_after']} states[/bold]"
+            + (
+                f" (stored {m['physical_states_after']}: S4D channels padded to a common width)"
+                if m["physical_states_after"] != m["states_after"]
+                else ""
+            )
+            + ", "
             f"{m['parameters_before']:,} → {m['parameters_after']:,} parameters "
             f"(ratio achieved {report.plan['ratio_achieved']:.3f})"
         )

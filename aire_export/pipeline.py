@@ -430,8 +430,10 @@ def _report(model_path, model, pruned, plan, exported, options, outcome: Validat
             "path": str(model_path),
             "sha256": file_sha256(model_path),
             "arch": model.arch,
-            "states_before": sum(s.P for s in model.modal_systems()),
-            "states_after": sum(s.P for s in pruned.modal_systems()),
+            "states_before": sum(layer["states_before"] for layer in plan_json["layers"]),
+            "states_after": sum(layer["states_after"] for layer in plan_json["layers"]),
+            # stored slots after the shrink: above states_after when S4D channels are padded
+            "physical_states_after": sum(s.P for s in pruned.modal_systems()),
             "parameters_before": sum(p.numel() for p in model.parameters()),
             "parameters_after": sum(p.numel() for p in pruned.parameters()),
         },

@@ -162,6 +162,7 @@ def render_markdown(report: Report) -> str:
         "| | original | pruned |",
         "|---|---|---|",
         f"| states | {r.model.get('states_before')} | {r.model.get('states_after')} |",
+        f"| stored state slots | {r.model.get('states_before')} | {r.model.get('physical_states_after')} |",
         f"| parameters | {r.model.get('parameters_before'):,} | {r.model.get('parameters_after'):,} |",
     ]
     if r.accuracy:

@@ -304,3 +304,13 @@ def test_reduced_precision_runs_with_its_own_gate(tmp_path, model_file, capsys, 
         assert parity["runner"] == "onnxruntime-cpu-bf16-emulated"
         assert any("bf16" in u for u in report["unverified"])
         assert all("onnxruntime" not in s["runtime"] for s in report["speedups"])
+
+
+def test_s4d_report_separates_live_states_from_padded_slots(tmp_path, capsys):
+    path = ax.save(make_s4d(seed=3, state_sizes=(6, 6)), tmp_path / "s4d.pt")
+    assert run(capsys, path, "--ratio", "0.5", "--length", "16", "--no-latency")[0] == 0
+    report = json.loads((tmp_path / "s4d.aire" / "report.json").read_text())
+    model = report["model"]
+    assert model["states_before"] == 2 * 5 * 6  # H = 5 channels × 6 modes × 2 layers
+    assert model["states_after"] == sum(layer["states_after"] for layer in report["plan"]["layers"])
+    assert model["states_after"] <= model["physical_states_after"] <= model["states_before"]
