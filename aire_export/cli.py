@@ -262,11 +262,21 @@ def score_cmd(
         )
 
 
+_BALANCE = click.option(
+    "--balance-channels",
+    is_flag=True,
+    help="S4D: every channel of a layer keeps the same number of modes (its own best ones), so "
+    "the stored width really shrinks. Default: exact Algorithm-1 selection over all (channel, "
+    "mode) pairs, channels padded to the widest.",
+)
+
+
 @cli.command("prune")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--ratio", type=float, help="Fraction of states to prune, in [0, 1) (0.7: 70 %).")
 @click.option("--threshold", type=float, help="Keep every state whose score is ≥ this (≥ 0).")
 @_method_option
+@_BALANCE
 @click.option(
     "--drop-empty-blocks",
     is_flag=True,
@@ -291,6 +301,7 @@ def prune_cmd(
     eps: float,
     score_compat: str,
     seed: int,
+    balance_channels: bool,
     drop_empty_blocks: bool,
     no_certificates: bool,
     output: Path,
@@ -316,6 +327,7 @@ def prune_cmd(
         seed=seed,
         drop_empty_blocks=drop_empty_blocks,
         certificates=not no_certificates,
+        balance_channels=balance_channels,
     )
     model_path, plan_path = save_pruned(pruned, plan, output)
     if as_json:
@@ -540,6 +552,7 @@ _LENGTH = click.option(
     help="Inputs .npz (x, optional lengths) for the parity gate instead of --data or random inputs.",
 )
 @_method_option
+@_BALANCE
 @click.option(
     "--drop-empty-blocks", is_flag=True, help="Remove residual blocks left with no state."
 )
@@ -625,6 +638,7 @@ def run_cmd(ctx: click.Context, model: Path, **opts) -> None:
         eps=opts["eps"],
         score_compat=opts["score_compat"],
         drop_empty_blocks=opts["drop_empty_blocks"],
+        balance_channels=opts["balance_channels"],
         seed=opts["seed"],
         target=opts["target"],
         precision=opts["precision"],
@@ -722,6 +736,7 @@ def run_cmd(ctx: click.Context, model: Path, **opts) -> None:
     show_default=True,
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random method.")
+@_BALANCE
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Eval batch size.")
 @click.option(
     "--device",
@@ -746,6 +761,7 @@ def sweep_cmd(
     eps: float,
     score_compat: str,
     seed: int,
+    balance_channels: bool,
     batch_size: int,
     device: str,
     out: Path | None,
@@ -790,6 +806,7 @@ def sweep_cmd(
             eps=eps,
             score_compat=score_compat,
             seed=seed,
+            balance_channels=balance_channels,
             batch_size=batch_size,
             device=device,
             progress=step,

@@ -67,6 +67,7 @@ class PipelineOptions:
     eps: float = 0.0
     score_compat: str = "default"
     drop_empty_blocks: bool = False
+    balance_channels: bool = False
     seed: int = 0
     target: str = "onnx"
     precision: str = "fp32"
@@ -167,6 +168,7 @@ def run_pipeline(
             eps=options.eps,
             score_compat=options.score_compat,
             seed=options.seed,
+            balance_channels=options.balance_channels,
             progress=progress,
         ).ratio
     pruned, plan = prune(
@@ -178,6 +180,7 @@ def run_pipeline(
         score_compat=options.score_compat,
         seed=options.seed,
         drop_empty_blocks=options.drop_empty_blocks,
+        balance_channels=options.balance_channels,
     )
 
     stage = _staging_folder(out)

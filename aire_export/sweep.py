@@ -161,6 +161,7 @@ def sweep(
     eps: float = 0.0,
     score_compat: str = "default",
     seed: int = 0,
+    balance_channels: bool = False,
     batch_size: int = 64,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
@@ -180,7 +181,14 @@ def sweep(
                 progress(f"{method} at ratio {ratio:.3f}")
             result.points.append(
                 _point(
-                    evaluator, model, method, ratio, eps=eps, score_compat=score_compat, seed=seed
+                    evaluator,
+                    model,
+                    method,
+                    ratio,
+                    eps=eps,
+                    score_compat=score_compat,
+                    seed=seed,
+                    balance_channels=balance_channels,
                 )
             )
     return result
@@ -213,6 +221,7 @@ def search_max_drop(
     eps: float = 0.0,
     score_compat: str = "default",
     seed: int = 0,
+    balance_channels: bool = False,
     batch_size: int = 64,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
@@ -227,7 +236,7 @@ def search_max_drop(
         raise InputError(f"--max-drop must be ≥ 0 points, got {max_drop_pp}")
     grid = sorted(set(float(r) for r in ratios))
     evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
-    options = dict(eps=eps, score_compat=score_compat, seed=seed)
+    options = dict(eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels)
     curve = []
     for ratio in grid:
         if progress:

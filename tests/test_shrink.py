@@ -11,7 +11,7 @@ from conftest import S4D_CORE_OPTIONS, S5_CORE_OPTIONS, make_s4d, make_s5, optio
 
 import aire_export as ax
 from aire_export.errors import InputError
-from aire_export.prune import mask_model, shrink_model
+from aire_export.prune import mask_model, prune, shrink_model
 
 RATIOS = (0.0, 0.3, 0.7, 0.95)
 S5_BLOCK_OPTIONS = [
@@ -182,3 +182,39 @@ def test_shrunk_unidirectional_model_streams():
 def test_bad_kept_sets_are_refused(kept, message):
     with pytest.raises(InputError, match=message):
         shrink_model(make_s5(state_sizes=(8, 4)), kept)
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.6, 0.9])
+def test_balanced_channels_keep_the_same_count_per_channel_and_shrink_the_width(ratio):
+    model = make_s4d(seed=11, state_sizes=(8, 8), d_model=4)
+    _exact, exact_plan = prune(model, ratio, certificates=False)
+    balanced, plan = prune(model, ratio, certificates=False, balance_channels=True)
+    H = model.config.d_model
+    for layer_exact, layer in zip(exact_plan.layers, plan.layers, strict=True):
+        channels = np.asarray(layer.kept) // 8  # per-channel S4D: unit h·N + n
+        counts = np.bincount(channels, minlength=H)
+        assert (counts == counts[0]).all()  # the same count in every channel
+        assert layer.states_after >= layer_exact.states_after  # at least Algorithm 1's count
+        assert layer.physical_size == counts[0] <= layer_exact.physical_size
+    assert plan.balance_channels and not exact_plan.balance_channels
+    x = torch.randn(2, 15, model.config.d_input)
+    with torch.no_grad():  # the balanced shrink is still exact for the states it keeps
+        assert torch.allclose(
+            balanced(x), mask_model(model, [np.asarray(l.kept) for l in plan.layers])(x), atol=1e-5
+        )
+
+
+def test_balanced_kept_sets_are_nested_across_ratios():
+    model = make_s4d(seed=12, state_sizes=(8,), d_model=3)
+    kept = [
+        set(prune(model, r, certificates=False, balance_channels=True)[1].layers[0].kept)
+        for r in (0.2, 0.5, 0.8)
+    ]
+    assert kept[2] <= kept[1] <= kept[0]
+
+
+def test_balance_leaves_s5_layers_alone():
+    model = make_s5(seed=3)
+    a = prune(model, 0.5, certificates=False)[1]
+    b = prune(model, 0.5, certificates=False, balance_channels=True)[1]
+    assert [list(l.kept) for l in a.layers] == [list(l.kept) for l in b.layers]

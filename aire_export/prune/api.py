@@ -30,6 +30,9 @@ from aire_export.prune.select import (
     select_global,
     select_uniform,
 )
+from aire_export.prune.select import (
+    balance_channels as select_balanced,
+)
 from aire_export.prune.shrink import shrink_model
 
 PLAN_NAME = "plan.json"
@@ -48,6 +51,13 @@ def _modal_systems(model: SSMNetwork) -> list[ModalSystem]:
             "dropped): nothing to prune"
         )
     return systems
+
+
+def _unit_channels(system: ModalSystem) -> np.ndarray | None:
+    """(U,) channel of each unit when every unit is one SISO mode (per-channel S4D), else None."""
+    if system.channels is None or system.units is not None:
+        return None
+    return system.channels
 
 
 def score(
@@ -76,12 +86,15 @@ def prune(
     seed: int = 0,
     drop_empty_blocks: bool = False,
     certificates: bool = True,
+    balance_channels: bool = False,
 ) -> tuple[SSMNetwork, PrunePlan]:
     """Prune ``model`` by a global ``ratio`` ∈ [0, 1) (fraction of states removed) or a score
     ``threshold`` ≥ 0; returns the physically smaller model and its :class:`PrunePlan`.
 
     The input model is not modified. ``certificates=False`` skips the per-layer H∞/H2
     certificates (their cost grows with the removed states × the width).
+    ``balance_channels=True`` gives every channel of an S4D layer the same kept count (see
+    :func:`aire_export.prune.select.balance_channels`), so the stored width really shrinks.
     """
     spec = get_method(method)
     check_options(spec, eps, score_compat)
@@ -98,6 +111,8 @@ def prune(
     else:
         rule = "official" if score_compat == "official" else "prefix"
         selection = select_global(layers, ratio, threshold=threshold, rule=rule)
+    if balance_channels:
+        selection = select_balanced(selection, layers, [_unit_channels(s) for s in systems])
 
     pruned = shrink_model(model, selection.kept, drop_empty_blocks=drop_empty_blocks)
     sizes = iter(pruned.config.state_sizes)
@@ -140,6 +155,7 @@ def prune(
         arch=model.arch,
         target_units=selection.target_units,
         drop_empty_blocks=drop_empty_blocks,
+        balance_channels=balance_channels,
         warnings=_warnings(
             layers, selection, layer_plans, score_compat, METHODS[method].normalized
         ),

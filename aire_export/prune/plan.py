@@ -4,7 +4,7 @@ Schema (other tools and CI read it; extra keys beyond DESIGN §8 are marked +)::
 
     {"format"+: "aire-export-plan/1", "method", "ratio_requested", "ratio_achieved",
      "threshold", "eps", "score_compat"+, "seed"+, "arch"+, "target_units"+,
-     "states_before"+, "states_after"+, "drop_empty_blocks"+, "warnings"+: [str],
+     "states_before"+, "states_after"+, "drop_empty_blocks"+, "balance_channels"+, "warnings"+: [str],
      "layers": [{"index", "name"+, "states_before", "states_after", "units_before"+,
                  "kept": [unit indices, input order], "energies": [per unit], "scores": [per unit],
                  "unstable"+: [unit indices with |λ̄| ≥ 1], "dropped"+, "block_removed"+,
@@ -116,6 +116,7 @@ class PrunePlan:
     arch: str = ""
     target_units: int | None = None  # K of Algorithm 1 (None in threshold mode)
     drop_empty_blocks: bool = False
+    balance_channels: bool = False
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -143,6 +144,7 @@ class PrunePlan:
             "states_before": self.states_before,
             "states_after": self.states_after,
             "drop_empty_blocks": self.drop_empty_blocks,
+            "balance_channels": self.balance_channels,
             "warnings": list(self.warnings),
             "layers": [layer.to_json() for layer in self.layers],
         }
@@ -166,6 +168,7 @@ class PrunePlan:
             arch=str(data.get("arch", "")),
             target_units=None if target is None else int(target),
             drop_empty_blocks=bool(data.get("drop_empty_blocks", False)),
+            balance_channels=bool(data.get("balance_channels", False)),
             warnings=[str(w) for w in data.get("warnings", [])],
         )
 

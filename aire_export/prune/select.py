@@ -116,3 +116,35 @@ def select_uniform(layers: list[LayerScores], ratio: float) -> Selection:
         kept.append(np.sort(layer.order[:count]))
     total = sum(layer.n_units for layer in layers)
     return Selection(kept, None, kept_count(total, ratio))
+
+
+def balance_channels(
+    selection: Selection, layers: list[LayerScores], channels: list[np.ndarray | None]
+) -> Selection:
+    """Per-channel balance for SISO banks (S4D): the same kept count in every channel.
+
+    Algorithm 1 fixes how many units K_ℓ a layer keeps; exact selection spreads them unevenly
+    over the H channels, and a shrunk S4D layer stores max_h(kept_h) modes per channel (the
+    others padded), so the stored width barely falls. Balanced: every channel h keeps its own
+    top c = ⌈K_ℓ / H⌉ modes by energy (and every always-kept one), so the layer stores exactly
+    c modes per channel. A layer keeps at least what Algorithm 1 gave it, and because K_ℓ only
+    falls as the ratio grows, kept sets stay nested across ratios.
+
+    ``channels[ℓ]`` is the (U,) channel of each unit of layer ℓ, or None for layers that are not
+    per-channel banks (S5 cores, S4D with shared A); those keep their selection unchanged.
+    """
+    kept = []
+    for layer, chosen, channel in zip(layers, selection.kept, channels, strict=True):
+        if channel is None or len(chosen) == 0:
+            kept.append(chosen)
+            continue
+        width = int(channel.max()) + 1
+        per_channel = -(-len(chosen) // width)  # ⌈K / H⌉
+        rank = np.empty(layer.n_units, dtype=np.int64)
+        rank[layer.order] = np.arange(layer.n_units)  # 0 = most important in the layer
+        keep = layer.forced.copy()
+        for h in range(width):
+            units = np.flatnonzero(channel == h)
+            keep[units[np.argsort(rank[units], kind="stable")[:per_channel]]] = True
+        kept.append(np.flatnonzero(keep))
+    return Selection(kept, selection.threshold, selection.target_units)
