@@ -795,8 +795,14 @@ def sweep_cmd(
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("sweep", total=total)
 
+        done = 0
+
         def step(message: str) -> None:
+            nonlocal done
+            done += 1
             bar.update(task, advance=1, description=message)
+            if not err.is_terminal:  # a log file: one line per point instead of a live bar
+                err.print(f"sweep {done}/{total}: {message}")
 
         result = sweep(
             net,

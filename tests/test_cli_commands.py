@@ -41,6 +41,7 @@ def test_sweep_writes_one_csv_row_per_method_and_ratio(tmp_path, labelled, capsy
     assert len(rows) == 6 and {r["method"] for r in rows} == {"aire", "last"}
     assert (tmp_path / "m.sweep" / "accuracy.png").stat().st_size > 0
     assert "largest grid ratio within 1.0 pp" in out
+    assert "sweep 6/6: last at ratio 0.900" in err  # not a terminal: one progress line per point
 
 
 def test_sweep_refuses_unknown_methods_and_missing_labels(tmp_path, labelled, capsys):
