@@ -69,6 +69,11 @@ class SweepResult:
     states: int
     parameters: int
     points: list[SweepPoint] = field(default_factory=list)
+    # how every point was pruned, so that a sweep can be reproduced from its JSON alone
+    eps: float = 0.0
+    score_compat: str = "default"
+    seed: int = 0
+    balance_channels: bool = False
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -174,6 +179,10 @@ def sweep(
         baseline_accuracy=evaluator.baseline,
         states=sum(s.P for s in model.modal_systems()),
         parameters=sum(p.numel() for p in model.parameters()),
+        eps=eps,
+        score_compat=score_compat,
+        seed=seed,
+        balance_channels=balance_channels,
     )
     for method in methods:
         for ratio in ratios:

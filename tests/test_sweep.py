@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -76,8 +77,10 @@ def test_max_drop_with_an_impossible_budget_is_explained(task):
 
 def test_sweep_files_and_plots_are_written(tmp_path, task):
     model, data = task
-    result = sweep(model, data, methods=("aire", "last"), ratios=(0.0, 0.5))
+    result = sweep(model, data, methods=("aire", "last"), ratios=(0.0, 0.5), seed=7)
     written = write_sweep(result, tmp_path)
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["seed"] == 7 and saved["balance_channels"] is False  # reproducible from the file
     assert {"sweep.csv", "sweep.json", "accuracy.png", "kept_states.png"} <= set(written)
     for name in written:
         assert (tmp_path / name).stat().st_size > 0
