@@ -41,7 +41,7 @@ from aire_export.runtimes.ort import OrtRunner
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.runtimes.trt import ShapeRange, TrtBuildOptions, TrtRunner, build_engine
 from aire_export.validate.accuracy import accuracy, predict
-from aire_export.validate.inputs import SequenceData, load_data, random_data
+from aire_export.validate.inputs import SequenceData, load_data, prepare_data, random_data
 from aire_export.validate.latency import measure_latency
 from aire_export.validate.parity import (
     Tolerance,
@@ -256,6 +256,10 @@ def validate(
     length = options.length or ShapeRange(1, default, default)
     if isinstance(inputs, np.ndarray):
         inputs = SequenceData(x=inputs, lengths=None, y=None, source="inputs")
+    if inputs is not None:
+        inputs = prepare_data(inputs, original)
+    if data is not None:
+        data = prepare_data(data, original)
     samples = inputs if inputs is not None else _parity_inputs(pruned, options, data, length)
 
     progress("validate: float64 reference")

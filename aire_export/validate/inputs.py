@@ -67,6 +67,13 @@ def load_data(
     data = SequenceData(
         x=arrays["x"], lengths=arrays.get("lengths"), y=arrays.get("y"), source=str(path)
     )
+    return prepare_data(data, model, need_labels=need_labels)
+
+
+def prepare_data(
+    data: SequenceData, model: SSMNetwork, *, need_labels: bool = False
+) -> SequenceData:
+    """``data`` checked against ``model`` (clear errors) and cast to the dtypes it takes."""
     check_data(data, model, need_labels=need_labels)
     return _as_model_dtypes(data, model)
 
