@@ -263,11 +263,13 @@ def score_cmd(
 
 
 _BALANCE = click.option(
-    "--balance-channels",
-    is_flag=True,
-    help="S4D: every channel of a layer keeps the same number of modes (its own best ones), so "
-    "the stored width really shrinks. Default: exact Algorithm-1 selection over all (channel, "
-    "mode) pairs, channels padded to the widest.",
+    "--balance-channels/--exact-channels",
+    default=True,
+    show_default=True,
+    help="S4D layers. Balanced: Algorithm 1 sets each layer's kept count, and every channel "
+    "keeps the same number of modes (its own best ones), so the stored width really shrinks. "
+    "Exact: Algorithm 1 over all (channel, mode) pairs; channels keep different counts and are "
+    "padded to the widest (little is saved). No effect on S5.",
 )
 
 

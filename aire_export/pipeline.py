@@ -67,7 +67,7 @@ class PipelineOptions:
     eps: float = 0.0
     score_compat: str = "default"
     drop_empty_blocks: bool = False
-    balance_channels: bool = False
+    balance_channels: bool = True  # S4D: the same kept count in every channel (see ax.prune)
     seed: int = 0
     target: str = "onnx"
     precision: str = "fp32"

@@ -1,7 +1,8 @@
-"""Markdown tables for RESULTS.md from the JSON the lowering benchmarks write.
+"""Markdown tables for RESULTS.md from the JSON the benchmarks and sweeps write.
 
     python benchmarks/tables.py benchmarks/cpu_lowerings.json benchmarks/cpu_workloads.json \
         benchmarks/precision_errors.json
+    python benchmarks/tables.py examples/results/*/sweep.json benchmarks/examples.json
 """
 
 from __future__ import annotations
@@ -67,9 +68,45 @@ def precision(data: dict) -> str:
     return "\n".join(lines)
 
 
+SWEEP_COLUMNS = (0.3, 0.5, 0.7, 0.9)
+
+
+def sweep(data: dict, max_drop_pp: float = 1.0) -> str:
+    """The paper's Table 1 for one model: per method, the largest grid ratio within the budget."""
+    points = data["points"]
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    lines = [
+        f"| method | largest ratio ≤ {max_drop_pp:g} pp | accuracy there (drop) | states kept | "
+        + " | ".join(f"acc. at {r:.0%}" for r in SWEEP_COLUMNS)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(SWEEP_COLUMNS),
+    ]
+    for m in methods:
+        mine = [p for p in points if p["method"] == m]
+        ok = [p for p in mine if p["drop_pp"] <= max_drop_pp + 1e-12]
+        best = max(ok, key=lambda p: p["ratio"])
+        at = {round(p["ratio"], 6): p for p in mine}
+        cells = [
+            f"{100 * at[r]['accuracy']:.1f}" if r in at else ""
+            for r in (round(c, 6) for c in SWEEP_COLUMNS)
+        ]
+        lines.append(
+            f"| {m} | **{best['ratio']:.2f}** | {100 * best['accuracy']:.2f} "
+            f"({0.0 - best['drop_pp'] + 0.0:+.2f}) | {best['states_kept']}/{data['states']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     for arg in sys.argv[1:]:
         data = json.loads(Path(arg).read_text())
+        if "points" in data:
+            print(f"{arg}: unpruned {100 * data['baseline_accuracy']:.2f} % on {data['samples']}")
+            print(sweep(data))
+            print()
+            continue
         rows = data["rows"]
         if "precision" in rows[0]:
             print(precision(data))

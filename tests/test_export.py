@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from conftest import make_s4d, make_s5, rel_err
@@ -66,8 +67,12 @@ def test_auto_follows_the_table_per_target_and_layer(tmp_path):
     rules = [auto.auto_rule(s, "trt") for s in model.modal_systems()]
     assert [r.method for r in rules] == ["chunked", "toeplitz"]  # DESIGN §4 H100 crossover
     assert all(rule.source for rule in auto.AUTO_TABLE)
-    siso = make_s4d(seed=2).modal_systems()[0]
-    assert auto.auto_rule(siso, "onnx").method == "toeplitz"
+    s4d = make_s4d(seed=2)
+    rule = auto.auto_rule(s4d.modal_systems()[0], "onnx")
+    assert (rule.method, rule.toeplitz_chunk) == ("scan", 32)  # Toeplitz chunks, Scan carry
+    graph = onnx.load(export(s4d, tmp_path / "s4d", step=False).sequence.path)
+    ops = {node.op_type for node in graph.graph.node}
+    assert "Scan" in ops and "MatMul" in ops
 
 
 def test_cli_export_writes_graphs_and_reports_json(tmp_path, capsys):

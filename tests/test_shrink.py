@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from conftest import S4D_CORE_OPTIONS, S5_CORE_OPTIONS, make_s4d, make_s5, option_id, rel_err
 
 import aire_export as ax
+from aire_export.cli import main
 from aire_export.errors import InputError
 from aire_export.prune import mask_model, prune, shrink_model
 
@@ -187,7 +189,7 @@ def test_bad_kept_sets_are_refused(kept, message):
 @pytest.mark.parametrize("ratio", [0.3, 0.6, 0.9])
 def test_balanced_channels_keep_the_same_count_per_channel_and_shrink_the_width(ratio):
     model = make_s4d(seed=11, state_sizes=(8, 8), d_model=4)
-    _exact, exact_plan = prune(model, ratio, certificates=False)
+    _exact, exact_plan = prune(model, ratio, certificates=False, balance_channels=False)
     balanced, plan = prune(model, ratio, certificates=False, balance_channels=True)
     H = model.config.d_model
     for layer_exact, layer in zip(exact_plan.layers, plan.layers, strict=True):
@@ -218,3 +220,27 @@ def test_balance_leaves_s5_layers_alone():
     a = prune(model, 0.5, certificates=False)[1]
     b = prune(model, 0.5, certificates=False, balance_channels=True)[1]
     assert [list(l.kept) for l in a.layers] == [list(l.kept) for l in b.layers]
+
+
+def test_s4d_is_balanced_by_default_and_exact_on_request(tmp_path):
+    model = make_s4d(seed=13, state_sizes=(8,), d_model=4)
+    _, plan = prune(model, 0.5, certificates=False)
+    counts = np.bincount(np.asarray(plan.layers[0].kept) // 8, minlength=4)
+    assert plan.balance_channels and (counts == counts[0]).all()
+    ax.save(model, tmp_path / "m.pt")
+    out = tmp_path / "exact.pt"
+    assert (
+        main(
+            ["prune", str(tmp_path / "m.pt"), "--ratio", "0.5", "--exact-channels", "-o", str(out)]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "plan.json").read_text())["balance_channels"] is False
+
+
+def test_balancing_names_its_extra_states_instead_of_blaming_ties():
+    model = make_s4d(seed=13, state_sizes=(8,), d_model=4)
+    _, plan = prune(model, 0.3, certificates=False)  # Algorithm 1: 22 of 32; 4 channels × 6 = 24
+    assert plan.states_after == 24
+    assert any(w.startswith("channel balancing kept 2 unit(s) more") for w in plan.warnings)
+    assert not any("ties" in w for w in plan.warnings)

@@ -80,7 +80,7 @@ def test_sweep_files_and_plots_are_written(tmp_path, task):
     result = sweep(model, data, methods=("aire", "last"), ratios=(0.0, 0.5), seed=7)
     written = write_sweep(result, tmp_path)
     saved = json.loads((tmp_path / "sweep.json").read_text())
-    assert saved["seed"] == 7 and saved["balance_channels"] is False  # reproducible from the file
+    assert saved["seed"] == 7 and saved["balance_channels"] is True  # reproducible from the file
     assert {"sweep.csv", "sweep.json", "accuracy.png", "kept_states.png"} <= set(written)
     for name in written:
         assert (tmp_path / name).stat().st_size > 0

@@ -33,9 +33,16 @@ CPU_SOURCE = (
     "PyTorch eager'): dense S5 chunked fastest or within noise at every B, T, P; S4D banks "
     "block-Toeplitz 2.3-41x eager, Q=32 about 2x faster than Q=16 at batch 16"
 )
+CPU_SISO_SOURCE = (
+    "benchmarks/cpu_lowerings.py --models s4d s4d-10 and the keywords example, 2026-11-23 "
+    "(benchmarks/RESULTS.md, 'CPU: S4D carry'): block-Toeplitz chunks (Q=32) with the carry "
+    "across chunks in one Scan. A bank small enough for chunked-level carries (H·N ≤ 1024, "
+    "e.g. a pruned S4D) ran 2.5-4x slower with them at T=100 (keywords, B=8) and only "
+    "1.0-1.2x faster at T=4k-16k, so the Scan carry is the robust choice"
+)
 AUTO_TABLE: tuple[AutoRule, ...] = (
     AutoRule("cpu", "dense", None, "chunked", 16, 16, CPU_SOURCE),
-    AutoRule("cpu", "siso", None, "toeplitz", 16, 32, CPU_SOURCE),
+    AutoRule("cpu", "siso", None, "scan", 16, 32, CPU_SISO_SOURCE),
     AutoRule(
         "gpu",
         "dense",

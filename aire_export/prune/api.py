@@ -86,15 +86,16 @@ def prune(
     seed: int = 0,
     drop_empty_blocks: bool = False,
     certificates: bool = True,
-    balance_channels: bool = False,
+    balance_channels: bool = True,
 ) -> tuple[SSMNetwork, PrunePlan]:
     """Prune ``model`` by a global ``ratio`` ∈ [0, 1) (fraction of states removed) or a score
     ``threshold`` ≥ 0; returns the physically smaller model and its :class:`PrunePlan`.
 
     The input model is not modified. ``certificates=False`` skips the per-layer H∞/H2
     certificates (their cost grows with the removed states × the width).
-    ``balance_channels=True`` gives every channel of an S4D layer the same kept count (see
-    :func:`aire_export.prune.select.balance_channels`), so the stored width really shrinks.
+    ``balance_channels`` (default) gives every channel of an S4D layer the same kept count (see
+    :func:`aire_export.prune.select.balance_channels`), so the stored width really shrinks;
+    ``False`` keeps Algorithm 1's exact (channel, mode) selection, padded to the widest channel.
     """
     spec = get_method(method)
     check_options(spec, eps, score_compat)
@@ -111,6 +112,7 @@ def prune(
     else:
         rule = "official" if score_compat == "official" else "prefix"
         selection = select_global(layers, ratio, threshold=threshold, rule=rule)
+    exact = selection
     if balance_channels:
         selection = select_balanced(selection, layers, [_unit_channels(s) for s in systems])
 
@@ -157,7 +159,7 @@ def prune(
         drop_empty_blocks=drop_empty_blocks,
         balance_channels=balance_channels,
         warnings=_warnings(
-            layers, selection, layer_plans, score_compat, METHODS[method].normalized
+            layers, exact, selection, layer_plans, score_compat, METHODS[method].normalized
         ),
     )
     pruned.meta["pruning"] = {
@@ -173,6 +175,7 @@ def prune(
 
 def _warnings(
     layers: list[LayerScores],
+    exact: Selection,
     selection: Selection,
     plans: list[LayerPlan],
     score_compat: str,
@@ -203,11 +206,18 @@ def _warnings(
                     else "its core is now the feedthrough D·u (no scan)"
                 )
             )
-    kept_units = sum(len(k) for k in selection.kept)
-    if selection.target_units is not None and kept_units > selection.target_units:
+    exact_units = sum(len(k) for k in exact.kept)
+    if exact.target_units is not None and exact_units > exact.target_units:
         out.append(
-            f"ties at the threshold kept {kept_units - selection.target_units} unit(s) more than "
-            f"the target {selection.target_units}"
+            f"ties at the threshold kept {exact_units - exact.target_units} unit(s) more than "
+            f"the target {exact.target_units}"
+        )
+    kept_units = sum(len(k) for k in selection.kept)
+    if kept_units > exact_units:
+        out.append(
+            f"channel balancing kept {kept_units - exact_units} unit(s) more than Algorithm 1 "
+            "(each S4D layer's count rounded up to the same number in every channel; "
+            "--exact-channels keeps Algorithm 1's selection)"
         )
     return out
 
