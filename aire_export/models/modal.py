@@ -6,7 +6,10 @@ only an adapter that produces it. Glossary (paper notation):
     P       number of stored states (modes) of the layer
     lam     discrete eigenvalues λ̄_i, complex (P,)
     B       discrete input matrix B̄, complex (P, H_in)   (row B_i drives state i)
-    C       output matrices C̃, complex (H_out, P); two of them (C_fwd, C_bwd) when bidirectional
+    C       output matrices C̃, complex (H_out, P); two of them (C_fwd, C_bwd) when bidirectional.
+            C̃ is not discretized, so it may stay in the model's own precision (complex64 for
+            float32 weights: the same values, no float64 copy); ``dense_C`` and the norms
+            compute in float64
     D       feedthrough, real (H,), diagonal
     s       output scale: 2 when ``conj_sym`` (each stored state stands for a conjugate pair and
             the layer outputs 2·Re(C x)), else 1 (the layer outputs Re(C x))
@@ -109,8 +112,8 @@ class ModalSystem:
         return out
 
     def dense_C(self, direction: int = 0) -> np.ndarray:
-        """(H, P) dense C̃ of one direction (expands a SISO bank)."""
-        c = self.C[direction]
+        """(H, P) dense C̃ of one direction (expands a SISO bank), complex128."""
+        c = np.asarray(self.C[direction], dtype=np.complex128)  # no copy when already so
         if self.channels is None:
             return c
         out = np.zeros((self.H, self.P), dtype=complex)
@@ -146,11 +149,17 @@ class ModalSystem:
 
 
 def _squared_norms(x: np.ndarray, axis: int) -> np.ndarray:
-    """Σ |x|² along ``axis`` of a 2-D complex array, in one pass over memory when contiguous
-    (a float64 view: re and im interleaved), without the square roots of np.abs."""
-    if x.dtype != np.complex128 or not x.flags.c_contiguous:
+    """Σ |x|² along ``axis`` of a 2-D complex array, accumulated in float64, in one pass over
+    memory when contiguous (a real view: re and im interleaved), without np.abs's square roots."""
+    if x.dtype not in (np.complex64, np.complex128) or not x.flags.c_contiguous:
+        x = np.asarray(x, dtype=np.complex128)
         return np.sum(x.real**2 + x.imag**2, axis=axis)
-    v = x.view(np.float64)  # (rows, 2·cols)
+    v = x.view(np.float64 if x.dtype == np.complex128 else np.float32)  # (rows, 2·cols)
+    if v.dtype == np.float32:
+        if axis == 1:
+            return np.einsum("ij,ij->i", v, v, dtype=np.float64)
+        s = np.einsum("ij,ij->j", v, v, dtype=np.float64)
+        return s[0::2] + s[1::2]
     if axis == 1:
         return np.einsum("ij,ij->i", v, v)
     s = np.einsum("ij,ij->j", v, v)

@@ -176,15 +176,14 @@ class S5SSM(nn.Module):
 
     def modal_system(self, name: str = "") -> ModalSystem:
         """The float64 modal view. B̄ = g ⊙ B̃ is formed by numpy straight from the stored
-        (P, H, 2) parameter in one pass (float64 copies in torch first cost 3× more on CPU)."""
+        (P, H, 2) parameter in one pass (float64 copies in torch first cost 3× more on CPU);
+        C̃ is a view of the stored parameter (complex64 for float32 weights, see ModalSystem)."""
         with torch.no_grad():
             lam_bar, gain = self.discrete_gain(torch.float64)
             return ModalSystem(
                 lam=to_numpy64(lam_bar),
                 B=to_numpy64(gain)[:, None] * complex_numpy(self.B),
-                C=tuple(
-                    complex_numpy(getattr(self, n)).astype(np.complex128) for n in self.output_names
-                ),
+                C=tuple(complex_numpy(getattr(self, n)) for n in self.output_names),
                 D=to_numpy64(self.D),
                 conj_sym=self.config.conj_sym,
                 name=name,
