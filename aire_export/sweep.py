@@ -91,12 +91,41 @@ class SweepResult:
         return buffer.getvalue()
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Everything, with each point's kept unit ids per layer as a hex bit mask
+        (``kept_units_hex``: bit u of the little-endian bytes is unit u): an S4D sweep keeps
+        thousands of ids per point, 9 MB as a JSON list, 0.3 MB as masks."""
+        data = asdict(self)
+        for point in data["points"]:
+            point["kept_units_hex"] = [_mask_hex(units) for units in point.pop("kept_units")]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> SweepResult:
+        """The inverse of :meth:`to_json` (a sweep.json written by ``aire-export sweep``)."""
+        data = dict(data)
+        points = []
+        for p in data.pop("points"):
+            p = dict(p)
+            if "kept_units_hex" in p:  # files before the masks hold plain "kept_units" lists
+                p["kept_units"] = [_mask_units(h) for h in p.pop("kept_units_hex")]
+            points.append(SweepPoint(**p))
+        return cls(**data, points=points)
 
     def best_within(self, method: str, max_drop_pp: float) -> SweepPoint | None:
         """The largest grid ratio of ``method`` whose drop is within the budget."""
         ok = [p for p in self.points if p.method == method and p.drop_pp <= max_drop_pp + 1e-12]
         return max(ok, key=lambda p: p.ratio) if ok else None
+
+
+def _mask_hex(units: list[int]) -> str:
+    mask = np.zeros(max(units, default=-1) + 1, dtype=bool)
+    mask[units] = True
+    return np.packbits(mask, bitorder="little").tobytes().hex()
+
+
+def _mask_units(text: str) -> list[int]:
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8), bitorder="little")
+    return [int(u) for u in np.flatnonzero(bits)]
 
 
 class Evaluator:
@@ -289,7 +318,7 @@ def write_sweep(result: SweepResult, folder: Path, *, plot_method: str = "aire")
     """sweep.csv, sweep.json and the two plots; returns the file names written."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sweep.csv").write_text(result.to_csv())
-    (folder / "sweep.json").write_text(json.dumps(result.to_json(), indent=2))
+    (folder / "sweep.json").write_text(json.dumps(result.to_json(), indent=1))
     written = ["sweep.csv", "sweep.json"]
     try:
         import matplotlib
@@ -298,24 +327,16 @@ def write_sweep(result: SweepResult, folder: Path, *, plot_method: str = "aire")
         import matplotlib.pyplot as plt
     except ImportError:
         return written
-    methods = list(dict.fromkeys(p.method for p in result.points))
-    by_method = {
-        m: sorted((p for p in result.points if p.method == m), key=lambda p: p.ratio)
-        for m in methods
-    }
     _line_plot(
         plt,
         folder / "accuracy.png",
-        {
-            m: ([100 * p.ratio for p in pts], [100 * p.accuracy for p in pts])
-            for m, pts in by_method.items()
-        },
+        accuracy_series(result),
         ylabel="accuracy (%)",
         title=f"accuracy vs pruning ratio ({Path(result.data).name})",
         baseline=100 * result.baseline_accuracy,
     )
     written.append("accuracy.png")
-    pts = by_method.get(plot_method, [])
+    pts = sorted((p for p in result.points if p.method == plot_method), key=lambda p: p.ratio)
     if pts:
         kept = np.array([p.kept_per_layer for p in pts])
         ratios = [100 * p.ratio for p in pts]
@@ -330,10 +351,49 @@ def write_sweep(result: SweepResult, folder: Path, *, plot_method: str = "aire")
     return written
 
 
+def accuracy_series(result: SweepResult) -> dict[str, tuple[list[float], list[float]]]:
+    """Per method, (ratios %, accuracies %) in increasing ratio: one curve of Fig. 4."""
+    methods = dict.fromkeys(p.method for p in result.points)
+    series = {}
+    for m in methods:
+        pts = sorted((p for p in result.points if p.method == m), key=lambda p: p.ratio)
+        series[m] = ([100 * p.ratio for p in pts], [100 * p.accuracy for p in pts])
+    return series
+
+
+def plot_accuracy_panels(results: dict[str, SweepResult], path: Path) -> None:
+    """The paper's Fig. 4: accuracy vs ratio per method, one panel per model (``results``
+    maps a panel title to its sweep). Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.8), squeeze=False)
+    for ax, (title, result) in zip(axes[0], results.items(), strict=True):
+        _draw(
+            ax,
+            accuracy_series(result),
+            ylabel="accuracy (%)",
+            title=title,
+            baseline=100 * result.baseline_accuracy,
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _line_plot(
     plt, path: Path, series: dict, *, ylabel: str, title: str, baseline: float | None = None
 ) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
+    _draw(ax, series, ylabel=ylabel, title=title, baseline=baseline)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _draw(ax, series: dict, *, ylabel: str, title: str, baseline: float | None = None) -> None:
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker=".", label=label)
     if baseline is not None:
@@ -342,6 +402,3 @@ def _line_plot(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

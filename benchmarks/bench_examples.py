@@ -27,7 +27,7 @@ import torch
 import aire_export as ax
 from aire_export.runtimes.ort import OrtRunner
 from aire_export.runtimes.torch_runner import TorchRunner
-from aire_export.sweep import SweepPoint, SweepResult
+from aire_export.sweep import SweepResult
 from aire_export.validate.inputs import load_data
 from aire_export.validate.latency import measure_latency
 
@@ -46,12 +46,6 @@ def example_models() -> dict[str, dict]:
 def example_sweeps() -> list[str]:
     """Folders of examples/results/ that hold a sweep.json, in name order."""
     return sorted(p.parent.name for p in (EXAMPLES / "results").glob("*/sweep.json"))
-
-
-def load_sweep(path: Path) -> SweepResult:
-    data = json.loads(path.read_text())
-    points = [SweepPoint(**p) for p in data.pop("points")]
-    return SweepResult(**data, points=points)
 
 
 def main() -> None:
@@ -92,7 +86,7 @@ def main() -> None:
                 f"{name}: no sweep at {sweep_path}; run `aire-export sweep` first", file=sys.stderr
             )
             continue
-        sweep = load_sweep(sweep_path)
+        sweep = SweepResult.from_json(json.loads(sweep_path.read_text()))
         model = ax.load(EXAMPLES / entry["checkpoint"])
         data = load_data(EXAMPLES / entry["eval_data"], model).head(args.batch)
         feeds = data.feeds()

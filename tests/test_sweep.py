@@ -13,7 +13,14 @@ import torch
 from conftest import make_s5
 
 from aire_export.errors import InputError
-from aire_export.sweep import parse_ratios, search_max_drop, sweep, write_sweep
+from aire_export.sweep import (
+    SweepResult,
+    parse_ratios,
+    plot_accuracy_panels,
+    search_max_drop,
+    sweep,
+    write_sweep,
+)
 from aire_export.validate.inputs import SequenceData
 
 
@@ -96,3 +103,12 @@ def test_ratio_grids_parse():
     for bad in ("0:1:0.5", "a,b", "0:0.5:0", "1.2"):
         with pytest.raises(InputError):
             parse_ratios(bad)
+
+
+def test_a_sweep_reads_back_from_its_json_and_plots_as_panels(tmp_path, task):
+    model, data = task
+    result = sweep(model, data, methods=("aire", "random"), ratios=(0.0, 0.5))
+    again = SweepResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert again == result
+    plot_accuracy_panels({"a": result, "b": again}, tmp_path / "all.png")
+    assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
