@@ -10,7 +10,9 @@ B̃, C̃, D and log Δ are random (the weights do not change the work done).
 
 Prints the median and p90 (wall clock and process CPU time) of each stage (modal view +
 scores, selection, shrink) and of the whole ``ax.prune`` call, in milliseconds, and the load
-average. Target: total < 50 ms on the 2-core CPU.
+average; then ``ax.prune`` with its per-layer threads (default) against ``workers=1``, call by
+call, and the paired speedup. Target: total < 50 ms on the 2-core CPU. ``--threads`` sets
+torch's intra-op threads; the layer threads follow the CPU count.
 """
 
 from __future__ import annotations
@@ -122,6 +124,18 @@ def main() -> None:
         "shrink": summary(shrink_times),
         "ax.prune total": summary(total_times),
     }
+    # the per-layer threads of ax.prune against one thread, paired, interleaved call by call
+    paired = {"threads": [], "sequential": []}
+    for _ in range(args.runs):
+        for label, workers in (("threads", None), ("sequential", 1)):
+            start = time.perf_counter()
+            ax.prune(model, args.ratio, certificates=False, workers=workers)
+            paired[label].append((time.perf_counter() - start) * 1e3)
+    result["ax.prune, one thread (workers=1)"] = summary({"wall": paired["sequential"]})
+    result["layer threads speedup (paired median)"] = round(
+        float(np.median(np.array(paired["sequential"]) / np.array(paired["threads"]))), 2
+    )
+    result["layer threads"] = os.cpu_count()
     if args.certificates:
         times, _ = timed(lambda: ax.prune(model, args.ratio), max(1, args.runs // 10))
         result["ax.prune with certificates"] = summary(times)

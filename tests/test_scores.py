@@ -11,7 +11,8 @@ from reference import _disc
 import aire_export as ax
 from aire_export.errors import InputError
 from aire_export.models import ModalSystem
-from aire_export.prune.scores import METHODS, prefix_normalize
+from aire_export.prune.scores import METHODS, prefix_normalize, score_systems
+from aire_export.threads import map_layers
 
 ALL_MODELS = [(make_s5, o) for o in S5_CORE_OPTIONS] + [(make_s4d, o) for o in S4D_CORE_OPTIONS]
 ALL_IDS = [f"s5-{option_id(o)}" for o in S5_CORE_OPTIONS] + [
@@ -228,3 +229,26 @@ def test_synthetic_modal_system_scores_are_its_energies():
     layer = score_layer(system, get_method("aire"))
     np.testing.assert_allclose(layer.energies, energies)
     assert list(layer.order) == [0, 2, 1]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_layer_threads_change_nothing(method):
+    """Layers scored side by side give exactly the sequential result, random draws included."""
+    model = make_s5(seed=21, state_sizes=(12, 8, 16))
+    one = score_systems(model.modal_systems(workers=1), method, seed=4, workers=1)
+    many = score_systems(model.modal_systems(workers=3), method, seed=4, workers=3)
+    for a, b in zip(one, many, strict=True):
+        assert np.array_equal(a.scores, b.scores) and np.array_equal(a.order, b.order)
+    kept_one = ax.prune(model, 0.5, method=method, certificates=False, workers=1)[1]
+    kept_many = ax.prune(model, 0.5, method=method, certificates=False, workers=3)[1]
+    assert [list(l.kept) for l in kept_one.layers] == [list(l.kept) for l in kept_many.layers]
+
+
+def test_map_layers_keeps_order_and_raises_what_a_layer_raises():
+    assert map_layers(lambda x: x * x, list(range(7)), workers=3) == [x * x for x in range(7)]
+
+    def fail(x):
+        raise InputError(f"layer {x}")
+
+    with pytest.raises(InputError, match="layer"):
+        map_layers(fail, [1, 2], workers=2)

@@ -24,6 +24,7 @@ from torch import nn
 
 from aire_export.errors import InputError
 from aire_export.models.modal import ModalSystem
+from aire_export.threads import map_layers
 
 INPUT_KINDS = ("features", "tokens")
 POOLINGS = ("pool", "last")
@@ -334,9 +335,10 @@ class SSMNetwork(nn.Module):
         return self.head(z), StreamState(new_layers, pooled_sum, steps)
 
     # ---- modal view ------------------------------------------------------------------------
-    def modal_systems(self) -> list[ModalSystem]:
-        """The discrete diagonal system of every layer, in float64 (DESIGN §2, step 2)."""
-        return [block.modal_system() for block in self.layers]
+    def modal_systems(self, workers: int | None = None) -> list[ModalSystem]:
+        """The discrete diagonal system of every layer, in float64 (DESIGN §2, step 2); layers
+        are built side by side on up to ``workers`` threads (default: the CPU count)."""
+        return map_layers(lambda block: block.modal_system(), list(self.layers), workers=workers)
 
     # ---- export hook -----------------------------------------------------------------------
     def export_ir(self):

@@ -38,13 +38,13 @@ from aire_export.prune.shrink import shrink_model
 PLAN_NAME = "plan.json"
 
 
-def _modal_systems(model: SSMNetwork) -> list[ModalSystem]:
+def _modal_systems(model: SSMNetwork, workers: int | None = None) -> list[ModalSystem]:
     if not isinstance(model, SSMNetwork):
         raise InputError(
             f"expected an aire-export model (ax.load / ax.import_checkpoint), got "
             f"{type(model).__name__}"
         )
-    systems = model.modal_systems()
+    systems = model.modal_systems(workers=workers)
     if not any(system.P for system in systems):
         raise InputError(
             "the model has no SSM states to score (no SSM layers, or every layer is already "
@@ -87,6 +87,7 @@ def prune(
     drop_empty_blocks: bool = False,
     certificates: bool = True,
     balance_channels: bool = True,
+    workers: int | None = None,
 ) -> tuple[SSMNetwork, PrunePlan]:
     """Prune ``model`` by a global ``ratio`` ∈ [0, 1) (fraction of states removed) or a score
     ``threshold`` ≥ 0; returns the physically smaller model and its :class:`PrunePlan`.
@@ -96,6 +97,7 @@ def prune(
     ``balance_channels`` (default) gives every channel of an S4D layer the same kept count (see
     :func:`aire_export.prune.select.balance_channels`), so the stored width really shrinks;
     ``False`` keeps Algorithm 1's exact (channel, mode) selection, padded to the widest channel.
+    Layers are scored on up to ``workers`` threads (default: the CPU count; 1: sequential).
     """
     spec = get_method(method)
     check_options(spec, eps, score_compat)
@@ -105,8 +107,10 @@ def prune(
             f"method {method!r} keeps the same fraction in every layer: give a ratio, not a "
             "threshold"
         )
-    systems = _modal_systems(model)
-    layers = score_systems(systems, method, eps=eps, score_compat=score_compat, seed=seed)
+    systems = _modal_systems(model, workers)
+    layers = score_systems(
+        systems, method, eps=eps, score_compat=score_compat, seed=seed, workers=workers
+    )
     if spec.selection == "uniform":
         selection = select_uniform(layers, ratio)
     else:

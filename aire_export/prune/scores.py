@@ -55,6 +55,7 @@ import numpy as np
 
 from aire_export.errors import InputError
 from aire_export.models.modal import ModalSystem
+from aire_export.threads import map_layers
 
 COMPAT = ("default", "official")
 OFFICIAL_DENOM_EPS = 1e-8  # the "+ 1e-8" of the official denominators
@@ -306,16 +307,26 @@ def score_systems(
     eps: float = 0.0,
     score_compat: str = "default",
     seed: int = 0,
+    workers: int | None = None,
 ) -> list[LayerScores]:
-    """Scores of every layer. Random draws come from one generator seeded with ``seed``,
-    layer by layer, so a seed fixes the whole plan."""
+    """Scores of every layer, side by side on up to ``workers`` threads (default: the CPU
+    count). Random draws come from one generator seeded with ``seed``, layer by layer, so a
+    seed fixes the whole plan."""
     spec = get_method(method)
     check_options(spec, eps, score_compat)
-    rng = np.random.default_rng(seed)
-    return [
-        score_layer(s, spec, index=i, eps=float(eps), score_compat=score_compat, rng=rng)
-        for i, s in enumerate(systems)
-    ]
+    if spec.quantity is None:  # random: one generator drawn layer after layer, in order
+        rng = np.random.default_rng(seed)
+        return [
+            score_layer(s, spec, index=i, eps=float(eps), score_compat=score_compat, rng=rng)
+            for i, s in enumerate(systems)
+        ]
+    return map_layers(
+        lambda item: score_layer(
+            item[1], spec, index=item[0], eps=float(eps), score_compat=score_compat
+        ),
+        list(enumerate(systems)),
+        workers=workers,
+    )
 
 
 def scores_to_json(
