@@ -3,17 +3,21 @@
 Every lowering, models covering every architecture option, lengths 1, 17, 1024 and 16384,
 relative error ≤ 1e-5 in float32 (issue 6). The default run covers every lowering × every
 option at lengths 1 and 17, and every lowering at 1024 and 16384 on an S5 (bidirectional)
-and an S4D model; the full option × lowering × length product is ``-m slow``.
+and an S4D model; the full option × lowering × length product and the shipped example models
+at 16384 steps are ``-m slow`` (the examples at 1, 17 and 1024: test_export.py).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import OFFICIAL, make_s4d, make_s5, rel_err
-from lowering import ReferenceCache, reference, run_sequence, session
+from lowering import ReferenceCache, random_input, reference, run_sequence, session
 
+import aire_export as ax
 from aire_export.graphs import export
 from aire_export.graphs.core import METHODS
 
@@ -153,3 +157,19 @@ def test_official_checkpoint_exports_faithfully(tmp_path, official, method):
     out = run_sequence(result.sequence.path, tokens)
     assert rel_err(out, ref) <= FP32_TOLERANCE
     assert np.abs(out - np.load(OFFICIAL / "logits_full.npy")).max() <= 1e-4  # official float32
+
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXAMPLES, reason="no example checkpoints (examples/checkpoints/*.pt)")
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_models_at_16384_steps(tmp_path, path, method):
+    """The shipped models, every lowering, T = 16384 (lengths 1, 17, 1024: test_export.py)."""
+    model = ax.load(path)
+    graph = session(export(model, tmp_path, scan=method, step=False).sequence.path)
+    x = random_input(model, 1, 16384, seed=3)
+    err = rel_err(graph.run(["y"], {"x": x.numpy()})[0], reference(model, x))
+    assert err <= FP32_TOLERANCE, f"relative error {err:.2e}"
