@@ -1,0 +1,40 @@
+"""The GPU suite cannot run here (no GPU), but its own logic can: a smoke run on tiny sizes on
+the CPU must finish and write its JSON, so a session that gets a GPU does not spend device time
+on a script error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_suite_smoke_run_on_the_cpu(tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu_suite.py"),
+            "--smoke",
+            "--workloads",
+            "stream",
+            "listops",
+            "--keeps",
+            "1.0",
+            "--no-compile",
+            "--no-jax",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "gpu_suite.json").read_text())
+    rows = result["rows"]
+    assert {r["workload"] for r in rows} == {"stream", "listops"}
+    parities = [r["parity"] for r in rows if r.get("parity") is not None]
+    assert parities and max(parities) <= 1e-5
