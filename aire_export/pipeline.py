@@ -380,6 +380,8 @@ def _latency(original, pruned, runners, options, samples, length, work, result, 
         )
         timed = random_data(pruned, options.batch.opt, length.opt, seed=options.seed + 1)
         feeds = timed.feeds()
+        if "lengths" in samples.feeds():  # the graphs take lengths: time full-length sequences
+            feeds["lengths"] = np.full(timed.count, timed.length, dtype=np.int64)
         candidates = {}
         pairs = []
         device = "cuda" if torch.cuda.is_available() and options.target != "onnx" else "cpu"

@@ -314,3 +314,49 @@ def test_s4d_report_separates_live_states_from_padded_slots(tmp_path, capsys):
     assert model["states_before"] == 2 * 5 * 6  # H = 5 channels × 6 modes × 2 layers
     assert model["states_after"] == sum(layer["states_after"] for layer in report["plan"]["layers"])
     assert model["states_after"] <= model["physical_states_after"] <= model["states_before"]
+
+
+EXAMPLES = json.loads((Path(__file__).parents[1] / "examples" / "models.json").read_text())
+
+
+def test_padded_sequences_with_lengths_run_the_whole_job_with_latency(tmp_path, capsys):
+    """Data with ``lengths`` makes graphs with a lengths input; every step must feed it
+    (the latency step once did not)."""
+    model = make_s5(seed=2, state_sizes=(8, 8), input_kind="tokens", d_input=7)
+    path = ax.save(model, tmp_path / "tokens.pt")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 7, (12, 20))
+    np.savez(tmp_path / "eval.npz", x=x, y=rng.integers(0, 5, 12), lengths=rng.integers(5, 21, 12))
+    code, out, err = run(
+        capsys, path, "--ratio", "0.5", "--data", tmp_path / "eval.npz", "--runs", "3", "--json"
+    )
+    assert code == 0, err
+    assert len(json.loads(out)["speedups"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_every_shipped_model_runs_the_whole_job_with_its_eval_set(tmp_path, capsys, name):
+    """Parity, accuracy and latency on each example as a user runs it (ListOps: padded
+    sequences with lengths, which the latency step once fed without them)."""
+    entry = EXAMPLES[name]
+    examples = Path(__file__).parents[1] / "examples"
+    code, out, err = run(
+        capsys,
+        examples / entry["checkpoint"],
+        "--ratio",
+        "0.5",
+        "--data",
+        examples / entry["eval_data"],
+        "--batch",
+        "2",
+        "--length",
+        "64",
+        "--out",
+        tmp_path / "out",
+        "--json",
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["accuracy"]["samples"] == entry["eval_count"]
+    assert {s["runtime"] for s in report["speedups"]} == {"pytorch-eager-cpu", "onnxruntime-cpu"}
