@@ -41,7 +41,13 @@ from aire_export.runtimes.ort import OrtRunner
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.runtimes.trt import ShapeRange, TrtBuildOptions, TrtRunner, build_engine
 from aire_export.validate.accuracy import accuracy, predict
-from aire_export.validate.inputs import SequenceData, load_data, prepare_data, random_data
+from aire_export.validate.inputs import (
+    SequenceData,
+    load_data,
+    prepare_data,
+    random_data,
+    with_full_lengths,
+)
 from aire_export.validate.latency import measure_latency
 from aire_export.validate.parity import (
     Tolerance,
@@ -154,6 +160,7 @@ def run_pipeline(
         if options.data
         else None
     )
+    inputs = load_data(options.inputs, model) if options.inputs else None
 
     progress("score and select")
     ratio = options.ratio
@@ -190,7 +197,7 @@ def run_pipeline(
         plan.save(stage / "plan.json")
 
         progress("lower to ONNX")
-        lengths_input = data is not None and data.lengths is not None
+        lengths_input = any(d is not None and d.lengths is not None for d in (data, inputs))
         exported = export(
             pruned,
             stage,
@@ -200,7 +207,14 @@ def run_pipeline(
             lengths_input=lengths_input,
         )
         outcome = validate(
-            model, pruned, exported, options, data=data, work=stage, progress=progress
+            model,
+            pruned,
+            exported,
+            options,
+            data=data,
+            inputs=inputs,
+            work=stage,
+            progress=progress,
         )
         report = _report(model_path, model, pruned, plan, exported, options, outcome)
         if options.bundle or options.target in ("trt", "jetson"):
@@ -261,6 +275,13 @@ def validate(
     if data is not None:
         data = prepare_data(data, original)
     samples = inputs if inputs is not None else _parity_inputs(pruned, options, data, length)
+    if any(name == "lengths" for name, _ in graph_inputs(graph_path)):
+        samples = with_full_lengths(samples)
+    elif samples.lengths is not None:
+        raise InputError(
+            f"{samples.source} has lengths but {graph_path.name} takes none: export with "
+            "lengths_input=True (the CLI does when --data or --inputs has lengths)"
+        )
 
     progress("validate: float64 reference")
     reference = TorchRunner(pruned, dtype=torch.float64).run(samples.feeds())
@@ -375,13 +396,13 @@ def _latency(original, pruned, runners, options, samples, length, work, result, 
             target=options.target,
             scan=options.scan,
             precision=options.precision,
-            lengths_input="lengths" in samples.feeds(),
+            lengths_input=samples.lengths is not None,
             step=False,
         )
         timed = random_data(pruned, options.batch.opt, length.opt, seed=options.seed + 1)
+        if samples.lengths is not None:  # the graphs take lengths: time full-length sequences
+            timed = with_full_lengths(timed)
         feeds = timed.feeds()
-        if "lengths" in samples.feeds():  # the graphs take lengths: time full-length sequences
-            feeds["lengths"] = np.full(timed.count, timed.length, dtype=np.int64)
         candidates = {}
         pairs = []
         device = "cuda" if torch.cuda.is_available() and options.target != "onnx" else "cpu"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +132,14 @@ def _as_model_dtypes(data: SequenceData, model: SSMNetwork) -> SequenceData:
         y=None if data.y is None else data.y.astype(np.int64),
         source=data.source,
     )
+
+
+def with_full_lengths(data: SequenceData) -> SequenceData:
+    """``data`` with ``lengths`` (every sequence at full length) where it has none: what a graph
+    with a lengths input needs, and the same outputs as no lengths at all."""
+    if data.lengths is not None:
+        return data
+    return replace(data, lengths=np.full(data.count, data.length, dtype=np.int64))
 
 
 def random_data(model: SSMNetwork, batch: int, length: int, seed: int = 0) -> SequenceData:
