@@ -69,7 +69,8 @@ class SweepResult:
     states: int
     parameters: int
     points: list[SweepPoint] = field(default_factory=list)
-    # how every point was pruned, so that a sweep can be reproduced from its JSON alone
+    # how every point was pruned, so that a sweep can be reproduced from its JSON alone (the
+    # defaults are what files written before these fields meant)
     eps: float = 0.0
     score_compat: str = "default"
     seed: int = 0
@@ -202,33 +203,20 @@ def sweep(
 ) -> SweepResult:
     """Accuracy and distortion for every (method, ratio), physically shrunk each time."""
     evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
+    options = dict(eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels)
     result = SweepResult(
         data=data.source,
         samples=data.count,
         baseline_accuracy=evaluator.baseline,
         states=sum(s.P for s in model.modal_systems()),
         parameters=sum(p.numel() for p in model.parameters()),
-        eps=eps,
-        score_compat=score_compat,
-        seed=seed,
-        balance_channels=balance_channels,
+        **options,
     )
     for method in methods:
         for ratio in ratios:
             if progress:
                 progress(f"{method} at ratio {ratio:.3f}")
-            result.points.append(
-                _point(
-                    evaluator,
-                    model,
-                    method,
-                    ratio,
-                    eps=eps,
-                    score_compat=score_compat,
-                    seed=seed,
-                    balance_channels=balance_channels,
-                )
-            )
+            result.points.append(_point(evaluator, model, method, ratio, **options))
     return result
 
 

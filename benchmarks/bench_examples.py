@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument(
         "--sweeps",
         default=",".join(example_sweeps()),
-        help="folders under examples/results/ (a task, or task-variant such as keywords-balanced)",
+        help="folders under examples/results/ (a task, or task-variant such as keywords-exact)",
     )
     parser.add_argument(
         "--fixed",
@@ -71,6 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    models = example_models()
     rows = []
     print(
         "| sweep | method | ratio | accuracy % (drop) | states | parameter reduction |"
@@ -79,7 +80,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in args.sweeps.split(","):
         task = name.split("-")[0]
-        entry = example_models()[task]
+        entry = models[task]
         sweep_path = EXAMPLES / "results" / name / "sweep.json"
         if not sweep_path.exists():
             print(

@@ -11,7 +11,8 @@
 # the 10-minute call limit on its own; at most 8 files come back from $OUT.
 set -uo pipefail
 step=${1:-all}
-OUT=${OUT:-/tmp/aire-device}
+OUT=${OUT:-device-results}
+scratch=$(mktemp -d)  # outputs that need not come back
 mkdir -p "$OUT"
 
 if [ -f "$HOME/w/names.txt" ] && [ ! -d "$HOME/site/onnxruntime" ]; then
@@ -50,16 +51,16 @@ run_pipeline() {  # issue 4: --target ort-cuda at 70 % on every example, the rep
   for name in s5_digits s4d_keywords s5_listops; do
     task=$(python3 -c "import json; print(json.load(open('examples/models.json'))['$name']['task'])")
     python3 -m aire_export "examples/checkpoints/$name.pt" --ratio 0.7 --target ort-cuda \
-      --data "examples/data/${task}_eval.npz" --out "/tmp/pipeline-$name" --json \
-      > "$OUT/pipeline_$name.json" 2> "/tmp/pipeline-$name.log"
-    echo "$name: exit $? ($(tail -1 "/tmp/pipeline-$name.log"))" >> "$OUT/env.txt"
+      --data "examples/data/${task}_eval.npz" --out "$scratch/pipeline-$name" --json \
+      > "$OUT/pipeline_$name.json" 2> "$scratch/pipeline-$name.log"
+    echo "$name: exit $? ($(tail -1 "$scratch/pipeline-$name.log"))" >> "$OUT/env.txt"
   done
 }
 
 run_sweep() {  # issue 5: 20 ratios x 5 methods on the largest example, evaluated on the GPU
   /usr/bin/time -f "sweep wall %e s" python3 -m aire_export sweep examples/checkpoints/s5_listops.pt \
     --data examples/data/listops_eval.npz --methods aire,last,hinf-global,magnitude-global,random \
-    --ratios 0:0.95:0.05 --device cuda --batch-size 256 --out /tmp/sweep-listops 2>&1 \
+    --ratios 0:0.95:0.05 --device cuda --batch-size 256 --out "$scratch/sweep-listops" 2>&1 \
     | tail -40 > "$OUT/sweep_cuda.log"
 }
 

@@ -1,7 +1,7 @@
 """GPU suite: onnxruntime CUDA (every lowering) vs PyTorch eager, torch.compile and JAX.
 
     python benchmarks/gpu_suite.py                      # all BENCHMARKS.md workloads, on a GPU
-    OUT=/tmp/out python benchmarks/gpu_suite.py --workloads pathx --keeps 1.0 0.3
+    OUT=out python benchmarks/gpu_suite.py --workloads pathx --keeps 1.0 0.3
     python benchmarks/gpu_suite.py --smoke              # tiny sizes on the CPU: checks the script
 
 NOT RUN in this repository's sessions (no GPU): every figure it prints is for whoever runs it.

@@ -154,13 +154,8 @@ def _squared_norms(x: np.ndarray, axis: int) -> np.ndarray:
     if x.dtype not in (np.complex64, np.complex128) or not x.flags.c_contiguous:
         x = np.asarray(x, dtype=np.complex128)
         return np.sum(x.real**2 + x.imag**2, axis=axis)
-    v = x.view(np.float64 if x.dtype == np.complex128 else np.float32)  # (rows, 2·cols)
-    if v.dtype == np.float32:
-        if axis == 1:
-            return np.einsum("ij,ij->i", v, v, dtype=np.float64)
-        s = np.einsum("ij,ij->j", v, v, dtype=np.float64)
-        return s[0::2] + s[1::2]
+    v = x.view(x.real.dtype)  # (rows, 2·cols)
     if axis == 1:
-        return np.einsum("ij,ij->i", v, v)
-    s = np.einsum("ij,ij->j", v, v)
+        return np.einsum("ij,ij->i", v, v, dtype=np.float64)
+    s = np.einsum("ij,ij->j", v, v, dtype=np.float64)
     return s[0::2] + s[1::2]

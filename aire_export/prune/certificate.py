@@ -163,11 +163,8 @@ def _hat_modes(system: ModalSystem) -> tuple[np.ndarray, np.ndarray]:
 
 def _hat_outputs(system: ModalSystem, direction: int) -> np.ndarray:
     """Ĉ of one direction, scaled by s/2: (H_out, 2P) ((1, 2P) gains for a SISO bank)."""
-    C = (
-        np.asarray(system.C[direction], dtype=np.complex128)
-        if system.channels is not None
-        else system.dense_C(direction)
-    )
+    C = system.C[direction] if system.channels is not None else system.dense_C(direction)
+    C = np.asarray(C, dtype=np.complex128)  # C̃ may be complex64 (see ModalSystem)
     return 0.5 * system.output_scale * np.concatenate([C, C.conj()], axis=1)
 
 

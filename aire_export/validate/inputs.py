@@ -121,15 +121,11 @@ def check_data(data: SequenceData, model: SSMNetwork, *, need_labels: bool = Fal
 
 
 def _as_model_dtypes(data: SequenceData, model: SSMNetwork) -> SequenceData:
-    x = (
-        data.x.astype(np.int64)
-        if model.config.input_kind == "tokens"
-        else data.x.astype(np.float32)
-    )
+    x_dtype = np.int64 if model.config.input_kind == "tokens" else np.float32
     return SequenceData(
-        x=x,
-        lengths=None if data.lengths is None else data.lengths.astype(np.int64),
-        y=None if data.y is None else data.y.astype(np.int64),
+        x=data.x.astype(x_dtype, copy=False),
+        lengths=None if data.lengths is None else data.lengths.astype(np.int64, copy=False),
+        y=None if data.y is None else data.y.astype(np.int64, copy=False),
         source=data.source,
     )
 
