@@ -14,9 +14,9 @@ Public API (DESIGN §8)::
 
 from aire_export.checkpoints import import_checkpoint, load, save
 from aire_export.errors import AireError
-from aire_export.graphs import export
-from aire_export.pipeline import validate
+from aire_export.lower import export
 from aire_export.prune import prune, score
+from aire_export.validate.validation import validate
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,12 @@ exit code   meaning
 3           a parity gate failed (the report is still written)
 4           a requested runtime (TensorRT, onnxruntime CUDA, a GPU) is missing
 5           the output location cannot be written
+6           a runtime could not build or load the exported graph (TensorRT's parser
+            or builder refused it; the report is still written)
 ==========  =====================================================================
+
+Exit codes 3, 4 and 6 are verdicts (``aire_export.report.verdict``): the job ran, the report
+was written, and a gate or a runtime failed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ EXIT_BAD_INPUT = 2
 EXIT_PARITY = 3
 EXIT_RUNTIME_MISSING = 4
 EXIT_OUTPUT = 5
+EXIT_BUILD = 6
 
 
 class AireError(Exception):
@@ -45,12 +51,6 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint that holds pickled Python objects, which could run code when loaded."""
 
 
-class ParityError(AireError):
-    """A lowering-fidelity gate failed."""
-
-    exit_code = EXIT_PARITY
-
-
 class RuntimeMissingError(AireError):
     """A requested runtime (TensorRT, onnxruntime's CUDA provider, a GPU) is not available."""
 
@@ -61,3 +61,9 @@ class OutputError(AireError):
     """The output location cannot be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+class RuntimeBuildError(AireError):
+    """A runtime refused the exported graph (TensorRT could not parse it or build an engine)."""
+
+    exit_code = EXIT_BUILD

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from aire_export.models import SSMNetwork
+from aire_export.json_values import finite_or_none
+from aire_export.models import SSMNetwork, modal_systems, parameter_count
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,18 @@ class ModelSummary:
         return sum(layer.unstable for layer in self.layers)
 
     def to_json(self) -> dict[str, Any]:
+        """Strict JSON: an infinite decay time (a marginal mode) is null."""
         out = dataclasses.asdict(self)
         out["states"] = self.states
         out["unstable"] = self.unstable
+        for layer in out["layers"]:
+            layer["slowest_decay_steps"] = finite_or_none(layer["slowest_decay_steps"])
         return out
 
 
 def summarize(model: SSMNetwork) -> ModelSummary:
     layers = []
-    for index, (block, system) in enumerate(zip(model.layers, model.modal_systems(), strict=True)):
+    for index, (block, system) in enumerate(zip(model.layers, modal_systems(model), strict=True)):
         mags = np.abs(system.lam)
         max_abs = float(mags.max()) if system.P else 0.0
         decay = (
@@ -69,13 +73,13 @@ def summarize(model: SSMNetwork) -> ModelSummary:
                 max_abs_lambda=max_abs,
                 unstable=int((mags >= 1).sum()),
                 slowest_decay_steps=decay,
-                parameters=sum(p.numel() for p in block.parameters()),
+                parameters=parameter_count(block),
             )
         )
     return ModelSummary(
         arch=model.arch,
         config=model.config.to_dict(),
         layers=layers,
-        parameters=sum(p.numel() for p in model.parameters()),
+        parameters=parameter_count(model),
         meta=dict(model.meta),
     )

@@ -13,15 +13,15 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from aire_export.errors import InputError
-from aire_export.models import SSMNetwork
-from aire_export.prune import prune
+from aire_export.models import SSMNetwork, modal_systems, parameter_count
+from aire_export.prune import METHODS, PruneOptions, prune_with
+from aire_export.validate.evaluate import Evaluator
 from aire_export.validate.inputs import SequenceData
 
 DEFAULT_RATIOS = tuple(round(0.05 * i, 2) for i in range(20))  # 0, 0.05, …, 0.95
@@ -45,6 +45,22 @@ def parse_ratios(text: str) -> tuple[float, ...]:
     if not values or any(not 0 <= v < 1 for v in values):
         raise InputError(f"every ratio must lie in [0, 1), got {text!r}")
     return tuple(sorted(set(values)))
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``"aire,last"``: scoring methods by name, each one known (prune/scores.py)."""
+    chosen = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise InputError(
+            f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}"
+        )
+    return chosen
+
+
+def default_folder(model_path: Path) -> Path:
+    """Where a sweep of ``model_path`` is written by default: MODEL.sweep/."""
+    return model_path.with_name(model_path.name.rsplit(".", 1)[0] + ".sweep")
 
 
 @dataclass(frozen=True)
@@ -129,58 +145,22 @@ def _mask_units(text: str) -> list[int]:
     return [int(u) for u in np.flatnonzero(bits)]
 
 
-class Evaluator:
-    """Accuracy and distortion of models on one eval set, with the original's outputs cached."""
-
-    def __init__(
-        self, original: SSMNetwork, data: SequenceData, *, batch_size: int = 64, device: str = "cpu"
-    ):
-        if data.y is None:
-            raise InputError(f"{data.source} has no labels 'y': sweeps need them")
-        self.data = data
-        self.batch_size = batch_size
-        self.device = device
-        self.reference = self.outputs(original)
-        self.baseline = self._accuracy(self.reference)
-
-    def outputs(self, model: SSMNetwork) -> np.ndarray:
-        model = model.to(self.device).eval()
-        pieces = []
-        with torch.inference_mode():
-            for start in range(0, self.data.count, self.batch_size):
-                feeds = self.data.feeds(start, start + self.batch_size)
-                x = torch.from_numpy(feeds["x"]).to(self.device)
-                lengths = feeds.get("lengths")
-                lengths = None if lengths is None else torch.from_numpy(lengths).to(self.device)
-                pieces.append(model(x, lengths).float().cpu().numpy())
-        return np.concatenate(pieces)
-
-    def _accuracy(self, outputs: np.ndarray) -> float:
-        return float(np.mean(outputs.argmax(-1) == self.data.y))
-
-    def evaluate(self, model: SSMNetwork) -> tuple[float, float]:
-        """(accuracy, distortion) of ``model``."""
-        out = self.outputs(model)
-        distortion = float(
-            np.linalg.norm(out - self.reference) / max(np.linalg.norm(self.reference), 1e-30)
-        )
-        return self._accuracy(out), distortion
-
-
 def _point(
-    evaluator: Evaluator, model: SSMNetwork, method: str, ratio: float, **prune_options
+    evaluator: Evaluator, model: SSMNetwork, options: PruneOptions, ratio: float
 ) -> SweepPoint:
-    pruned, plan = prune(model, ratio, method=method, certificates=False, **prune_options)
+    """Prune at ``ratio`` (no certificates: only accuracy matters here) and evaluate."""
+    options = replace(options.with_ratio(ratio), certificates=False)
+    pruned, plan = prune_with(model, options)
     acc, distortion = evaluator.evaluate(pruned)
     kept = [layer.states_after for layer in plan.layers]
     return SweepPoint(
-        method=method,
+        method=options.method,
         ratio=float(ratio),
         ratio_achieved=float(plan.ratio_achieved),
         states_kept=int(sum(kept)),
         kept_per_layer=[int(k) for k in kept],
         kept_units=[[int(u) for u in layer.kept] for layer in plan.layers],
-        parameters=int(sum(p.numel() for p in pruned.parameters())),
+        parameters=parameter_count(pruned),
         accuracy=acc,
         drop_pp=100 * (evaluator.baseline - acc),
         distortion=distortion,
@@ -203,20 +183,21 @@ def sweep(
 ) -> SweepResult:
     """Accuracy and distortion for every (method, ratio), physically shrunk each time."""
     evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
-    options = dict(eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels)
+    shared = dict(eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels)
     result = SweepResult(
         data=data.source,
         samples=data.count,
         baseline_accuracy=evaluator.baseline,
-        states=sum(s.P for s in model.modal_systems()),
-        parameters=sum(p.numel() for p in model.parameters()),
-        **options,
+        states=sum(s.P for s in modal_systems(model)),
+        parameters=parameter_count(model),
+        **shared,
     )
     for method in methods:
+        options = PruneOptions(method=method, **shared)
         for ratio in ratios:
             if progress:
                 progress(f"{method} at ratio {ratio:.3f}")
-            result.points.append(_point(evaluator, model, method, ratio, **options))
+            result.points.append(_point(evaluator, model, options, ratio))
     return result
 
 
@@ -241,18 +222,15 @@ def search_max_drop(
     data: SequenceData,
     max_drop_pp: float,
     *,
-    method: str = "aire",
+    options: PruneOptions = PruneOptions(),
     ratios: Sequence[float] = DEFAULT_RATIOS,
     bisections: int = 4,
-    eps: float = 0.0,
-    score_compat: str = "default",
-    seed: int = 0,
-    balance_channels: bool = True,
     batch_size: int = 64,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> MaxDropResult:
-    """Largest ratio whose accuracy drop is ≤ ``max_drop_pp`` points (grid scan + bisection).
+    """Largest ratio whose accuracy drop is ≤ ``max_drop_pp`` points (grid scan + bisection),
+    each point pruned with ``options`` (method, eps, …) at its ratio.
 
     The whole grid is evaluated; r_k is its largest ratio within the budget and r_{k+1} the
     next grid ratio (outside it by construction). Bisection then narrows [r_k, r_{k+1}] and keeps
@@ -262,12 +240,11 @@ def search_max_drop(
         raise InputError(f"--max-drop must be ≥ 0 points, got {max_drop_pp}")
     grid = sorted(set(float(r) for r in ratios))
     evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
-    options = dict(eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels)
     curve = []
     for ratio in grid:
         if progress:
-            progress(f"max-drop: {method} at ratio {ratio:.3f}")
-        curve.append(_point(evaluator, model, method, ratio, **options))
+            progress(f"max-drop: {options.method} at ratio {ratio:.3f}")
+        curve.append(_point(evaluator, model, options, ratio))
     within = [p for p in curve if p.drop_pp <= max_drop_pp + 1e-12]
     if not within:
         raise InputError(
@@ -283,13 +260,13 @@ def search_max_drop(
             mid = (lo + hi) / 2
             if progress:
                 progress(f"max-drop: bisection at ratio {mid:.4f}")
-            point = _point(evaluator, model, method, mid, **options)
+            point = _point(evaluator, model, options, mid)
             curve.append(point)
             if point.drop_pp <= max_drop_pp + 1e-12:
                 lo, best = mid, point
             else:
                 hi = mid
-    final = _point(evaluator, model, method, best.ratio, **options)  # re-evaluated
+    final = _point(evaluator, model, options, best.ratio)  # re-evaluated
     return MaxDropResult(
         ratio=final.ratio,
         accuracy=final.accuracy,

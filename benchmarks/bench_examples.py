@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import aire_export as ax
-from aire_export.runtimes.ort import OrtRunner
+from aire_export.runtimes.ort import OrtRunner, SessionLoader
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.sweep import SweepResult
 from aire_export.validate.inputs import load_data
@@ -105,7 +105,7 @@ def main() -> None:
             ).sequence.path
             candidates = {
                 "eager original": (TorchRunner(model).bind(feeds), "cpu"),
-                "onnxruntime original": (OrtRunner(base_graph).bind(feeds), "cpu"),
+                "onnxruntime original": (OrtRunner(SessionLoader(base_graph)).bind(feeds), "cpu"),
             }
             pruned_info = {}
             for ratio, methods in sorted(chosen.items()):
@@ -128,7 +128,7 @@ def main() -> None:
                     ).sequence.path
                     candidates[f"eager {method}@{ratio}"] = (TorchRunner(pruned).bind(feeds), "cpu")
                     candidates[f"onnxruntime {method}@{ratio}"] = (
-                        OrtRunner(graph).bind(feeds),
+                        OrtRunner(SessionLoader(graph)).bind(feeds),
                         "cpu",
                     )
                     pruned_info[(method, ratio)] = (

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import aire_export as ax
-from aire_export.models import S5Config, S5Model
+from aire_export.models import S5Config, S5Model, modal_systems
 from aire_export.models.s5_init import dplr_hippo_eigen
 from aire_export.prune import select_global, shrink_model
 from aire_export.prune.scores import score_systems
@@ -104,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     model = build_model(args.layers, args.states, args.width)
-    score_times, layers = timed(lambda: score_systems(model.modal_systems()), args.runs)
+    score_times, layers = timed(lambda: score_systems(modal_systems(model)), args.runs)
     select_times, selection = timed(lambda: select_global(layers, args.ratio), args.runs)
     shrink_times, _ = timed(lambda: shrink_model(model, selection.kept), args.runs)
     total_times, (_, plan) = timed(

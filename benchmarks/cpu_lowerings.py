@@ -28,8 +28,9 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents
 from timing import cpu_run_meta, interleaved_times, median_ms, paired_speedup  # noqa: E402
 from workloads import WORKLOADS, build, example_input  # noqa: E402
 
-from aire_export.graphs import export  # noqa: E402
-from aire_export.graphs.core import METHODS  # noqa: E402
+from aire_export.graphs.lowering import METHODS  # noqa: E402
+from aire_export.lower import export  # noqa: E402
+from aire_export.models import modal_systems  # noqa: E402
 
 MODELS = {
     "s5": (WORKLOADS["stream"].scaled(n_layers=1), 1.0),
@@ -94,7 +95,7 @@ MAX_STATE_BYTES = {"chunked": 1 << 30, "logdepth": 1 << 27}
 
 
 def _state_bytes(model, x) -> int:
-    states = max(system.P for system in model.modal_systems())
+    states = max(system.P for system in modal_systems(model))
     return x.shape[0] * x.shape[1] * states * 2 * 4 * (2 if model.bidirectional else 1)
 
 

@@ -26,7 +26,7 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents
 from timing import cpu_run_meta, interleaved_times, median_ms, p90_ms, paired_speedup  # noqa: E402
 from workloads import KEEPS, WORKLOADS, build, example_input  # noqa: E402
 
-from aire_export.graphs import export  # noqa: E402
+from aire_export.lower import export  # noqa: E402
 
 SCALE = {  # workload → (batch, layers) on the CPU
     "pathx": (1, 2),

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]
 from workloads import WORKLOADS, build  # noqa: E402
 
-from aire_export.graphs import export  # noqa: E402
+from aire_export.lower import export  # noqa: E402
 
 
 def main() -> None:

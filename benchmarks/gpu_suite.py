@@ -44,9 +44,11 @@ import torch
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]
 from workloads import KEEPS, WORKLOADS, Workload, build, example_input  # noqa: E402
 
-from aire_export.graphs import export  # noqa: E402
 from aire_export.graphs.builder import GraphBuilder  # noqa: E402
-from aire_export.graphs.core import METHODS, LayerLowering, lower_core  # noqa: E402
+from aire_export.graphs.core import lower_core  # noqa: E402
+from aire_export.graphs.lowering import METHODS, LayerLowering  # noqa: E402
+from aire_export.lower import export  # noqa: E402
+from aire_export.models import export_ir, modal_systems  # noqa: E402
 
 LOWERINGS = ("auto", *METHODS)
 
@@ -133,12 +135,12 @@ def _np_dtype(tensor: torch.Tensor):
 
 
 # ---- the core benchmark ---------------------------------------------------------------------
-def core_graph(system, lowering: LayerLowering, out: Path) -> Path:
-    """A graph of one SSM core only: u (B, T, H) float32 → y (B, T, H)."""
+def core_graph(core, lowering: LayerLowering, out: Path) -> Path:
+    """A graph of one SSM core (its export IR) only: u (B, T, H) float32 → y (B, T, H)."""
     g = GraphBuilder("core", 17)
-    u = g.input("u", "float32", ["batch", "length", system.H])
+    u = g.input("u", "float32", ["batch", "length", core.H])
     g.output(
-        "y", lower_core(g, system, u, lowering, "float32"), "float32", ["batch", "length", system.H]
+        "y", lower_core(g, core, u, lowering, "float32"), "float32", ["batch", "length", core.H]
     )
     path = out / f"core-{lowering.method}.onnx"
     path.write_bytes(g.model("aire-export gpu_suite").SerializeToString())
@@ -184,7 +186,8 @@ def bench_core(workload: Workload, keep: float, args, timer: Timer, tmp: Path) -
     model = build(workload, keep)
     block = model.layers[0]
     core = block.seq if hasattr(block, "seq") else block.ssm
-    system = block.modal_system()
+    system = modal_systems(model)[0]  # the modal view, for the JAX contender
+    ir_core = export_ir(model).blocks[0].core  # what the lowerings see
     device = "cuda" if timer.cuda else "cpu"
     u = torch.randn(workload.batch, workload.length, workload.d_model, device=device)
     rows = []
@@ -209,14 +212,18 @@ def bench_core(workload: Workload, keep: float, args, timer: Timer, tmp: Path) -
         if method == "auto":
             from aire_export.graphs.auto import auto_rule
 
-            rule = auto_rule(system, "ort-cuda")
-            lowering = LayerLowering(rule.method, rule.chunk, rule.toeplitz_chunk, states=system.P)
+            rule = auto_rule(ir_core, "gpu")
+            lowering = LayerLowering(
+                rule.method, rule.chunk, rule.toeplitz_chunk, states=ir_core.states
+            )
             label = f"ort auto={rule.method}"
         else:
-            lowering = LayerLowering(method, max_length=max(workload.length, 2), states=system.P)
+            lowering = LayerLowering(
+                method, max_length=max(workload.length, 2), states=ir_core.states
+            )
             label = f"ort {method}"
         try:
-            run, result = ort_runner(core_graph(system, lowering, tmp), {"u": u}, "y", timer.cuda)
+            run, result = ort_runner(core_graph(ir_core, lowering, tmp), {"u": u}, "y", timer.cuda)
             results[label] = timer.times_ms(run, args.repeats, args.warmup)
             rows.append({"label": label, "parity": _rel(result(), ref)})
         except Exception as e:  # a lowering that fails on a runtime is a finding, not a crash

@@ -27,9 +27,9 @@ import torch
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]
 from workloads import WORKLOADS, build, example_input  # noqa: E402
 
-from aire_export.graphs import export  # noqa: E402
-from aire_export.graphs.core import METHODS  # noqa: E402
 from aire_export.graphs.emulate import emulate_reduced_precision  # noqa: E402
+from aire_export.graphs.lowering import METHODS  # noqa: E402
+from aire_export.lower import export  # noqa: E402
 
 MODELS = {
     "s5": WORKLOADS["stream"].scaled(d_model=64, stored_states=32, n_layers=2),

@@ -88,6 +88,30 @@ def rel_err(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``aire-export ARGS``, run in this process."""
+    from aire_export.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    """(model.pt, eval.npz) in tmp_path: an S5 model and 24 sequences labelled by the model
+    itself, so its unpruned accuracy is exactly 1."""
+    from aire_export.checkpoints import save
+
+    model = make_s5(seed=4, state_sizes=(8, 8))
+    path = save(model, tmp_path / "m.pt")
+    x = np.random.default_rng(1).standard_normal((24, 30, 3)).astype(np.float32)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).argmax(-1).numpy()
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    return path, tmp_path / "eval.npz"
+
+
 @pytest.fixture
 def official_model():
     from aire_export.checkpoints.s5_flax import import_s5_flax

@@ -12,8 +12,10 @@ import torch
 from conftest import OFFICIAL, S5_CORE_OPTIONS, make_s4d, make_s5, option_id, rel_err
 
 import aire_export as ax
-from aire_export.checkpoints import import_checkpoint, write_atomically
+from aire_export.checkpoints import import_checkpoint
 from aire_export.errors import CheckpointError, InputError, OutputError, UnsafeCheckpointError
+from aire_export.files import write_atomically
+from aire_export.models import modal_systems
 
 
 class _RunsCode:
@@ -166,7 +168,7 @@ def test_official_checkpoint_reproduces_official_logits(official_model):
 
 def test_official_checkpoint_modal_view_equals_official_discretization(official_model):
     disc = np.load(OFFICIAL / "ssm_discrete.npz")
-    for i, system in enumerate(official_model.modal_systems()):
+    for i, system in enumerate(modal_systems(official_model)):
         np.testing.assert_allclose(system.lam, disc[f"layer{i}_Lambda_bar"], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(system.B, disc[f"layer{i}_B_bar"], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(

@@ -7,15 +7,9 @@ import json
 import pytest
 import torch
 from conftest import OFFICIAL, make_s5
+from conftest import run_cli as run
 
 import aire_export as ax
-from aire_export.cli import main
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_help_teaches_the_commands(capsys):

@@ -6,29 +6,9 @@ import csv
 import json
 
 import numpy as np
-import pytest
-import torch
-from conftest import make_s5
+from conftest import run_cli as run
 
 import aire_export as ax
-from aire_export.cli import main
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def labelled(tmp_path):
-    model = make_s5(seed=4, state_sizes=(8, 8))
-    path = ax.save(model, tmp_path / "m.pt")
-    x = np.random.default_rng(1).standard_normal((24, 30, 3)).astype(np.float32)
-    with torch.no_grad():
-        y = model(torch.from_numpy(x)).argmax(-1).numpy()
-    np.savez(tmp_path / "eval.npz", x=x, y=y)
-    return path, tmp_path / "eval.npz"
 
 
 def test_sweep_writes_one_csv_row_per_method_and_ratio(tmp_path, labelled, capsys):

@@ -20,9 +20,9 @@ from lowering import random_input, reference
 
 import aire_export as ax
 from aire_export.cli import main
-from aire_export.graphs import export
-from aire_export.graphs.core import METHODS
-from aire_export.runtimes.ort import OrtRunner, cuda_provider_available
+from aire_export.graphs.lowering import METHODS
+from aire_export.lower import export
+from aire_export.runtimes.ort import OrtRunner, SessionLoader, cuda_provider_available
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.sweep import sweep
 from aire_export.validate.inputs import SequenceData
@@ -62,7 +62,7 @@ def test_pytorch_on_cuda_matches_the_float64_model(name):
 def test_onnxruntime_cuda_fp32_parity_with_tf32_off(tmp_path, name, method):
     model, _ = _example(name)
     graph = export(model, tmp_path, scan=method, step=False).sequence.path
-    runner = OrtRunner(graph, "cuda", tf32=False)
+    runner = OrtRunner(SessionLoader(graph, "cuda", tf32=False))
     assert runner.details["tf32"] is False
     for length in (1, 17, 1024, 16384):
         x = random_input(model, 1, length, seed=2)
@@ -114,7 +114,8 @@ def test_a_sweep_on_cuda_agrees_with_the_cpu(make):
 @pytest.mark.trt
 def test_tensorrt_engine_matches_the_float64_model(tmp_path):
     pytest.importorskip("tensorrt")
-    from aire_export.runtimes.trt import ShapeRange, TrtBuildOptions, TrtRunner, build_engine
+    from aire_export.runtimes.shapes import ShapeRange
+    from aire_export.runtimes.trt import TrtBuildOptions, TrtRunner, build_engine
 
     model = make_s5(seed=8)
     graph = export(model, tmp_path, target="trt", step=False).sequence.path

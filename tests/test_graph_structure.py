@@ -12,9 +12,10 @@ from conftest import make_s4d, make_s5, rel_err
 from lowering import all_nodes, random_input, reference, session, stream, value_types
 
 from aire_export.errors import InputError
-from aire_export.graphs import export
-from aire_export.graphs.core import CARRY_CONSTANTS, METHODS, LayerLowering
 from aire_export.graphs.emulate import emulate_reduced_precision
+from aire_export.graphs.lowering import CARRY_CONSTANTS, METHODS, LayerLowering
+from aire_export.lower import export
+from aire_export.models import modal_systems
 
 COMPLEX = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
 REDUCED = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
@@ -206,7 +207,7 @@ def test_many_states_are_carried_by_a_scan_with_bounded_constants(tmp_path, meth
     """S4D banks hold H·N states; per-state chunk matrices on every level would be hundreds of
     MB, so above CARRY_CONSTANTS such layers carry across chunks with one Scan node."""
     model = make_s4d(seed=12, d_model=64, state_sizes=(32,))  # 2048 states
-    lowering = LayerLowering(method, states=model.modal_systems()[0].P)
+    lowering = LayerLowering(method, states=modal_systems(model)[0].P)
     assert lowering.carry_by_scan and lowering.accepted_length is None
     result = export(model, tmp_path, scan=method, step=False)
     graph = onnx.load(str(result.sequence.path))

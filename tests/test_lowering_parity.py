@@ -18,8 +18,8 @@ from conftest import OFFICIAL, make_s4d, make_s5, rel_err
 from lowering import ReferenceCache, random_input, reference, run_sequence, session
 
 import aire_export as ax
-from aire_export.graphs import export
-from aire_export.graphs.core import METHODS
+from aire_export.graphs.lowering import METHODS
+from aire_export.lower import export
 
 FP32_TOLERANCE = 1e-5
 

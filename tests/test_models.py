@@ -11,6 +11,7 @@ from conftest import S4D_CORE_OPTIONS, S5_CORE_OPTIONS, make_s4d, make_s5, optio
 from reference import s4d_ssm, s5_core
 
 from aire_export.errors import InputError
+from aire_export.models import modal_systems
 
 LENGTHS = [1, 7, 1024, 16384]
 
@@ -50,8 +51,8 @@ def test_clip_eigs_is_applied_at_forward_time():
     for m in (clipped, raw):
         with torch.no_grad():
             m.layers[0].seq.Lambda_re[0] = 0.3
-    lam_clip = clipped.modal_systems()[0].lam[0]
-    lam_raw = raw.modal_systems()[0].lam[0]
+    lam_clip = modal_systems(clipped)[0].lam[0]
+    lam_raw = modal_systems(raw)[0].lam[0]
     step = float(torch.exp(clipped.layers[0].seq.log_step[0, 0].detach()))
     assert abs(lam_clip) == pytest.approx(np.exp(-1e-4 * step), rel=1e-9)
     assert abs(lam_raw) == pytest.approx(np.exp(0.3 * step), rel=1e-6)
@@ -121,7 +122,7 @@ def test_modal_impulse_response_equals_layer_output(make, options):
     block = model.layers[0]
     core = getattr(block, "seq", None)
     run = core if core is not None else block.ssm.ssm
-    system = block.modal_system()
+    system = modal_systems(model)[0]
     H, T, t0 = model.config.d_model, 40, 15
     for channel in range(H):
         u = torch.zeros(1, T, H, dtype=torch.float64)
@@ -139,8 +140,8 @@ def test_modal_impulse_response_equals_layer_output(make, options):
 
 
 def test_s4d_modal_view_units_follow_shared_A():
-    per_channel = make_s4d(shared_A=False).modal_systems()[0]
-    shared = make_s4d(shared_A=True).modal_systems()[0]
+    per_channel = modal_systems(make_s4d(shared_A=False))[0]
+    shared = modal_systems(make_s4d(shared_A=True))[0]
     H, N = 5, 6
     assert per_channel.P == shared.P == H * N
     assert per_channel.n_units == H * N
@@ -173,6 +174,6 @@ def test_empty_layer_is_feedthrough():
     u = torch.randn(1, 9, model.config.d_model)
     with torch.no_grad():
         assert torch.allclose(core(u), core.D * u)
-    assert model.modal_systems()[0].P == 0
+    assert modal_systems(model)[0].P == 0
     with torch.no_grad():
         model(torch.randn(1, 9, 3))

@@ -11,18 +11,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_s4d, make_s5
+from conftest import run_cli as run
 
 import aire_export as ax
-from aire_export.cli import main
 
 SEQUENCE_FILES = {"pruned.pt", "plan.json", "model.onnx", "report.json", "report.md"}
 PLOTS = {"kept_states.png", "scores.png", "latency.png"}
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 from conftest import make_s4d, make_s5, rel_err
 from lowering import ReferenceCache, session
 
-from aire_export.graphs import export
 from aire_export.graphs.emulate import emulate_reduced_precision
+from aire_export.lower import export
 
 TOLERANCE = {  # precision → length → bound on the normwise relative error of the output
     "fp16": {1: 2e-3, 17: 2e-3, 1024: 2e-3, 16384: 2e-3},

@@ -16,6 +16,7 @@ import torch
 from conftest import OFFICIAL, rel_err
 
 import aire_export as ax
+from aire_export.models import modal_systems
 from aire_export.prune.select import select_global
 
 RATIOS = (30, 50, 70, 95)
@@ -97,7 +98,7 @@ def test_official_kept_sets_and_pruned_logits(official, tokens, percent):
 
 def test_default_bidirectional_score_squares_and_averages_the_two_c_norms(official):
     """Default: ½(‖C_f‖² + ‖C_b‖²); the official form (‖C_f‖ + ‖C_b‖)/4 ranks differently."""
-    system = official.modal_systems()[0]
+    system = modal_systems(official)[0]
     cf, cb = system.c_norm2()
     expected = 0.5 * (cf + cb) * system.b_norm2() / (1 - np.abs(system.lam) ** 2)
     default = ax.score(official)[0]

@@ -11,7 +11,7 @@ import pytest
 
 import aire_export as ax
 from aire_export.errors import InputError
-from aire_export.models.blocks import SSMNetwork
+from aire_export.models import SSMNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = ROOT / "tests" / "fixtures" / "s5_official_a"
@@ -36,7 +36,9 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     assert isinstance(namespace["model"], SSMNetwork)
     assert namespace["plan"].states_after < namespace["plan"].states_before
     assert (tmp_path / "out").is_dir() and any((tmp_path / "out").glob("*.onnx"))
-    assert namespace["check"] is not None
+    check = namespace["check"]
+    assert check.parity and all(p.passed for p in check.parity)
+    assert check.distortion.samples == len(x) and check.distortion.normwise_rel > 0
 
 
 def test_validate_refuses_inputs_of_the_wrong_shape(tmp_path):

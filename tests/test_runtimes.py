@@ -17,16 +17,11 @@ from tiny_graph import tiny_classifier
 
 from aire_export.errors import InputError, RuntimeMissingError
 from aire_export.runtimes.bundle import BundleGraph, write_bundle
-from aire_export.runtimes.ort import OrtRunner, cuda_provider_available
+from aire_export.runtimes.ort import OrtRunner, SessionLoader, cuda_provider_available
+from aire_export.runtimes.shapes import ShapeRange, profile_shapes
 from aire_export.runtimes.torch_runner import TorchRunner
-from aire_export.runtimes.trt import (
-    ShapeRange,
-    TrtBuildOptions,
-    build_engine,
-    import_tensorrt,
-    profile_shapes,
-)
-from aire_export.validate.parity import Tolerance
+from aire_export.runtimes.trt import TrtBuildOptions, build_engine, import_tensorrt
+from aire_export.tolerance import Tolerance
 
 
 @pytest.fixture
@@ -39,7 +34,7 @@ def tiny(tmp_path):
 def test_ort_cpu_runner_runs_and_binds(tiny):
     path, W = tiny
     x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
-    with OrtRunner(path) as runner:
+    with OrtRunner(SessionLoader(path)) as runner:
         out = runner.run({"x": x, "unused": np.zeros(1)})
         assert np.allclose(out["y"], x.mean(1) @ W, atol=1e-5)
         runner.bind({"x": x})()  # executes without error
@@ -51,7 +46,7 @@ def test_ort_cpu_runner_runs_and_binds(tiny):
 @pytest.mark.skipif(cuda_provider_available(), reason="CUDA provider present")
 def test_ort_cuda_without_the_provider_names_the_install(tiny):
     with pytest.raises(RuntimeMissingError, match="onnxruntime-gpu"):
-        OrtRunner(tiny[0], provider="cuda")
+        OrtRunner(SessionLoader(tiny[0], provider="cuda"))
 
 
 def test_torch_runner_fp64_reference_and_fp32():
@@ -64,7 +59,7 @@ def test_torch_runner_fp64_reference_and_fp32():
         assert np.allclose(fp32, model(torch.from_numpy(x)).numpy())
 
 
-# ---- TensorRT: our logic, against a stand-in of the documented API -----------------------------
+# ---- TensorRT: our call sequence, against a stand-in of the documented API (not TensorRT) -------
 
 
 def test_shape_ranges_parse_and_refuse_nonsense():
@@ -185,7 +180,7 @@ def _fake_trt(version: str, log: list):
     return trt
 
 
-def test_tensorrt10_strongly_typed_build(tmp_path):
+def test_our_calls_for_a_strongly_typed_tensorrt10_build_on_a_stand_in(tmp_path):
     log: list = []
     opts = TrtBuildOptions(
         precision="fp16",
@@ -210,7 +205,7 @@ def test_tensorrt10_strongly_typed_build(tmp_path):
     assert info.strongly_typed and info.pinned_fp32_layers == []
 
 
-def test_tensorrt10_weak_typing_pins_the_scan_to_fp32(tmp_path):
+def test_our_weak_typing_calls_pin_the_scan_to_fp32_on_a_tensorrt10_stand_in(tmp_path):
     log: list = []
     info = build_engine(
         tmp_path / "model.onnx",
@@ -224,7 +219,7 @@ def test_tensorrt10_weak_typing_pins_the_scan_to_fp32(tmp_path):
     assert info.pinned_fp32_layers == ["layers.0/scan/intra", "scan_carry"]
 
 
-def test_tensorrt11_is_always_strongly_typed(tmp_path):
+def test_our_calls_treat_a_tensorrt11_stand_in_as_always_strongly_typed(tmp_path):
     log: list = []
     build_engine(
         tmp_path / "m.onnx",
@@ -331,7 +326,7 @@ def _bundle_with_fake_trtexec(tmp_path, tiny, **settings):
         ),
     ],
 )
-def test_build_script_branches_on_the_tensorrt_version(
+def test_build_script_branches_on_the_version_a_fake_trtexec_reports(
     tmp_path, tiny, version, help_text, precision, expect, absent
 ):
     folder, env = _bundle_with_fake_trtexec(

@@ -9,7 +9,7 @@ from conftest import rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aire_export.models.scan import lam_powers, scan_chunked, scan_sequential, scan_step
+from aire_export.models.scan import lam_powers, scan_chunked, scan_sequential
 
 
 def _modes(P: int, seed: int) -> torch.Tensor:
@@ -59,15 +59,6 @@ def test_chunked_scan_handles_state_shapes_and_empty_states():
     assert torch.allclose(scan_chunked(lam, v, chunk=8), ref)
     empty = torch.zeros(1, 5, 0, dtype=torch.complex64)
     assert scan_chunked(torch.zeros(0, dtype=torch.complex64), empty).shape == (1, 5, 0)
-
-
-def test_step_is_one_recurrence_step():
-    lam = _modes(4, 3)
-    v = torch.randn(1, 3, 4, dtype=torch.complex64)
-    x = torch.zeros(1, 4, dtype=torch.complex64)
-    for k in range(3):
-        x = scan_step(lam, x, v[:, k])
-    assert torch.allclose(x, scan_chunked(lam, v)[:, -1])
 
 
 def test_lam_powers_are_float64_powers():

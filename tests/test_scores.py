@@ -10,7 +10,7 @@ from reference import _disc
 
 import aire_export as ax
 from aire_export.errors import InputError
-from aire_export.models import ModalSystem
+from aire_export.models import ModalSystem, modal_systems
 from aire_export.prune.scores import METHODS, prefix_normalize, score_systems
 from aire_export.threads import map_layers
 
@@ -44,7 +44,7 @@ def test_aire_energy_is_paper_eq_10_on_the_discrete_system(options):
 def test_aire_energy_is_the_energy_of_each_complex_mode_impulse_response():
     """E_i = Σ_m ‖C_i λ̄_i^m B_iᵀ‖²_F: the asymptotic impulse-response energy of mode i."""
     model = make_s5(seed=5, conj_sym=False)
-    system = model.modal_systems()[0]
+    system = modal_systems(model)[0]
     m = np.arange(20000)[:, None]
     per_mode = (np.abs(system.lam)[None, :] ** (2 * m)).sum(0)
     expected = system.c_norm2()[0] * system.b_norm2() * per_mode
@@ -86,7 +86,7 @@ def test_prefix_normalization_is_eq_11_with_ties_broken_by_index():
 
 def test_last_is_the_squared_hinf_norm_of_each_state():
     model = make_s5(seed=4)
-    system = model.modal_systems()[1]
+    system = modal_systems(model)[1]
     expected = system.c_norm2()[0] * system.b_norm2() / (1 - np.abs(system.lam)) ** 2
     layer = ax.score(model, "last")[1]
     np.testing.assert_allclose(layer.energies, expected, rtol=1e-12)
@@ -95,7 +95,7 @@ def test_last_is_the_squared_hinf_norm_of_each_state():
 
 def test_magnitude_and_lamp_use_the_eigenvalue_magnitude():
     model = make_s5(seed=6)
-    system = model.modal_systems()[0]
+    system = modal_systems(model)[0]
     mags = np.abs(system.lam)
     np.testing.assert_allclose(ax.score(model, "magnitude-global")[0].scores, mags)
     lamp = ax.score(model, "lamp")[0]
@@ -118,7 +118,7 @@ def test_random_scores_are_reproducible_by_seed():
 @pytest.mark.parametrize("make, options", ALL_MODELS, ids=ALL_IDS)
 def test_every_method_scores_every_architecture(make, options, method):
     model = make(seed=8, **options)
-    for layer, system in zip(ax.score(model, method), model.modal_systems(), strict=True):
+    for layer, system in zip(ax.score(model, method), modal_systems(model), strict=True):
         assert layer.states == system.P
         assert layer.energies.shape == layer.scores.shape == (system.n_units,)
         assert sorted(layer.order) == list(range(system.n_units))
@@ -128,7 +128,7 @@ def test_every_method_scores_every_architecture(make, options, method):
 
 def test_shared_A_units_add_the_energies_of_a_mode_across_channels():
     model = make_s4d(seed=2, shared_A=True, state_sizes=(6,))
-    system = model.modal_systems()[0]
+    system = modal_systems(model)[0]
     per_state = system.c_norm2()[0] * system.b_norm2() / (1 - np.abs(system.lam) ** 2)
     layer = ax.score(model)[0]
     assert layer.n_units == 6 and layer.states == 5 * 6
@@ -164,7 +164,7 @@ def test_official_compat_reproduces_the_negative_energy_of_unstable_modes():
     """Official: 1 − |λ̄|² + 1e-8 < 0 gives negative energies, then the official normalization
     runs on them as is (negative sums can even give such states scores near or above 1)."""
     model = _with_unstable_states()
-    system = model.modal_systems()[1]
+    system = modal_systems(model)[1]
     layer = ax.score(model, score_compat="official")[1]
     lam = np.abs(system.lam)
     expected = system.c_norm2()[0] * system.b_norm2() / ((1 - lam**2) + 1e-8)
@@ -235,8 +235,8 @@ def test_synthetic_modal_system_scores_are_its_energies():
 def test_layer_threads_change_nothing(method):
     """Layers scored side by side give exactly the sequential result, random draws included."""
     model = make_s5(seed=21, state_sizes=(12, 8, 16))
-    one = score_systems(model.modal_systems(workers=1), method, seed=4, workers=1)
-    many = score_systems(model.modal_systems(workers=3), method, seed=4, workers=3)
+    one = score_systems(modal_systems(model, workers=1), method, seed=4, workers=1)
+    many = score_systems(modal_systems(model, workers=3), method, seed=4, workers=3)
     for a, b in zip(one, many, strict=True):
         assert np.array_equal(a.scores, b.scores) and np.array_equal(a.order, b.order)
     kept_one = ax.prune(model, 0.5, method=method, certificates=False, workers=1)[1]

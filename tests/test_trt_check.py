@@ -9,8 +9,9 @@ from conftest import make_s4d, make_s5
 from onnx import TensorProto, helper, numpy_helper
 
 from aire_export.errors import InputError
-from aire_export.graphs import check_tensorrt, export
-from aire_export.graphs.core import METHODS
+from aire_export.graphs import check_tensorrt
+from aire_export.graphs.lowering import METHODS
+from aire_export.lower import export
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:

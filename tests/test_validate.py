@@ -7,16 +7,11 @@ import pytest
 from conftest import make_s5
 
 from aire_export.errors import InputError
+from aire_export.tolerance import Tolerance, default_tolerance
 from aire_export.validate.accuracy import accuracy, predict
 from aire_export.validate.inputs import SequenceData, load_data, random_data
 from aire_export.validate.latency import measure_latency, summarize
-from aire_export.validate.parity import (
-    Tolerance,
-    compare_output,
-    compare_outputs,
-    default_tolerance,
-    pruning_distortion,
-)
+from aire_export.validate.parity import compare_output, compare_outputs, pruning_distortion
 
 
 def test_element_fails_only_when_both_abs_and_rel_exceed():

@@ -1,18 +1,20 @@
-"""Checkpoints: our format (``ours``) and importers of foreign checkpoints into it."""
+"""Checkpoints: our format (``ours``) and importers of foreign checkpoints into it.
+
+Importers are declared by the families (``Family.importers``): a kind names a module and a
+function here, imported only when that kind is used.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aire_export.checkpoints.ours import FORMAT, load, save, write_atomically
-from aire_export.checkpoints.s4d_state_spaces import import_s4d_state_spaces
-from aire_export.checkpoints.s5_flax import import_s5_flax
+from aire_export.checkpoints.ours import FORMAT, load, save
 from aire_export.errors import InputError
-from aire_export.models import SSMNetwork
+from aire_export.models import SSMNetwork, importers
 
 
 def _options(config: str | os.PathLike | dict | None) -> dict[str, Any]:
@@ -30,28 +32,18 @@ def _options(config: str | os.PathLike | dict | None) -> dict[str, Any]:
     return data
 
 
-def _import_s5_flax(path: str | os.PathLike, config: Any) -> SSMNetwork:
-    if config is None:
-        raise InputError(
-            "s5-flax needs the run's arguments: pass --config run_args.json (the run_train.py "
-            "flags as a JSON object)"
-        )
-    return import_s5_flax(path, _options(config))
-
-
-IMPORTERS: dict[str, Callable[[str | os.PathLike, Any], SSMNetwork]] = {
-    "s5-flax": _import_s5_flax,
-    "s4d-state-spaces": lambda path, config: import_s4d_state_spaces(path, _options(config)),
-}
-
-
 def import_checkpoint(
     kind: str, path: str | os.PathLike, config: str | os.PathLike | dict | None = None
 ) -> SSMNetwork:
-    """Import a foreign checkpoint of ``kind`` (see :data:`IMPORTERS`) as one of our models."""
-    if kind not in IMPORTERS:
-        raise InputError(f"unknown checkpoint kind {kind!r}; supported: {', '.join(IMPORTERS)}")
-    return IMPORTERS[kind](path, config)
+    """Import a foreign checkpoint of ``kind`` (a family's importer) as one of our models."""
+    known = importers()
+    if kind not in known:
+        raise InputError(f"unknown checkpoint kind {kind!r}; supported: {', '.join(known)}")
+    importer = known[kind]
+    if importer.needs_config and config is None:
+        raise InputError(f"{kind} needs the run's options: {importer.config_hint}")
+    function = getattr(importlib.import_module(importer.module), importer.function)
+    return function(path, _options(config))
 
 
-__all__ = ["FORMAT", "IMPORTERS", "import_checkpoint", "load", "save", "write_atomically"]
+__all__ = ["FORMAT", "import_checkpoint", "load", "save"]

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from aire_export.errors import CheckpointError, InputError, OutputError, UnsafeCheckpointError
-from aire_export.models import SSMNetwork, architecture
+from aire_export.errors import CheckpointError, InputError, UnsafeCheckpointError
+from aire_export.files import write_atomically
+from aire_export.models import SSMNetwork, family_named
 
 FORMAT = "aire-export/1"
 
@@ -34,31 +34,6 @@ def save(model: SSMNetwork, path: str | os.PathLike, meta: dict[str, Any] | None
     }
     write_atomically(path, lambda f: torch.save(payload, f))
     return path
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputError(f"cannot write {path}: folder {directory} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_payload(path: str | os.PathLike) -> Any:
@@ -103,7 +78,7 @@ def load(path: str | os.PathLike) -> SSMNetwork:
         if key not in payload:
             raise CheckpointError(f"{path} has no {key!r}: save it with aire_export.save()")
     try:
-        cls = architecture(payload["arch"])
+        cls = family_named(payload["arch"]).model_class
         model = cls(cls.config_class.from_dict(payload["config"]))
     except InputError as e:
         raise CheckpointError(f"{path}: {e}") from None

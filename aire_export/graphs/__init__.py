@@ -1,7 +1,9 @@
 """Lowering to ONNX (DESIGN §4): real-arithmetic sequence and step graphs, TensorRT check.
 
-result = export(model, "out/", target="onnx", scan="auto", precision="fp32")
-report = check_tensorrt("out/model.onnx", trt_version="10.3")
+Everything here reads the export IR (aire_export/ir.py) and nothing of models/:
+
+    result = export_network(net, "out/", target="onnx", scan="auto", precision="fp32")
+    report = check_tensorrt("out/model.onnx", trt_version="10.3")
 """
 
 from aire_export.graphs.check import CheckReport, Problem, check_tensorrt
@@ -9,7 +11,7 @@ from aire_export.graphs.export import (
     ExportedGraph,
     ExportResult,
     TensorSpec,
-    export,
+    export_network,
 )
 
 __all__ = [
@@ -19,5 +21,5 @@ __all__ = [
     "Problem",
     "TensorSpec",
     "check_tensorrt",
-    "export",
+    "export_network",
 ]

@@ -1,32 +1,17 @@
-"""``scan="auto"``: which lowering each layer gets, per target, from measurements.
+"""``scan="auto"``: which lowering each layer gets, per device, from measurements.
 
-Every row names the benchmark it comes from. Rows are tried in order; the first whose
-``kind`` (dense MIMO S5 core or SISO S4D bank) and state bound match wins. Only the CPU rows
-were measured in this repository; the GPU rows cite the lead's H100 prototype figures in
-DESIGN §4 (a single SSM core, onnxruntime CUDA) or are reasoned, as labelled: re-run
-``benchmarks/gpu_suite.py`` on the device and update them.
+Every row names the benchmark it comes from. Rows are tried in order (a family's own rules
+first, ``Family.lowering_rules``); the first whose device, core type and state bound match
+wins. Only the CPU rows were measured in this repository; the GPU rows cite the lead's H100
+prototype figures in DESIGN §4 (a single SSM core, onnxruntime CUDA) or are reasoned, as
+labelled: re-run ``benchmarks/gpu_suite.py`` on the device and update them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from aire_export.graphs.forms import siso_bank
-from aire_export.models.modal import ModalSystem
-
-TARGET_DEVICE = {"onnx": "cpu", "ort-cuda": "gpu", "trt": "gpu", "jetson": "gpu"}
-
-
-@dataclass(frozen=True)
-class AutoRule:
-    device: str  # "cpu" | "gpu"
-    kind: str  # "dense" | "siso"
-    max_states: int | None  # the rule applies when stored states P ≤ max_states (None: any)
-    method: str
-    chunk: int
-    toeplitz_chunk: int
-    source: str
-
+from aire_export.ir import Core, DenseLTI, LoweringRule, SisoBankLTI
 
 CPU_SOURCE = (
     "benchmarks/cpu_lowerings.py, 2026-11-23 (benchmarks/RESULTS.md, 'CPU: every lowering vs "
@@ -40,30 +25,30 @@ CPU_SISO_SOURCE = (
     "e.g. a pruned S4D) ran 2.5-4x slower with them at T=100 (keywords, B=8) and only "
     "1.0-1.2x faster at T=4k-16k, so the Scan carry is the robust choice"
 )
-AUTO_TABLE: tuple[AutoRule, ...] = (
-    AutoRule("cpu", "dense", None, "chunked", 16, 16, CPU_SOURCE),
-    AutoRule("cpu", "siso", None, "scan", 16, 32, CPU_SISO_SOURCE),
-    AutoRule(
+AUTO_TABLE: tuple[LoweringRule, ...] = (
+    LoweringRule("cpu", DenseLTI, None, "chunked", 16, 16, CPU_SOURCE),
+    LoweringRule("cpu", SisoBankLTI, None, "scan", 16, 32, CPU_SISO_SOURCE),
+    LoweringRule(
         "gpu",
-        "dense",
+        DenseLTI,
         64,
         "chunked",
         16,
         16,
         "DESIGN §4, lead's H100 prototype: P=38 chunked 0.93 ms vs block-Toeplitz 1.09 ms",
     ),
-    AutoRule(
+    LoweringRule(
         "gpu",
-        "dense",
+        DenseLTI,
         None,
         "toeplitz",
         16,
         16,
         "DESIGN §4, lead's H100 prototype: P=128 block-Toeplitz 1.26 ms vs chunked 2.05 ms",
     ),
-    AutoRule(
+    LoweringRule(
         "gpu",
-        "siso",
+        SisoBankLTI,
         None,
         "toeplitz",
         64,
@@ -73,13 +58,9 @@ AUTO_TABLE: tuple[AutoRule, ...] = (
 )
 
 
-def auto_rule(system: ModalSystem, target: str, table=AUTO_TABLE) -> AutoRule:
-    """The rule ``auto`` applies to one layer on ``target``."""
-    device = TARGET_DEVICE[target]
-    kind = "siso" if siso_bank(system) is not None else "dense"
-    for rule in table:
-        if rule.device != device or rule.kind != kind:
-            continue
-        if rule.max_states is None or system.P <= rule.max_states:
+def auto_rule(core: Core, device: str, rules: Sequence[LoweringRule] = AUTO_TABLE) -> LoweringRule:
+    """The rule ``auto`` applies to one core on ``device`` ("cpu" or "gpu")."""
+    for rule in rules:
+        if rule.matches(core, device):
             return rule
-    raise LookupError(f"no auto rule for {kind} layers on {device}")
+    raise LookupError(f"no auto rule for {type(core).__name__} cores on {device}")

@@ -1,14 +1,14 @@
-"""``export``: a (pruned) model → ``model.onnx`` (sequence mode) and ``model.step.onnx``.
+"""``export_network``: the export IR of a model → ``model.onnx`` and ``model.step.onnx``.
 
-The model describes itself as a float64 IR (``model.export_ir()``, graphs/ir.py); the
-sequence graph lowers each layer's recurrence with the chosen method (graphs/core.py), the
-step graph runs one step with explicit state (graphs/step.py). Both are pure real
-arithmetic: no complex dtype, no unrolled time loop, so the node count does not depend on
-the sequence length.
+The IR (aire_export/ir.py) comes from the model's family adapter (``ax.export`` in
+aire_export/lower.py does both steps); the sequence graph lowers each core with the chosen
+method (graphs/core.py dispatches on the core type), the step graph runs one step with
+explicit state (graphs/step.py). Both are pure real arithmetic: no complex dtype, no unrolled
+time loop, so the node count does not depend on the sequence length.
 
 Opset: 17 by default, the lowest with LayerNormalization (one fused node instead of seven),
-parsed by TensorRT 8.6 through 11 and onnxruntime ≥ 1.14; 17..21 are accepted, ≤ 20 for
-Jetson (TensorRT 10.3 parses opsets 9..20).
+parsed by TensorRT 8.6 through 11 and onnxruntime ≥ 1.14; each target states the range it
+accepts (aire_export/targets.py: ≤ 20 for Jetson, whose TensorRT 10.3 parses 9..20).
 
 Precision: fp32, fp16 or bf16 for projections and pointwise work; λ̄ and the states stay
 float32 with explicit Casts (TensorRT 11 is strongly typed); graph I/O stays float32.
@@ -17,26 +17,27 @@ float32 with explicit Casts (TensorRT 11 is strongly typed); graph I/O stays flo
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from aire_export.checkpoints.ours import write_atomically
+from aire_export import ir
 from aire_export.errors import InputError, OutputError
+from aire_export.files import write_atomically
 from aire_export.graphs import auto
 from aire_export.graphs.builder import NUMPY_DTYPES
 from aire_export.graphs.check import CheckReport, check_tensorrt
-from aire_export.graphs.core import CHUNKED_MIN_LENGTH, METHODS, LayerLowering
+from aire_export.graphs.core import lowering_for
+from aire_export.graphs.lowering import CHUNKED_MIN_LENGTH, FEEDTHROUGH, METHODS, LayerLowering
 from aire_export.graphs.sequence import sequence_graph
 from aire_export.graphs.step import step_graph
+from aire_export.targets import DEFAULT_TARGET, target_named
 
-TARGETS = ("onnx", "ort-cuda", "trt", "jetson")
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 SCANS = ("auto", *METHODS)
 DEFAULT_OPSET = 17
-OPSETS = {"onnx": (17, 21), "ort-cuda": (17, 21), "trt": (17, 21), "jetson": (17, 20)}
-TRT_CHECKED = {"trt": "11", "jetson": "10.3"}  # the parser generation each target is checked for
 DEFAULT_MAX_LENGTH = {"logdepth": 1 << 14}  # others: any length (scan) or ≥ 2^20 (chunked)
 SEQUENCE_FILE, STEP_FILE = "model.onnx", "model.step.onnx"
 
@@ -61,14 +62,22 @@ class ExportedGraph:
     max_length: int | None  # None = any length; else the longest sequence the graph accepts
 
     def to_json(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k not in ("inputs", "outputs")}
-        data["path"] = str(self.path)
-        for key in ("inputs", "outputs"):
-            data[key] = [
-                {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
-                for t in getattr(self, key)
-            ]
-        return data
+        return {
+            "path": str(self.path),
+            "mode": self.mode,
+            "scan": self.scan,
+            "precision": self.precision,
+            "opset": self.opset,
+            "node_count": self.node_count,
+            "max_length": self.max_length,
+            **{
+                key: [
+                    {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+                    for t in getattr(self, key)
+                ]
+                for key in ("inputs", "outputs")
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -87,23 +96,26 @@ class ExportResult:
         }
 
 
-def export(
-    model,
+def export_network(
+    net: ir.Network,
     out_dir: str | os.PathLike,
     *,
-    target: str = "onnx",
+    target: str = DEFAULT_TARGET,
     scan: str = "auto",
     precision: str = "fp32",
     opset: int | None = None,
     step: bool | None = None,
     lengths_input: bool = False,
     max_length: int | None = None,
+    rules: Sequence[ir.LoweringRule] = (),
 ) -> ExportResult:
-    """Write ``out_dir/model.onnx`` (and ``model.step.onnx``) for ``model``.
+    """Write ``out_dir/model.onnx`` (and ``model.step.onnx``) for the network ``net``.
 
-    target: "onnx" (onnxruntime CPU), "ort-cuda", "trt" (TensorRT 11, x86) or "jetson"
-        (TensorRT 10.3): decides ``auto``; TensorRT targets run the op-support check.
-    scan: "auto" or one of chunked, toeplitz, logdepth, scan.
+    target: a target of aire_export/targets.py ("onnx", "ort-cuda", "trt", "jetson"): its
+        device decides ``auto``; targets with TensorRT parser rules get the op-support check.
+    scan: "auto" (``rules``, then graphs/auto.py's table) or one of chunked, toeplitz,
+        logdepth, scan.
+    rules: lowering rules tried before the generic ``auto`` table (the family's own).
     precision: fp32, fp16 or bf16 for projections and pointwise work (recurrence: float32).
     max_length: the longest sequence the graph must accept; default 2^14 for logdepth, whose
         graph grows with log2 of it. Chunked and Toeplitz graphs accept ≥ 2^20 steps whatever
@@ -112,13 +124,13 @@ def export(
     lengths_input: add a ``lengths`` input (valid steps per sequence) for masked pooling.
     """
     opset, compute = _validated(target, scan, precision, opset, max_length)
-    net = model.export_ir()  # float64; BatchNorm folds its running statistics
     if step and net.bidirectional:
         raise InputError(
             "no step graph for a bidirectional model (its backward scan reads the future); "
             "drop --step"
         )
-    lowerings = _lowerings(net, target, scan, max_length)
+    device = target_named(target).device
+    lowerings = _lowerings(net, device, scan, max_length, (*rules, *auto.AUTO_TABLE))
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -144,21 +156,20 @@ def export(
         step_model = step_graph(net, compute, opset)
         step_result = _write(step_model, out / STEP_FILE, "step", "step", precision, opset, None)
     check = None
-    if target in TRT_CHECKED:
-        check = check_tensorrt(seq_model, TRT_CHECKED[target])
+    rules_version = target_named(target).tensorrt_rules
+    if rules_version is not None:
+        check = check_tensorrt(seq_model, rules_version)
         if step_result is not None:
-            check = check.merged(check_tensorrt(step_model, TRT_CHECKED[target]))
+            check = check.merged(check_tensorrt(step_model, rules_version))
     return ExportResult(sequence, step_result, skipped, check)
 
 
 def _validated(target, scan, precision, opset, max_length) -> tuple[int, str]:
-    if target not in TARGETS:
-        raise InputError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    low, high = target_named(target).opsets
     if scan not in SCANS:
         raise InputError(f"unknown scan lowering {scan!r}; choose one of {', '.join(SCANS)}")
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    low, high = OPSETS[target]
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if not low <= opset <= high:
         raise InputError(f"opset {opset} is not supported for target {target}: use {low}..{high}")
@@ -167,15 +178,17 @@ def _validated(target, scan, precision, opset, max_length) -> tuple[int, str]:
     return opset, PRECISIONS[precision]
 
 
-def _lowerings(net, target: str, scan: str, max_length: int | None) -> list[LayerLowering]:
-    """Per layer: the method (``auto``: from the table), its chunks and its length limit."""
+def _lowerings(
+    net: ir.Network, device: str, scan: str, max_length: int | None, rules
+) -> list[LayerLowering]:
+    """Per layer: the method (``auto``: from the rules), its chunks and its length limit."""
     result = []
     for block in net.blocks:
-        if block.core.P == 0:
-            result.append(LayerLowering("feedthrough"))  # dropped layer: no recurrence
+        if not lowering_for(block.core).recurrent:
+            result.append(LayerLowering(FEEDTHROUGH))  # dropped layer: no recurrence
             continue
         if scan == "auto":
-            rule = auto.auto_rule(block.core, target)
+            rule = auto.auto_rule(block.core, device, rules)
             method, chunks = (
                 rule.method,
                 {"chunk": rule.chunk, "toeplitz_chunk": rule.toeplitz_chunk},
@@ -183,12 +196,12 @@ def _lowerings(net, target: str, scan: str, max_length: int | None) -> list[Laye
         else:
             method, chunks = scan, {}
         length = max_length or DEFAULT_MAX_LENGTH.get(method, CHUNKED_MIN_LENGTH)
-        result.append(LayerLowering(method, max_length=length, states=block.core.P, **chunks))
+        result.append(LayerLowering(method, max_length=length, states=block.core.states, **chunks))
     return result
 
 
 def _scan_label(lowerings: list[LayerLowering]) -> str:
-    methods = [lw.method for lw in lowerings if lw.method != "feedthrough"] or ["feedthrough"]
+    methods = [lw.method for lw in lowerings if lw.method != FEEDTHROUGH] or [FEEDTHROUGH]
     return methods[0] if len(set(methods)) == 1 else ",".join(methods)
 
 

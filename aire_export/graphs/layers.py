@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aire_export.graphs import ir
+from aire_export import ir
 from aire_export.graphs.builder import GraphBuilder
 
 F32 = "float32"

@@ -123,6 +123,14 @@ def scaled_pair(g: GraphBuilder, re: str, im: str, lam: np.ndarray) -> tuple[str
     return out_re, out_im
 
 
+def step_states(g: GraphBuilder, state: str, lam: np.ndarray, v: str, rank: int) -> str:
+    """One step x' = λ ⊙ x + v of states (…, 2), elementwise, λ split hi + lo in float32 (as
+    the Scan lowering does, so long streams do not drift with λ's rounding)."""
+    re, im = scaled_pair(g, *split_pair(g, state, rank), lam)
+    v_re, v_im = split_pair(g, v, rank)
+    return join_pair(g, g.add(re, v_re), g.add(im, v_im), rank)
+
+
 def split_pair(g: GraphBuilder, x: str, rank: int) -> tuple[str, str]:
     """(re, im) of x (…, 2), each without the trailing axis."""
     last = rank - 1

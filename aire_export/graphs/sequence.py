@@ -19,9 +19,11 @@ from collections.abc import Sequence
 
 import onnx
 
-from aire_export.graphs import ir, layers
+from aire_export import ir
+from aire_export.graphs import layers
 from aire_export.graphs.builder import GraphBuilder
-from aire_export.graphs.core import LayerLowering, lower_core
+from aire_export.graphs.core import lower_core, lowering_for
+from aire_export.graphs.lowering import LayerLowering
 from aire_export.graphs.recurrence import pad_time
 
 F32 = "float32"
@@ -71,7 +73,10 @@ def time_multiple(net: ir.Network, lowerings: Sequence[LayerLowering]) -> int:
     causal layer; a backward scan would read them, so bidirectional networks pad per layer."""
     if net.bidirectional:
         return 1
-    multiples = [lw.time_multiple(b.core) for b, lw in zip(net.blocks, lowerings, strict=True)]
+    multiples = [
+        lowering_for(b.core).time_multiple(b.core, lw)
+        for b, lw in zip(net.blocks, lowerings, strict=True)
+    ]
     return math.lcm(*multiples) if multiples else 1
 
 

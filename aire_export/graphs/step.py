@@ -2,14 +2,15 @@
 
 Inputs (all float32 but token ids):
     x            (batch, d_input) features, or int64 (batch,) token ids
-    state_{i}    per layer i that has states: S5 (batch, P_i, 2), S4D (batch, H, N_i, 2)
-                 (re, im on the last axis; the layout of ``StreamState.layers``)
+    state_{i}    per layer i that has states, in its core layout's shape: dense (S5)
+                 (batch, P_i, 2), SISO bank (S4D) (batch, H, N_i, 2); (re, im) on the last
+                 axis, the layout of the model's ``StreamState.layers``
     pooled_sum   (batch, H) running sum of the top-layer features
     steps        (1,) steps taken so far
 Outputs: ``y`` and ``state_{i}_out``, ``pooled_sum_out``, ``steps_out``, the same quantities
 after the step, so that feeding the outputs back streams the sequence (``SSMNetwork.step``):
 
-    x'_i = λ̄ ⊙ x_i + B̄ u;   y = s·Re(C̃ x'_i) + D ⊙ u                      (per layer)
+    x'_i = λ̄ ⊙ x_i + B̄ u;   y = s·Re(C̃ x'_i) + D ⊙ u          (per layer, its layout's step)
     pooled_sum' = pooled_sum + h;  steps' = steps + 1
     z = h (last pooling) or pooled_sum' / steps' (mean);  y = head(z)
 
@@ -22,55 +23,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from aire_export import ir
 from aire_export.errors import InputError
-from aire_export.graphs import ir, layers
+from aire_export.graphs import layers
 from aire_export.graphs.builder import GraphBuilder
-from aire_export.graphs.forms import input_matrix, output_matrix, siso_bank
-from aire_export.graphs.recurrence import RECURRENCE_DTYPE, join_pair, scaled_pair, split_pair
+from aire_export.graphs.core import lowering_for
+from aire_export.graphs.recurrence import RECURRENCE_DTYPE
 
 F32 = RECURRENCE_DTYPE
-
-
-def state_shape(system) -> list[int | str] | None:
-    """The step graph's state layout of one layer, or None for a layer without states."""
-    if system.P == 0:
-        return None
-    bank = siso_bank(system)
-    if bank is not None:
-        return ["batch", bank.H, bank.N, 2]
-    return ["batch", system.P, 2]
-
-
-def _decay(g: GraphBuilder, state: str, lam: np.ndarray, v: str, rank: int) -> str:
-    """λ x + v for states (…, 2), elementwise, λ split hi + lo in float32 (as the Scan
-    lowering does, so long streams do not drift with λ's rounding)."""
-    re, im = scaled_pair(g, *split_pair(g, state, rank), lam)
-    v_re, v_im = split_pair(g, v, rank)
-    return join_pair(g, g.add(re, v_re), g.add(im, v_im), rank)
-
-
-def _core_step(g: GraphBuilder, system, u: str, state: str, compute: str) -> tuple[str, str]:
-    """(y (B, H) in compute, new state) for input u (B, H) and state (B, …, 2) float32."""
-    feedthrough = g.mul(u, g.const(system.D, compute, "D"))
-    bank = siso_bank(system)
-    if bank is not None:
-        # x' = x @ R(λ) + b u:  (B, H, N, 1, 2) @ (H, N, 2, 2), then y = Σ_n Re(c x')
-        u32 = g.unsqueeze(g.cast_if(u, compute, F32), [2, 3])  # (B, H, 1, 1)
-        b = np.stack([bank.b.real, bank.b.imag], -1)  # (H, N, 2)
-        with g.scope("scan"):
-            new = _decay(g, state, bank.lam, g.mul(u32, g.const(b, F32, "b")), 4)
-        c = np.stack([bank.c[0].real, -bank.c[0].imag], -1)  # Re(c x) = c_re x_re − c_im x_im
-        y = g.reduce("ReduceSum", g.mul(new, g.const(c, F32, "c")), [2, 3])
-        return g.add(g.cast_if(y, F32, compute), feedthrough), new
-    P = system.P
-    v = g.matmul(u, g.const(input_matrix(system.dense_B()), compute, "B"))  # (B, 2P)
-    v = g.reshape(g.cast_if(v, compute, F32), [0, P, 2])
-    with g.scope("scan"):
-        new = _decay(g, state, system.lam, v, 3)  # (B, P, 2)
-    flat = g.cast_if(g.reshape(new, [0, 2 * P]), F32, compute)
-    W_out = output_matrix(system.dense_C(0), system.output_scale)
-    y = g.matmul(flat, g.const(W_out, compute, "C"))
-    return g.add(y, feedthrough), new
 
 
 def step_graph(net: ir.Network, compute: str, opset: int) -> onnx.ModelProto:
@@ -86,7 +46,7 @@ def step_graph(net: ir.Network, compute: str, opset: int) -> onnx.ModelProto:
         if net.tokens
         else g.input("x", F32, ["batch", net.d_input])
     )
-    shapes = [state_shape(block.core) for block in net.blocks]
+    shapes = [lowering_for(block.core).state_shape(block.core) for block in net.blocks]
     states = {
         i: g.input(f"state_{i}", F32, shape) for i, shape in enumerate(shapes) if shape is not None
     }
@@ -99,10 +59,10 @@ def step_graph(net: ir.Network, compute: str, opset: int) -> onnx.ModelProto:
         with g.scope(f"layers.{i}"):
             z = layers.norm(g, block.norm, h, compute) if block.prenorm else h
             with g.scope("ssm"):
-                if i in states:
-                    y, new_states[i] = _core_step(g, block.core, z, states[i], compute)
-                else:  # dropped layer: the feedthrough only
-                    y = g.mul(z, g.const(block.core.D, compute, "D"))
+                core = block.core
+                y, new_state = lowering_for(core).step(g, core, z, states.get(i), compute)
+                if new_state is not None:
+                    new_states[i] = new_state
             h = g.add(h, layers.activate(g, block.activation, y, compute))
             h = h if block.prenorm else layers.norm(g, block.norm, h, compute)
     with g.scope("head"):

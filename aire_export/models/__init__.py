@@ -1,50 +1,55 @@
-"""SSM architectures. Each family is one adapter: its config, its blocks, its modal view.
+"""SSM architectures. Each family is one adapter (family.py) over its model (s5.py, s4d.py).
 
-The rest of the package looks architectures up here by name and never branches on them.
+The rest of the package looks families up here, by a model (``family_of``) or by the ``arch``
+name of a checkpoint (``family_named``), and never branches on architecture names.
 """
 
 from __future__ import annotations
 
-from aire_export.errors import InputError
-from aire_export.models.blocks import NetworkConfig, SSMNetwork, StreamState
+from aire_export.models import s4d, s5
+from aire_export.models.blocks import NetworkConfig, SSMBlock, SSMNetwork, StreamState
+from aire_export.models.family import (
+    FAMILIES,
+    Family,
+    Importer,
+    UnitPolicy,
+    export_ir,
+    family_named,
+    family_of,
+    importers,
+    modal_systems,
+    parameter_count,
+    register_family,
+    unregister_family,
+)
 from aire_export.models.modal import ModalSystem
 from aire_export.models.s4d import S4DConfig, S4DModel
 from aire_export.models.s5 import S5Config, S5Model
 
-ARCHITECTURES: dict[str, type[SSMNetwork]] = {
-    S5Model.arch: S5Model,
-    S4DModel.arch: S4DModel,
-}
-
-
-def architecture(name: str) -> type[SSMNetwork]:
-    """The model class of an architecture name ("s5", "s4d")."""
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise InputError(
-            f"unknown architecture {name!r}; supported: {', '.join(sorted(ARCHITECTURES))}"
-        ) from None
-
-
-def build_model(arch: str, config: dict | NetworkConfig) -> SSMNetwork:
-    """A freshly constructed (uninitialized) model of ``arch`` from a config or its dict."""
-    cls = architecture(arch)
-    if isinstance(config, dict):
-        config = cls.config_class.from_dict(config)
-    return cls(config)
+register_family(s5.FAMILY)
+register_family(s4d.FAMILY)
 
 
 __all__ = [
-    "ARCHITECTURES",
+    "FAMILIES",
+    "Family",
+    "Importer",
     "ModalSystem",
     "NetworkConfig",
     "S4DConfig",
     "S4DModel",
     "S5Config",
     "S5Model",
+    "SSMBlock",
     "SSMNetwork",
     "StreamState",
-    "architecture",
-    "build_model",
+    "UnitPolicy",
+    "export_ir",
+    "family_named",
+    "family_of",
+    "importers",
+    "modal_systems",
+    "parameter_count",
+    "register_family",
+    "unregister_family",
 ]

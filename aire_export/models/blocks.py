@@ -9,10 +9,14 @@ Network (S5 `StackedEncoderModel` + `ClassificationModel`; S4D `example.py` `S4M
 
 Streaming (``step``): the same network one time step at a time with explicit state. After t
 steps, the output equals the sequence output on the first t inputs (unidirectional models).
+
+What differs between architectures lives in their modules (s5.py, s4d.py): the core, and the
+family adapter that exposes it to the rest of the package (family.py).
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,8 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from aire_export.errors import InputError
-from aire_export.models.modal import ModalSystem
-from aire_export.threads import map_layers
 
 INPUT_KINDS = ("features", "tokens")
 POOLINGS = ("pool", "last")
@@ -69,18 +71,14 @@ class NetworkConfig:
                 raise InputError(f"config.{name} must be ≥ 1, got {getattr(self, name)}")
         if any(int(p) < 0 for p in self.state_sizes):
             raise InputError(f"config.state_sizes must be ≥ 0, got {self.state_sizes}")
-        choices = {
-            "input_kind": INPUT_KINDS,
-            "pooling": POOLINGS,
-            "output": OUTPUTS,
-            "norm": NORMS,
-            "gelu_approximate": ("tanh", "none"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise InputError(
-                    f"config.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
-                )
+        check_choices(
+            self,
+            input_kind=INPUT_KINDS,
+            pooling=POOLINGS,
+            output=OUTPUTS,
+            norm=NORMS,
+            gelu_approximate=("tanh", "none"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +106,15 @@ class NetworkConfig:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+def check_choices(config: Any, **allowed: tuple[str, ...]) -> None:
+    """InputError naming the first field of ``config`` whose value is not among its choices."""
+    for name, choices in allowed.items():
+        if getattr(config, name) not in choices:
+            raise InputError(
+                f"config.{name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}"
+            )
 
 
 class SequenceBatchNorm(nn.Module):
@@ -160,55 +167,52 @@ class StreamState:
     steps: torch.Tensor
 
 
-class SSMBlock(nn.Module):
-    """Interface of a residual block around a diagonal SSM core."""
+class SSMBlock(nn.Module, metaclass=abc.ABCMeta):
+    """A residual block around an SSM core (S5 ``SequenceLayer``, S4D ``S4Model`` block):
 
-    state_size: int
+        z = norm(h) if prenorm else h;   y = core(z);   out = h + pointwise(y)
+        out = out if prenorm else norm(out)
+
+    Subclasses provide ``norm``, ``core_forward`` (B, L, H) → (B, L, H), ``core_step`` (one
+    step with explicit state), ``pointwise`` and ``init_state``. Everything a pruning or
+    export step needs to know about a block is asked of its family (models/family.py).
+    """
+
+    config: NetworkConfig
+    norm: nn.Module
+
+    @property
+    @abc.abstractmethod
+    def state_size(self) -> int:
+        """The config's state size of this layer (S5: P; S4D: modes per channel)."""
+
+    @abc.abstractmethod
+    def core_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The core in sequence mode, (B, L, H) → (B, L, H)."""
+
+    @abc.abstractmethod
+    def core_step(self, z: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The core on one step (B, H) with explicit state → (output, new state)."""
+
+    @abc.abstractmethod
+    def pointwise(self, y: torch.Tensor) -> torch.Tensor:
+        """What follows the core before the residual add (pointwise in time)."""
+
+    @abc.abstractmethod
+    def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The zero streaming state of the core."""
+
+    def _residual(self, h: torch.Tensor, core) -> tuple[torch.Tensor, object]:
+        z = self.norm(h) if self.config.prenorm else h
+        y, extra = core(z)
+        out = h + self.pointwise(y)
+        return (out if self.config.prenorm else self.norm(out)), extra
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, L, H)
-        raise NotImplementedError
-
-    def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        raise NotImplementedError
+        return self._residual(h, lambda z: (self.core_forward(z), None))[0]
 
     def step(self, h: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def modal_system(self) -> ModalSystem:
-        raise NotImplementedError
-
-    # ---- state pruning hooks (used by aire_export.prune.shrink; no architecture names there) --
-    def state_units(self) -> np.ndarray:
-        """(P_modal,) unit id of each state of :meth:`modal_system`, in its state order.
-
-        A unit is the group of states pruned together (ModalSystem.units); ids are 0..U-1.
-        """
-        raise NotImplementedError
-
-    def shrunk_parameters(self, kept_units: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
-        """(new state size, {parameter name relative to the block: new value}) of the block that
-        keeps only ``kept_units`` (sorted unit ids); the other parameters are unchanged."""
-        raise NotImplementedError
-
-    def masked_parameters(self, kept_units: np.ndarray) -> dict[str, torch.Tensor]:
-        """Same shapes, with the states of every other unit cut off from the output (their input
-        rows and/or output columns zeroed): the reference a shrunk block must equal."""
-        raise NotImplementedError
-
-    def export_ir(self):
-        """This block as a float64 ``graphs.ir.ResidualBlock`` (the export hook)."""
-        from aire_export.graphs import ir
-
-        return ir.ResidualBlock(
-            norm=norm_ir(self.norm),
-            prenorm=self.config.prenorm,
-            core=self.modal_system(),
-            activation=self.activation_ir(),
-        )
-
-    def activation_ir(self):
-        """The block's gated activation as a ``graphs.ir.GatedActivation``."""
-        raise NotImplementedError
+        return self._residual(h, lambda z: self.core_step(z, state))
 
 
 def take_states(
@@ -252,10 +256,12 @@ def zero_states(value: torch.Tensor, axis: int, drop: np.ndarray) -> torch.Tenso
 
 
 class SSMNetwork(nn.Module):
-    """Encoder → SSM blocks → pooling → decoder. Subclasses give the config class and blocks."""
+    """Encoder → SSM blocks → pooling → decoder. Subclasses name their ``arch`` and give the
+    config class and the block class (built as ``block_class(config, state_size, index)``)."""
 
     arch: ClassVar[str]
     config_class: ClassVar[type[NetworkConfig]]
+    block_class: ClassVar[type[SSMBlock]]
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -269,7 +275,7 @@ class SSMNetwork(nn.Module):
         self.decoder = nn.Linear(config.d_model, config.d_output)
 
     def make_block(self, index: int, state_size: int) -> SSMBlock:
-        raise NotImplementedError
+        return self.block_class(self.config, state_size, index)
 
     @property
     def bidirectional(self) -> bool:
@@ -333,54 +339,6 @@ class SSMNetwork(nn.Module):
         steps = state.steps + 1
         z = h if self.config.pooling == "last" else pooled_sum / steps
         return self.head(z), StreamState(new_layers, pooled_sum, steps)
-
-    # ---- modal view ------------------------------------------------------------------------
-    def modal_systems(self, workers: int | None = None) -> list[ModalSystem]:
-        """The discrete diagonal system of every layer, in float64 (DESIGN §2, step 2); layers
-        are built side by side on up to ``workers`` threads (default: the CPU count)."""
-        return map_layers(lambda block: block.modal_system(), list(self.layers), workers=workers)
-
-    # ---- export hook -----------------------------------------------------------------------
-    def export_ir(self):
-        """The network as a float64 ``graphs.ir.Network``, what the ONNX lowerings consume."""
-        from aire_export.graphs import ir
-
-        return ir.Network(
-            encoder=dense_ir(self.encoder),
-            tokens=self.config.input_kind == "tokens",
-            blocks=tuple(block.export_ir() for block in self.layers),
-            pooling="last" if self.config.pooling == "last" else "mean",
-            decoder=dense_ir(self.decoder),
-            log_softmax=self.config.output == "log_softmax",
-        )
-
-
-def dense_ir(linear: nn.Linear, rows: slice = slice(None)):
-    """``graphs.ir.Dense`` of a Linear (optionally of a slice of its output features)."""
-    from aire_export.graphs import ir
-
-    return ir.Dense(
-        weight=to_numpy64(linear.weight[rows]).T.copy(), bias=to_numpy64(linear.bias[rows])
-    )
-
-
-def norm_ir(norm: nn.Module):
-    """``graphs.ir`` form of a norm at inference: BatchNorm folds to an affine map."""
-    from aire_export.graphs import ir
-
-    if isinstance(norm, SequenceBatchNorm):
-        scale = to_numpy64(norm.scale) / np.sqrt(to_numpy64(norm.var) + norm.eps)
-        return ir.Affine(scale=scale, shift=to_numpy64(norm.bias) - to_numpy64(norm.mean) * scale)
-    if isinstance(norm, nn.LayerNorm):
-        return ir.LayerNorm(
-            weight=to_numpy64(norm.weight), bias=to_numpy64(norm.bias), eps=float(norm.eps)
-        )
-    raise TypeError(f"no export form for {type(norm).__name__}")
-
-
-def gelu_ir(approximate: str) -> str:
-    """The IR name of a GELU: "tanh" approximation or the exact "erf" form."""
-    return "tanh" if approximate == "tanh" else "erf"
 
 
 def as_real(x: torch.Tensor) -> torch.Tensor:

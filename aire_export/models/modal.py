@@ -37,6 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def conj_scale(conj_sym: bool) -> float:
+    """s in y = s·Re(C x) + D u: 2 when each stored state stands for a conjugate pair, else 1."""
+    return 2.0 if conj_sym else 1.0
+
+
 @dataclass(frozen=True, eq=False)
 class ModalSystem:
     lam: np.ndarray
@@ -82,7 +87,7 @@ class ModalSystem:
     @property
     def output_scale(self) -> float:
         """s in y = s·Re(C x) + D u: 2 for conjugate-symmetric storage, else 1."""
-        return 2.0 if self.conj_sym else 1.0
+        return conj_scale(self.conj_sym)
 
     @property
     def unit_ids(self) -> np.ndarray:

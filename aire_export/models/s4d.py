@@ -31,23 +31,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aire_export.errors import InputError
+from aire_export import ir
 from aire_export.models.blocks import (
     NetworkConfig,
     SSMBlock,
     SSMNetwork,
     as_complex,
     as_real,
-    dense_ir,
+    check_choices,
     gelu,
-    gelu_ir,
     make_norm,
     take_states,
     to_numpy64,
     zero_states,
 )
 from aire_export.models.discretize import METHODS, discretize
-from aire_export.models.modal import ModalSystem
+from aire_export.models.family import Family, Importer, UnitPolicy, dense_ir, gelu_ir
+from aire_export.models.modal import ModalSystem, conj_scale
 
 KERNEL_BLOCK = 1024  # kernel positions evaluated at once (bounds the Vandermonde's memory)
 
@@ -67,10 +67,7 @@ class S4DConfig(NetworkConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.discretization not in METHODS:
-            raise InputError(
-                f"config.discretization must be one of {', '.join(METHODS)}, got {self.discretization!r}"
-            )
+        check_choices(self, discretization=METHODS)
 
 
 def s4d_kernel(lam_bar: torch.Tensor, w: torch.Tensor, length: int, scale: float) -> torch.Tensor:
@@ -184,7 +181,7 @@ class S4DCore(nn.Module):
 
     @property
     def output_scale(self) -> float:
-        return 2.0 if self.config.conj_sym else 1.0
+        return conj_scale(self.config.conj_sym)
 
     def ssm(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, H) → SSM output (B, L, H), before the activation."""
@@ -210,22 +207,6 @@ class S4DCore(nn.Module):
         y = self.output_scale * (C * x).real.sum(-1) + self.D * u
         return self.activate(y), as_real(x)
 
-    def modal_system(self, name: str = "") -> ModalSystem:
-        with torch.no_grad():
-            lam_bar, b_bar, C = self.kernel.discrete(torch.float64)
-            H, N = lam_bar.shape
-            units = self.kernel.unit_ids() if self.config.shared_A else None
-            return ModalSystem(
-                lam=to_numpy64(lam_bar).reshape(-1),
-                B=to_numpy64(b_bar).reshape(-1, 1),
-                C=(to_numpy64(C).reshape(1, -1),),
-                D=to_numpy64(self.D),
-                conj_sym=self.config.conj_sym,
-                channels=np.repeat(np.arange(H), N),
-                units=units,
-                name=name,
-            )
-
 
 class S4DBlock(SSMBlock):
     """One residual block of the reference `S4Model`."""
@@ -242,52 +223,18 @@ class S4DBlock(SSMBlock):
     def state_size(self) -> int:
         return self.ssm.kernel.state_size
 
-    def _residual(self, h: torch.Tensor, core) -> tuple[torch.Tensor, object]:
-        z = self.norm(h) if self.config.prenorm else h
-        z, extra = core(z)
-        out = h + self.drop(z)
-        return (out if self.config.prenorm else self.norm(out)), extra
+    def pointwise(self, y: torch.Tensor) -> torch.Tensor:
+        return self.drop(y)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self._residual(h, lambda z: (self.ssm(z), None))[0]
+    def core_forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.ssm(z)
+
+    def core_step(self, z: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ssm.step(z, state)
 
     def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return torch.zeros(
             batch, self.config.d_model, self.state_size, 2, dtype=dtype, device=device
-        )
-
-    def step(self, h: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._residual(h, lambda z: self.ssm.step(z, state))
-
-    def modal_system(self) -> ModalSystem:
-        return self.ssm.modal_system(name=f"layers.{self.index}.ssm")
-
-    def state_units(self) -> np.ndarray:
-        return self.ssm.kernel.unit_ids()
-
-    def shrunk_parameters(self, kept_units: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
-        size, params = self.ssm.kernel.shrunk_parameters(kept_units)
-        return size, {f"ssm.kernel.{name}": value for name, value in params.items()}
-
-    def masked_parameters(self, kept_units: np.ndarray) -> dict[str, torch.Tensor]:
-        kernel = self.ssm.kernel
-        drop = ~np.isin(kernel.unit_ids(), kept_units).reshape(self.config.d_model, -1)  # (H, N)
-        names = ["C"] + (["B"] if self.config.learn_B else [])  # b̄ and C of the dropped modes
-        return {
-            f"ssm.kernel.{name}": zero_states(getattr(kernel, name).detach(), 1, drop)
-            for name in names
-        }
-
-    def activation_ir(self):
-        """The output GLU (Linear(H, 2H), GLU) is the full_glu gate on the Linear's halves."""
-        from aire_export.graphs import ir
-
-        H, linear = self.config.d_model, self.ssm.output_linear
-        return ir.GatedActivation(
-            gelu=gelu_ir(self.config.gelu_approximate),
-            gate="full_glu",
-            out1=dense_ir(linear, slice(0, H)),
-            out2=dense_ir(linear, slice(H, 2 * H)),
         )
 
 
@@ -296,10 +243,91 @@ class S4DModel(SSMNetwork):
 
     arch = "s4d"
     config_class = S4DConfig
+    block_class = S4DBlock
     config: S4DConfig
 
-    def make_block(self, index: int, state_size: int) -> S4DBlock:
-        return S4DBlock(self.config, state_size, index)
+
+class S4DFamily(Family):
+    """The S4D adapter: H SISO systems per layer (a SISO bank), a unit per (channel, mode), or
+    per mode across channels with a shared A; channels can be balanced to one kept count."""
+
+    name = S4DModel.arch
+    model_class = S4DModel
+    importers = (
+        Importer(
+            "s4d-state-spaces",
+            "aire_export.checkpoints.s4d_state_spaces",
+            "import_s4d_state_spaces",
+            "an S4D model trained with state-spaces/s4 example.py (its saved state_dict); "
+            "--config gives prenorm, dropout, input_kind, pooling",
+        ),
+    )
+
+    def modal_system(self, block: S4DBlock, *, calib=None) -> ModalSystem:
+        """The float64 modal view of the bank, states flattened channel-major (h, n)."""
+        core = block.ssm
+        with torch.no_grad():
+            lam_bar, b_bar, C = core.kernel.discrete(torch.float64)
+            H, N = lam_bar.shape
+            return ModalSystem(
+                lam=to_numpy64(lam_bar).reshape(-1),
+                B=to_numpy64(b_bar).reshape(-1, 1),
+                C=(to_numpy64(C).reshape(1, -1),),
+                D=to_numpy64(core.D),
+                conj_sym=core.config.conj_sym,
+                channels=np.repeat(np.arange(H), N),
+                units=core.kernel.unit_ids() if core.config.shared_A else None,
+                name=f"layers.{block.index}.ssm",
+            )
+
+    def units(self, block: S4DBlock) -> UnitPolicy:
+        """Per-channel A: each (channel, mode) is a unit, and channels may be balanced; a shared
+        A: a unit is one mode across every channel (nothing to balance)."""
+        kernel = block.ssm.kernel
+        H, N = block.config.d_model, kernel.state_size
+        channels = None if block.config.shared_A else np.repeat(np.arange(H), N)
+        return UnitPolicy(ids=kernel.unit_ids(), channels=channels)
+
+    def shrunk_parameters(self, block: S4DBlock, kept_units: np.ndarray):
+        size, params = block.ssm.kernel.shrunk_parameters(kept_units)
+        return size, {f"ssm.kernel.{name}": value for name, value in params.items()}
+
+    def masked_parameters(self, block: S4DBlock, kept_units: np.ndarray):
+        kernel = block.ssm.kernel
+        drop = ~np.isin(kernel.unit_ids(), kept_units).reshape(block.config.d_model, -1)  # (H, N)
+        names = ["C"] + (["B"] if block.config.learn_B else [])  # b̄ and C of the dropped modes
+        return {
+            f"ssm.kernel.{name}": zero_states(getattr(kernel, name).detach(), 1, drop)
+            for name in names
+        }
+
+    def activation_ir(self, block: S4DBlock) -> ir.GatedActivation:
+        """The output GLU (Linear(H, 2H), GLU) is the full_glu gate on the Linear's halves; the
+        dropout after it is the identity at inference."""
+        H, linear = block.config.d_model, block.ssm.output_linear
+        return ir.GatedActivation(
+            gelu=gelu_ir(block.config.gelu_approximate),
+            gate="full_glu",
+            out1=dense_ir(linear, slice(0, H)),
+            out2=dense_ir(linear, slice(H, 2 * H)),
+        )
+
+    def core_ir(self, block: S4DBlock) -> ir.Core:
+        """The bank as (H, N) arrays with the output scale folded into c, or the feedthrough
+        D·u when the layer has no modes left."""
+        system = self.modal_system(block)
+        if system.P == 0:
+            return ir.Feedthrough(D=system.D)
+        H = system.H
+        return ir.SisoBankLTI(
+            lam=system.lam.reshape(H, -1),
+            b=system.B[:, 0].reshape(H, -1),
+            c=(system.output_scale * np.asarray(system.C[0][0], complex).reshape(H, -1),),
+            D=system.D,
+        )
+
+
+FAMILY = S4DFamily()
 
 
 def init_s4d(

@@ -38,24 +38,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from aire_export.errors import InputError
+from aire_export import ir
 from aire_export.models.blocks import (
     NetworkConfig,
     SSMBlock,
     SSMNetwork,
     as_complex,
     as_real,
+    check_choices,
     complex_numpy,
-    dense_ir,
     gelu,
-    gelu_ir,
     make_norm,
     take_states,
     to_numpy64,
     zero_states,
 )
 from aire_export.models.discretize import METHODS, discretize
-from aire_export.models.modal import ModalSystem
+from aire_export.models.family import Family, Importer, UnitPolicy, dense_ir, gelu_ir
+from aire_export.models.modal import ModalSystem, conj_scale
 from aire_export.models.scan import scan_chunked
 
 ACTIVATIONS = ("full_glu", "half_glu1", "half_glu2", "gelu")
@@ -76,14 +76,7 @@ class S5Config(NetworkConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.discretization not in METHODS:
-            raise InputError(
-                f"config.discretization must be one of {', '.join(METHODS)}, got {self.discretization!r}"
-            )
-        if self.activation not in ACTIVATIONS:
-            raise InputError(
-                f"config.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
-            )
+        check_choices(self, discretization=METHODS, activation=ACTIVATIONS)
 
 
 class S5SSM(nn.Module):
@@ -110,7 +103,7 @@ class S5SSM(nn.Module):
 
     @property
     def output_scale(self) -> float:
-        return 2.0 if self.config.conj_sym else 1.0
+        return conj_scale(self.config.conj_sym)
 
     def _param(self, name: str, dtype: torch.dtype | None) -> torch.Tensor:
         value = getattr(self, name)
@@ -174,21 +167,6 @@ class S5SSM(nn.Module):
         y = self.output_scale * (x.real @ C.real.t() - x.imag @ C.imag.t()) + self.D * u
         return y, as_real(x)
 
-    def modal_system(self, name: str = "") -> ModalSystem:
-        """The float64 modal view. B̄ = g ⊙ B̃ is formed by numpy straight from the stored
-        (P, H, 2) parameter in one pass (float64 copies in torch first cost 3× more on CPU);
-        C̃ is a view of the stored parameter (complex64 for float32 weights, see ModalSystem)."""
-        with torch.no_grad():
-            lam_bar, gain = self.discrete_gain(torch.float64)
-            return ModalSystem(
-                lam=to_numpy64(lam_bar),
-                B=to_numpy64(gain)[:, None] * complex_numpy(self.B),
-                C=tuple(complex_numpy(getattr(self, n)) for n in self.output_names),
-                D=to_numpy64(self.D),
-                conj_sym=self.config.conj_sym,
-                name=name,
-            )
-
 
 class S5Block(SSMBlock):
     """Reference `SequenceLayer`: norm, S5 core, gated activation, residual."""
@@ -209,8 +187,8 @@ class S5Block(SSMBlock):
     def state_size(self) -> int:
         return self.seq.state_size
 
-    def activate(self, y: torch.Tensor) -> torch.Tensor:
-        """The gated output on the SSM output y (pointwise in time)."""
+    def pointwise(self, y: torch.Tensor) -> torch.Tensor:
+        """The gated activation on the SSM output y (pointwise in time)."""
         kind, approx = self.config.activation, self.config.gelu_approximate
         g = self.drop(gelu(y, approx))
         if kind == "full_glu":
@@ -221,52 +199,14 @@ class S5Block(SSMBlock):
             g = y * torch.sigmoid(self.out2(g))
         return self.drop(g) if kind != "gelu" else g
 
-    def _residual(self, h: torch.Tensor, core) -> tuple[torch.Tensor, object]:
-        x = self.norm(h) if self.config.prenorm else h
-        y, extra = core(x)
-        out = h + self.activate(y)
-        return (out if self.config.prenorm else self.norm(out)), extra
+    def core_forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.seq(z)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self._residual(h, lambda x: (self.seq(x), None))[0]
+    def core_step(self, z: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.seq.step(z, state)
 
     def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return self.seq.init_state(batch, dtype, device)
-
-    def step(self, h: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._residual(h, lambda x: self.seq.step(x, state))
-
-    def modal_system(self) -> ModalSystem:
-        return self.seq.modal_system(name=f"layers.{self.index}.seq")
-
-    def state_units(self) -> np.ndarray:
-        return np.arange(self.seq.state_size)  # every stored state (or conjugate pair) is a unit
-
-    def shrunk_parameters(self, kept_units: np.ndarray) -> tuple[int, dict[str, torch.Tensor]]:
-        return len(kept_units), {
-            f"seq.{name}": take_states(getattr(self.seq, name).detach(), axis, kept_units)
-            for name, axis in self.seq.state_axes().items()
-        }
-
-    def masked_parameters(self, kept_units: np.ndarray) -> dict[str, torch.Tensor]:
-        drop = np.ones(self.seq.state_size, dtype=bool)
-        drop[kept_units] = False
-        reach = {"B": 0} | {name: 1 for name in self.seq.output_names}  # B̃ rows, C̃ columns
-        return {
-            f"seq.{name}": zero_states(getattr(self.seq, name).detach(), axis, drop)
-            for name, axis in reach.items()
-        }
-
-    def activation_ir(self):
-        from aire_export.graphs import ir
-
-        kind = self.config.activation
-        return ir.GatedActivation(
-            gelu=gelu_ir(self.config.gelu_approximate),
-            gate="none" if kind == "gelu" else kind,
-            out1=dense_ir(self.out1) if kind == "full_glu" else None,
-            out2=dense_ir(self.out2) if kind != "gelu" else None,
-        )
 
 
 class S5Model(SSMNetwork):
@@ -274,11 +214,87 @@ class S5Model(SSMNetwork):
 
     arch = "s5"
     config_class = S5Config
+    block_class = S5Block
     config: S5Config
-
-    def make_block(self, index: int, state_size: int) -> S5Block:
-        return S5Block(self.config, state_size, index)
 
     @property
     def bidirectional(self) -> bool:
         return self.config.bidirectional
+
+
+class S5Family(Family):
+    """The S5 adapter: one MIMO core per layer, every stored state (a conjugate pair when
+    conj_sym) its own unit, lowered as a dense diagonal system."""
+
+    name = S5Model.arch
+    model_class = S5Model
+    importers = (
+        Importer(
+            "s5-flax",
+            "aire_export.checkpoints.s5_flax",
+            "import_s5_flax",
+            "the official S5 / AIRE-Prune / LAST code's flax checkpoint (best_state.msgpack)",
+            needs_config=True,
+            config_hint="pass --config run_args.json (the run_train.py flags as a JSON object)",
+        ),
+    )
+
+    def modal_system(self, block: S5Block, *, calib=None) -> ModalSystem:
+        """The float64 modal view. B̄ = g ⊙ B̃ is formed by numpy straight from the stored
+        (P, H, 2) parameter in one pass (float64 copies in torch first cost 3× more on CPU);
+        C̃ is a view of the stored parameter (complex64 for float32 weights, see ModalSystem)."""
+        seq = block.seq
+        with torch.no_grad():
+            lam_bar, gain = seq.discrete_gain(torch.float64)
+            return ModalSystem(
+                lam=to_numpy64(lam_bar),
+                B=to_numpy64(gain)[:, None] * complex_numpy(seq.B),
+                C=tuple(complex_numpy(getattr(seq, n)) for n in seq.output_names),
+                D=to_numpy64(seq.D),
+                conj_sym=seq.config.conj_sym,
+                name=f"layers.{block.index}.seq",
+            )
+
+    def units(self, block: S5Block) -> UnitPolicy:
+        return UnitPolicy(ids=np.arange(block.seq.state_size))  # each stored state is a unit
+
+    def shrunk_parameters(self, block: S5Block, kept_units: np.ndarray):
+        return len(kept_units), {
+            f"seq.{name}": take_states(getattr(block.seq, name).detach(), axis, kept_units)
+            for name, axis in block.seq.state_axes().items()
+        }
+
+    def masked_parameters(self, block: S5Block, kept_units: np.ndarray):
+        drop = np.ones(block.seq.state_size, dtype=bool)
+        drop[kept_units] = False
+        reach = {"B": 0} | {name: 1 for name in block.seq.output_names}  # B̃ rows, C̃ columns
+        return {
+            f"seq.{name}": zero_states(getattr(block.seq, name).detach(), axis, drop)
+            for name, axis in reach.items()
+        }
+
+    def activation_ir(self, block: S5Block) -> ir.GatedActivation:
+        kind = block.config.activation
+        return ir.GatedActivation(
+            gelu=gelu_ir(block.config.gelu_approximate),
+            gate="none" if kind == "gelu" else kind,
+            out1=dense_ir(block.out1) if kind == "full_glu" else None,
+            out2=dense_ir(block.out2) if kind != "gelu" else None,
+        )
+
+    def core_ir(self, block: S5Block) -> ir.Core:
+        """The core as a dense diagonal system (complex128), or the feedthrough D·u when the
+        layer has no states left."""
+        system = self.modal_system(block)
+        if system.P == 0:
+            return ir.Feedthrough(D=system.D)
+        return ir.DenseLTI(
+            lam=system.lam,
+            B=system.B,
+            C=tuple(system.dense_C(d) for d in range(len(system.C))),
+            D=system.D,
+            scale=system.output_scale,
+        )
+
+
+FAMILY = S5Family()

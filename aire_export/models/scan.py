@@ -1,6 +1,6 @@
-"""Diagonal linear recurrences in PyTorch: a parallel chunked scan, a sequential reference and a step.
+"""Diagonal linear recurrences in PyTorch: a parallel chunked scan and a sequential reference.
 
-All three compute, for complex λ (shape S) and inputs v (B, L, *S), with x_{-1} = 0:
+Both compute, for complex λ (shape S) and inputs v (B, L, *S), with x_{-1} = 0:
 
     x_k = λ ⊙ x_{k-1} + v_k                                                   (S5 eq. 3, diagonal)
 
@@ -73,8 +73,3 @@ def scan_chunked(
         entering = torch.cat([torch.zeros_like(carried[:, :1]), carried[:, :-1]], dim=1)
         x = x + powers[1:].to(v.dtype)[None, None] * entering[:, :, None, :]  # + λ^(k+1) h_{c−1}
     return x.reshape(batch, n_chunks * q, -1)[:, :length].reshape(batch, length, *state_shape)
-
-
-def scan_step(lam: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """One recurrent step: x' = λ ⊙ x + v."""
-    return lam * x + v

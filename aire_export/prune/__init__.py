@@ -1,11 +1,28 @@
 """Pruning: scores (AIRE and baselines), global selection (Algorithm 1), physical shrink,
 certificates, and the plan that records it all (DESIGN §2 steps 3–5, §3)."""
 
-from aire_export.prune.api import PLAN_NAME, prune, save_pruned, score
+from aire_export.prune.api import (
+    PLAN_NAME,
+    PruneOptions,
+    choose_units,
+    modal_view,
+    plan_pruning,
+    prune,
+    prune_with,
+    save_pruned,
+    score,
+    score_layers,
+)
 from aire_export.prune.certificate import Certificate, certify, h2_norm, hinf_bound, hinf_norm
 from aire_export.prune.plan import LayerPlan, PrunePlan
 from aire_export.prune.scores import COMPAT, METHODS, LayerScores, ScoreMethod, score_systems
-from aire_export.prune.select import Selection, kept_count, select_global, select_uniform
+from aire_export.prune.select import (
+    Selection,
+    kept_count,
+    select_global,
+    select_uniform,
+    select_units,
+)
 from aire_export.prune.shrink import mask_model, shrink_model
 
 __all__ = [
@@ -15,20 +32,27 @@ __all__ = [
     "Certificate",
     "LayerPlan",
     "LayerScores",
+    "PruneOptions",
     "PrunePlan",
     "ScoreMethod",
     "Selection",
     "certify",
+    "choose_units",
     "h2_norm",
     "hinf_bound",
     "hinf_norm",
     "kept_count",
     "mask_model",
+    "modal_view",
+    "plan_pruning",
     "prune",
+    "prune_with",
     "save_pruned",
     "score",
+    "score_layers",
     "score_systems",
     "select_global",
     "select_uniform",
+    "select_units",
     "shrink_model",
 ]

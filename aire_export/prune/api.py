@@ -3,48 +3,71 @@
 scores = score(model, method="aire")                 # per layer: energies, normalized scores
 pruned, plan = prune(model, ratio=0.7)               # a smaller model of the same class + plan
 save_pruned(pruned, plan, "out/pruned.pt")           # pruned.pt and plan.json beside it
+
+Each stage is also a function of its own (``modal_view``, ``score_layers``, ``select_units``
+in prune/select.py, ``shrink_model`` in prune/shrink.py, ``plan_pruning``), so the pipeline
+can run and report them one by one; :func:`prune` is those stages in order. Everything about
+the architecture comes from the model's family (models/family.py).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from aire_export.checkpoints import save, write_atomically
+from aire_export.checkpoints import save
 from aire_export.errors import InputError, OutputError
-from aire_export.models import ModalSystem, SSMNetwork
+from aire_export.files import write_atomically
+from aire_export.models import ModalSystem, SSMNetwork, family_of, modal_systems
 from aire_export.prune.certificate import certify
 from aire_export.prune.plan import LayerPlan, PrunePlan
-from aire_export.prune.scores import (
-    METHODS,
-    LayerScores,
-    check_options,
-    get_method,
-    score_systems,
-)
-from aire_export.prune.select import (
-    Selection,
-    check_ratio_threshold,
-    select_global,
-    select_uniform,
-)
-from aire_export.prune.select import (
-    balance_channels as select_balanced,
-)
+from aire_export.prune.scores import LayerScores, check_options, get_method, score_systems
+from aire_export.prune.select import Selection, check_ratio_threshold, select_units
 from aire_export.prune.shrink import shrink_model
 
 PLAN_NAME = "plan.json"
 
 
-def _modal_systems(model: SSMNetwork, workers: int | None = None) -> list[ModalSystem]:
-    if not isinstance(model, SSMNetwork):
-        raise InputError(
-            f"expected an aire-export model (ax.load / ax.import_checkpoint), got "
-            f"{type(model).__name__}"
-        )
-    systems = model.modal_systems(workers=workers)
+@dataclass(frozen=True)
+class PruneOptions:
+    """How to prune: a global ``ratio`` ∈ [0, 1) (fraction of states removed) or a score
+    ``threshold`` ≥ 0, the scoring method and its options, and what to do with empty layers.
+
+    ``balance_channels`` (default) gives every channel of a layer whose family allows it (S4D)
+    the same kept count (:func:`aire_export.prune.select.balance_channels`), so the stored
+    width really shrinks; ``False`` keeps Algorithm 1's exact selection, padded to the widest
+    channel. ``certificates=False`` skips the per-layer H∞/H2 certificates (their cost grows
+    with the removed states × the width). Layers are scored on up to ``workers`` threads
+    (default: the CPU count; 1: sequential).
+    """
+
+    ratio: float | None = None
+    threshold: float | None = None
+    method: str = "aire"
+    eps: float = 0.0
+    score_compat: str = "default"
+    seed: int = 0
+    drop_empty_blocks: bool = False
+    balance_channels: bool = True
+    certificates: bool = True
+    workers: int | None = None
+
+    def check(self) -> PruneOptions:
+        """InputError for any option the methods do not take; returns the options."""
+        check_options(get_method(self.method), self.eps, self.score_compat)
+        check_ratio_threshold(self.ratio, self.threshold)
+        return self
+
+    def with_ratio(self, ratio: float) -> PruneOptions:
+        return replace(self, ratio=ratio, threshold=None)
+
+
+def modal_view(model: SSMNetwork, workers: int | None = None) -> list[ModalSystem]:
+    """Stage 2: the modal view of every layer, refusing a model with nothing to prune."""
+    systems = modal_systems(model, workers=workers)
     if not any(system.P for system in systems):
         raise InputError(
             "the model has no SSM states to score (no SSM layers, or every layer is already "
@@ -53,11 +76,35 @@ def _modal_systems(model: SSMNetwork, workers: int | None = None) -> list[ModalS
     return systems
 
 
-def _unit_channels(system: ModalSystem) -> np.ndarray | None:
-    """(U,) channel of each unit when every unit is one SISO mode (per-channel S4D), else None."""
-    if system.channels is None or system.units is not None:
-        return None
-    return system.channels
+def score_layers(systems: list[ModalSystem], options: PruneOptions) -> list[LayerScores]:
+    """Stage 3: per-layer scores by the options' method (prune/scores.py)."""
+    return score_systems(
+        systems,
+        options.method,
+        eps=options.eps,
+        score_compat=options.score_compat,
+        seed=options.seed,
+        workers=options.workers,
+    )
+
+
+def choose_units(
+    model: SSMNetwork, layers: list[LayerScores], options: PruneOptions
+) -> tuple[Selection, Selection]:
+    """Stage 4: (Algorithm 1's selection, the kept selection), balanced per channel where the
+    family's unit policy allows it and the options ask for it."""
+    channels = None
+    if options.balance_channels:
+        family = family_of(model)
+        channels = [family.units(block).channels for block in model.layers]
+    return select_units(
+        layers,
+        get_method(options.method),
+        options.ratio,
+        options.threshold,
+        score_compat=options.score_compat,
+        channels=channels,
+    )
 
 
 def score(
@@ -69,58 +116,39 @@ def score(
     seed: int = 0,
 ) -> list[LayerScores]:
     """Per-layer scores of ``model`` by ``method`` (see :mod:`aire_export.prune.scores`)."""
-    check_options(get_method(method), eps, score_compat)
-    return score_systems(
-        _modal_systems(model), method, eps=eps, score_compat=score_compat, seed=seed
-    )
+    options = PruneOptions(method=method, eps=eps, score_compat=score_compat, seed=seed)
+    return score_layers(modal_view(model), options)
 
 
-def prune(
-    model: SSMNetwork,
-    ratio: float | None = None,
-    *,
-    threshold: float | None = None,
-    method: str = "aire",
-    eps: float = 0.0,
-    score_compat: str = "default",
-    seed: int = 0,
-    drop_empty_blocks: bool = False,
-    certificates: bool = True,
-    balance_channels: bool = True,
-    workers: int | None = None,
-) -> tuple[SSMNetwork, PrunePlan]:
-    """Prune ``model`` by a global ``ratio`` ∈ [0, 1) (fraction of states removed) or a score
-    ``threshold`` ≥ 0; returns the physically smaller model and its :class:`PrunePlan`.
+def prune(model: SSMNetwork, ratio: float | None = None, **options) -> tuple[SSMNetwork, PrunePlan]:
+    """Prune ``model`` by a global ``ratio`` ∈ [0, 1) or a ``threshold=`` (and the other
+    :class:`PruneOptions` as keywords); returns the physically smaller model and its plan.
 
-    The input model is not modified. ``certificates=False`` skips the per-layer H∞/H2
-    certificates (their cost grows with the removed states × the width).
-    ``balance_channels`` (default) gives every channel of an S4D layer the same kept count (see
-    :func:`aire_export.prune.select.balance_channels`), so the stored width really shrinks;
-    ``False`` keeps Algorithm 1's exact (channel, mode) selection, padded to the widest channel.
-    Layers are scored on up to ``workers`` threads (default: the CPU count; 1: sequential).
+    The input model is not modified.
     """
-    spec = get_method(method)
-    check_options(spec, eps, score_compat)
-    check_ratio_threshold(ratio, threshold)
-    if spec.selection == "uniform" and threshold is not None:
-        raise InputError(
-            f"method {method!r} keeps the same fraction in every layer: give a ratio, not a "
-            "threshold"
-        )
-    systems = _modal_systems(model, workers)
-    layers = score_systems(
-        systems, method, eps=eps, score_compat=score_compat, seed=seed, workers=workers
-    )
-    if spec.selection == "uniform":
-        selection = select_uniform(layers, ratio)
-    else:
-        rule = "official" if score_compat == "official" else "prefix"
-        selection = select_global(layers, ratio, threshold=threshold, rule=rule)
-    exact = selection
-    if balance_channels:
-        selection = select_balanced(selection, layers, [_unit_channels(s) for s in systems])
+    return prune_with(model, PruneOptions(ratio=ratio, **options))
 
-    pruned = shrink_model(model, selection.kept, drop_empty_blocks=drop_empty_blocks)
+
+def prune_with(model: SSMNetwork, options: PruneOptions) -> tuple[SSMNetwork, PrunePlan]:
+    """Stages 2–5 in order: modal view → score → select → shrink, and the plan."""
+    options.check()
+    systems = modal_view(model, options.workers)
+    layers = score_layers(systems, options)
+    exact, selection = choose_units(model, layers, options)
+    pruned = shrink_model(model, selection.kept, drop_empty_blocks=options.drop_empty_blocks)
+    return pruned, plan_pruning(model, pruned, systems, layers, exact, selection, options)
+
+
+def plan_pruning(
+    model: SSMNetwork,
+    pruned: SSMNetwork,
+    systems: list[ModalSystem],
+    layers: list[LayerScores],
+    exact: Selection,
+    selection: Selection,
+    options: PruneOptions,
+) -> PrunePlan:
+    """The plan of a prune (with certificates), recorded in ``pruned.meta`` too."""
     sizes = iter(pruned.config.state_sizes)
     layer_plans = []
     for block, system, scores, kept in zip(
@@ -128,7 +156,8 @@ def prune(
     ):
         live = np.isin(scores.state_units, kept)
         dropped = not live.any()
-        removed_block = dropped and drop_empty_blocks
+        removed_block = dropped and options.drop_empty_blocks
+        certificate = certify(system, np.flatnonzero(~live)) if options.certificates else None
         layer_plans.append(
             LayerPlan(
                 index=scores.index,
@@ -138,7 +167,7 @@ def prune(
                 kept=kept,
                 energies=scores.energies,
                 scores=scores.scores,
-                certificate=certify(system, np.flatnonzero(~live)) if certificates else None,
+                certificate=certificate,
                 dropped=dropped,
                 physical_size=0 if removed_block else next(sizes),
                 size_before=block.state_size,
@@ -149,32 +178,38 @@ def prune(
         )
     before = sum(p.states_before for p in layer_plans)
     after = sum(p.states_after for p in layer_plans)
+    ratio = options.ratio
     plan = PrunePlan(
-        method=method,
+        method=options.method,
         ratio_requested=None if ratio is None else float(ratio),
         ratio_achieved=1.0 - after / before,
         threshold=selection.threshold,
-        eps=float(eps),
-        score_compat=score_compat,
+        eps=float(options.eps),
+        score_compat=options.score_compat,
         layers=layer_plans,
-        seed=int(seed),
+        seed=int(options.seed),
         arch=model.arch,
         target_units=selection.target_units,
-        drop_empty_blocks=drop_empty_blocks,
-        balance_channels=balance_channels,
+        drop_empty_blocks=options.drop_empty_blocks,
+        balance_channels=options.balance_channels,
         warnings=_warnings(
-            layers, exact, selection, layer_plans, score_compat, METHODS[method].normalized
+            layers,
+            exact,
+            selection,
+            layer_plans,
+            options.score_compat,
+            get_method(options.method).normalized,
         ),
     )
     pruned.meta["pruning"] = {
-        "method": method,
-        "score_compat": score_compat,
+        "method": options.method,
+        "score_compat": options.score_compat,
         "ratio_requested": plan.ratio_requested,
         "ratio_achieved": plan.ratio_achieved,
         "states_before": before,
         "states_after": after,
     }
-    return pruned, plan
+    return plan
 
 
 def _warnings(

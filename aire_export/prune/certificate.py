@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aire_export.json_values import finite_or_none, floats_or_inf
 from aire_export.models.modal import ModalSystem
 
 GRID_POINTS = 1024  # uniform frequencies on [0, π], plus points at every resonance:
@@ -80,9 +81,9 @@ class Certificate:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "bound": _json_float(self.bound),
-            "measured_hinf": _json_float(self.measured_hinf),
-            "h2": _json_float(self.h2),
+            "bound": finite_or_none(self.bound),
+            "measured_hinf": finite_or_none(self.measured_hinf),
+            "h2": finite_or_none(self.h2),
             "removed_states": self.removed_states,
             "rho": self.rho,
             "omega_peak": self.omega_peak,
@@ -90,22 +91,15 @@ class Certificate:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Certificate:
-        def num(key: str) -> float:
-            value = data.get(key)
-            return math.inf if value is None else float(value)
-
+        bound, hinf, h2 = floats_or_inf([data.get(k) for k in ("bound", "measured_hinf", "h2")])
         return cls(
-            bound=num("bound"),
-            measured_hinf=num("measured_hinf"),
-            h2=num("h2"),
+            bound=float(bound),
+            measured_hinf=float(hinf),
+            h2=float(h2),
             removed_states=int(data.get("removed_states", 0)),
             rho=float(data.get("rho", 0.0)),
             omega_peak=float(data.get("omega_peak", 0.0)),
         )
-
-
-def _json_float(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def certify(system: ModalSystem, removed: np.ndarray) -> Certificate:

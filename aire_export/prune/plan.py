@@ -23,7 +23,6 @@ Non-finite numbers (the infinite energy of an always-kept unstable mode) are wri
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from aire_export.checkpoints import write_atomically
 from aire_export.errors import InputError
+from aire_export.files import write_atomically
+from aire_export.json_values import finite_list, finite_or_none, floats_or_inf
 from aire_export.prune.certificate import Certificate
-from aire_export.prune.scores import finite_or_none
 
 PLAN_FORMAT = "aire-export-plan/1"
 
@@ -56,10 +55,6 @@ class LayerPlan:
     unstable: list[int] = field(default_factory=list)
     block_removed: bool = False  # drop_empty_blocks removed the whole residual block
 
-    @property
-    def units_after(self) -> int:
-        return len(self.kept)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "index": self.index,
@@ -68,8 +63,8 @@ class LayerPlan:
             "states_after": self.states_after,
             "units_before": self.units_before,
             "kept": [int(k) for k in self.kept],
-            "energies": finite_or_none(self.energies),
-            "scores": finite_or_none(self.scores),
+            "energies": finite_list(self.energies),
+            "scores": finite_list(self.scores),
             "unstable": [int(u) for u in self.unstable],
             "dropped": self.dropped,
             "block_removed": self.block_removed,
@@ -87,8 +82,8 @@ class LayerPlan:
             states_before=int(data["states_before"]),
             states_after=int(data["states_after"]),
             kept=np.asarray(data["kept"], dtype=np.int64),
-            energies=_floats(data.get("energies", [])),
-            scores=_floats(data.get("scores", [])),
+            energies=floats_or_inf(data.get("energies", [])),
+            scores=floats_or_inf(data.get("scores", [])),
             certificate=None if cert is None else Certificate.from_json(cert),
             dropped=bool(data.get("dropped", int(data["states_after"]) == 0)),
             physical_size=int(data.get("physical_size", data["states_after"])),
@@ -97,10 +92,6 @@ class LayerPlan:
             unstable=[int(u) for u in data.get("unstable", [])],
             block_removed=bool(data.get("block_removed", False)),
         )
-
-
-def _floats(values: list) -> np.ndarray:
-    return np.array([math.inf if v is None else float(v) for v in values], dtype=np.float64)
 
 
 @dataclass
@@ -133,9 +124,7 @@ class PrunePlan:
             "method": self.method,
             "ratio_requested": self.ratio_requested,
             "ratio_achieved": self.ratio_achieved,
-            "threshold": None
-            if self.threshold is None or not math.isfinite(self.threshold)
-            else self.threshold,
+            "threshold": finite_or_none(self.threshold),
             "eps": self.eps,
             "score_compat": self.score_compat,
             "seed": self.seed,

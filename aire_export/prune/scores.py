@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from aire_export.errors import InputError
+from aire_export.json_values import finite_list
 from aire_export.models.modal import ModalSystem
 from aire_export.threads import map_layers
 
@@ -98,17 +99,12 @@ class LayerScores:
             "name": self.name,
             "states": self.states,
             "units": self.n_units,
-            "energies": finite_or_none(self.energies),
-            "scores": finite_or_none(self.scores),
+            "energies": finite_list(self.energies),
+            "scores": finite_list(self.scores),
             "order": self.order.tolist(),
             "unstable": self.unstable.tolist(),
             "max_abs_lambda": float(self.max_abs_lambda.max()) if self.n_units else 0.0,
         }
-
-
-def finite_or_none(values: np.ndarray) -> list[float | None]:
-    """JSON-safe list: non-finite values (infinite energies of kept unstable modes) → None."""
-    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
 
 
 # ---- per-state quantities -------------------------------------------------------------------

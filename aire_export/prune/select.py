@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aire_export.errors import InputError
-from aire_export.prune.scores import LayerScores
+from aire_export.prune.scores import LayerScores, ScoreMethod
 
 
 @dataclass(frozen=True)
@@ -148,3 +148,33 @@ def balance_channels(
             keep[units[np.argsort(rank[units], kind="stable")[:per_channel]]] = True
         kept.append(np.flatnonzero(keep))
     return Selection(kept, selection.threshold, selection.target_units)
+
+
+def select_units(
+    layers: list[LayerScores],
+    method: ScoreMethod,
+    ratio: float | None,
+    threshold: float | None,
+    *,
+    score_compat: str = "default",
+    channels: list[np.ndarray | None] | None = None,
+) -> tuple[Selection, Selection]:
+    """The select stage: (Algorithm 1's selection, the one kept after channel balancing).
+
+    Global methods select by one τ (the official rule with ``score_compat="official"``),
+    uniform methods by a fraction per layer. ``channels[ℓ]`` (the family's unit policy) is
+    the channel of each unit of layer ℓ where it may be balanced; None skips balancing.
+    """
+    if method.selection == "uniform":
+        if threshold is not None:
+            raise InputError(
+                f"method {method.name!r} keeps the same fraction in every layer: give a ratio, "
+                "not a threshold"
+            )
+        exact = select_uniform(layers, ratio)
+    else:
+        rule = "official" if score_compat == "official" else "prefix"
+        exact = select_global(layers, ratio, threshold=threshold, rule=rule)
+    if channels is None:
+        return exact, exact
+    return exact, balance_channels(exact, layers, channels)

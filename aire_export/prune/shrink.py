@@ -1,9 +1,9 @@
-"""Physical shrink: a new model of the same class whose state sizes are the kept counts (DESIGN §2.5).
+"""Physical shrink: a new model of the same class, state sizes the kept counts (DESIGN §2.5).
 
-Generic over architectures: each block says which of its parameters are indexed by state
-(:meth:`SSMBlock.shrunk_parameters`, :meth:`SSMBlock.masked_parameters`); this module only
-assembles the new network. ``kept[ℓ]`` holds the unit ids layer ℓ keeps (``ModalSystem.units``:
-a state, a conjugate pair, or an S4D mode shared by all channels).
+Generic over architectures: the model's family says which of a block's parameters are indexed
+by state (``Family.shrunk_parameters``, ``Family.masked_parameters``) and what a unit is
+(``Family.units``); this module only assembles the new network. ``kept[ℓ]`` holds the unit
+ids layer ℓ keeps (a state, a conjugate pair, or an S4D mode shared by all channels).
 
     shrink_model(model, kept)   state sizes = kept counts; a layer with nothing kept has no scan
                                 left (its core is the feedthrough D·u) and is "dropped"
@@ -25,15 +25,14 @@ import numpy as np
 import torch
 
 from aire_export.errors import InputError
-from aire_export.models import SSMNetwork
+from aire_export.models import SSMNetwork, family_of
 
 _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(.*)$")
 
 
 def check_kept(model: SSMNetwork, kept: list[np.ndarray]) -> list[np.ndarray]:
     """``kept`` as sorted int arrays, one per layer, each a set of valid unit ids."""
-    if not isinstance(model, SSMNetwork):
-        raise InputError(f"expected an aire_export model, got {type(model).__name__}")
+    family = family_of(model)
     if len(kept) != len(model.layers):
         raise InputError(
             f"kept lists {len(kept)} layers but the model has {len(model.layers)} SSM layers"
@@ -41,8 +40,7 @@ def check_kept(model: SSMNetwork, kept: list[np.ndarray]) -> list[np.ndarray]:
     out = []
     for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
         units = np.asarray(units)
-        ids = block.state_units()
-        n_units = int(ids.max()) + 1 if ids.size else 0  # ids are 0..U-1
+        n_units = family.units(block).n_units
         if units.size and (units.ndim != 1 or not np.issubdtype(units.dtype, np.integer)):
             raise InputError(f"kept[{index}] must be a 1-D array of unit indices")
         units = np.unique(units.astype(np.int64))  # sorted, duplicates removed
@@ -64,10 +62,11 @@ def shrink_model(
     result like any model. dtype, device, train/eval mode and ``meta`` are carried over.
     """
     kept = check_kept(model, kept)
+    family = family_of(model)
     sizes: list[int] = []
     updates: dict[str, torch.Tensor] = {}
     for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
-        size, params = block.shrunk_parameters(units)
+        size, params = family.shrunk_parameters(block, units)
         sizes.append(size)
         updates |= {f"layers.{index}.{name}": value for name, value in params.items()}
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in updates}
@@ -78,7 +77,7 @@ def shrink_model(
         state = _renumber_blocks(state, kept_blocks)
     config = model.config.replace(state_sizes=[sizes[i] for i in kept_blocks])
     with torch.device("meta"):  # no allocation or random init: every tensor comes from `state`
-        shrunk = type(model)(config)
+        shrunk = family.model_class(config)
     shrunk.load_state_dict(state, assign=True)
     if any(t.is_meta for t in itertools.chain(shrunk.parameters(), shrunk.buffers())):
         raise RuntimeError(f"{type(model).__name__} holds tensors outside its state_dict")
@@ -89,10 +88,11 @@ def shrink_model(
 def mask_model(model: SSMNetwork, kept: list[np.ndarray]) -> SSMNetwork:
     """A copy of ``model`` with the same shapes whose pruned states cannot reach the output."""
     kept = check_kept(model, kept)
+    family = family_of(model)
     masked = copy.deepcopy(model)
     updates: dict[str, torch.Tensor] = {}
     for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
-        for name, value in block.masked_parameters(units).items():
+        for name, value in family.masked_parameters(block, units).items():
             updates[f"layers.{index}.{name}"] = value
     masked.load_state_dict(updates, strict=False)
     return masked

@@ -1,1 +1,2 @@
-"""Runtimes behind one Runner interface: onnxruntime (CPU, CUDA), PyTorch, TensorRT; the edge bundle."""
+"""Runtimes (DESIGN §2 step 7): runners behind one small interface (base.py) for onnxruntime,
+TensorRT and PyTorch, the runtime registry (registry.py), shape ranges, the edge bundle."""

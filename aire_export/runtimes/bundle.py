@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from aire_export.runtimes.trt import SCAN_PREFIX, ShapeRange, profile_shapes
-from aire_export.validate.parity import Tolerance
+from aire_export.graphs.export import ExportedGraph
+from aire_export.runtimes.shapes import ShapeRange, profile_shapes
+from aire_export.runtimes.trt import SCAN_PREFIX
+from aire_export.tolerance import Tolerance
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ class BundleGraph:
             "sequence-fp16": "model.fp16.onnx",
             "step": "model.step.onnx",
         }[self.role]
+
+    @classmethod
+    def of(cls, graph: ExportedGraph, role: str) -> BundleGraph:
+        """The bundle entry of an exported graph (sequence graphs record their lowering)."""
+        details = {"scan": graph.scan} if graph.mode == "sequence" else {}
+        inputs = tuple((spec.name, spec.shape) for spec in graph.inputs)
+        return cls(graph.path, role, graph.precision, inputs, details)
 
 
 def scan_node_names(onnx_path: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""PyTorch runners: the model itself, as the eager baseline (and torch.compile on a GPU)."""
+"""The PyTorch runner: the model itself, in float64 as the parity reference and as the eager
+latency baseline."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 from aire_export.errors import InputError, RuntimeMissingError
 from aire_export.models import SSMNetwork
 from aire_export.runtimes.base import Runner
+
+DEVICES = ("cpu", "cuda")
 
 
 class TorchRunner(Runner):
@@ -25,20 +28,18 @@ class TorchRunner(Runner):
         device: str = "cpu",
         *,
         dtype: torch.dtype = torch.float32,
-        compile: bool = False,
     ) -> None:
+        if device not in DEVICES:
+            raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeMissingError(
                 "PyTorch sees no CUDA GPU: run on a GPU machine with a CUDA build of torch"
             )
         self.device = device
         self.model = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-        self.forward = torch.compile(self.model) if compile else self.model
         precision = {torch.float64: "fp64", torch.float32: "fp32"}.get(dtype, str(dtype))
-        self.name = f"pytorch-{'compile' if compile else 'eager'}-{device}" + (
-            "" if precision == "fp32" else f"-{precision}"
-        )
-        self.details = {"torch": torch.__version__, "dtype": precision, "compile": compile}
+        self.name = f"pytorch-eager-{device}" + ("" if precision == "fp32" else f"-{precision}")
+        self.details = {"torch": torch.__version__, "dtype": precision}
         self.dtype = dtype
 
     def _tensors(self, inputs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -55,7 +56,7 @@ class TorchRunner(Runner):
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x, lengths = self._tensors(inputs)
         with torch.inference_mode():
-            y = self.forward(x, lengths)
+            y = self.model(x, lengths)
         return {"y": y.float().cpu().numpy() if self.dtype != torch.float64 else y.cpu().numpy()}
 
     def bind(self, inputs: dict[str, np.ndarray]) -> Callable[[], None]:
@@ -63,6 +64,6 @@ class TorchRunner(Runner):
 
         def execute() -> None:
             with torch.inference_mode():
-                self.forward(x, lengths)
+                self.model(x, lengths)
 
         return execute

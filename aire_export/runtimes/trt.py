@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aire_export.errors import InputError, OutputError, RuntimeMissingError
+from aire_export.errors import InputError, OutputError, RuntimeBuildError, RuntimeMissingError
 from aire_export.runtimes.base import Runner
+from aire_export.runtimes.shapes import ShapeRange, profile_shapes
 
 INSTALL_HINT = (
     "TensorRT is not installed. On a machine with an NVIDIA GPU: pip install 'aire-export[trt]' "
@@ -51,36 +52,6 @@ def tensorrt_major(trt) -> int:
 
 
 @dataclass(frozen=True)
-class ShapeRange:
-    """An optimization-profile range for one dynamic dimension: min ≤ opt ≤ max."""
-
-    min: int
-    opt: int
-    max: int
-
-    @classmethod
-    def parse(cls, text: str, what: str) -> ShapeRange:
-        """``"8"`` or ``"1:8:32"`` (min:opt:max)."""
-        parts = str(text).split(":")
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            raise InputError(
-                f"--{what} must be N or MIN:OPT:MAX with integers, got {text!r}"
-            ) from None
-        if len(values) == 1:
-            values *= 3
-        if len(values) != 3 or not (1 <= values[0] <= values[1] <= values[2]):
-            raise InputError(
-                f"--{what} must be N or MIN:OPT:MAX with 1 ≤ MIN ≤ OPT ≤ MAX, got {text!r}"
-            )
-        return cls(*values)
-
-    def __str__(self) -> str:
-        return f"{self.min}:{self.opt}:{self.max}"
-
-
-@dataclass(frozen=True)
 class TrtBuildOptions:
     precision: str = "fp32"  # fp32 | fp16 | bf16
     batch: ShapeRange = ShapeRange(1, 1, 1)
@@ -91,31 +62,6 @@ class TrtBuildOptions:
     hardware_compatible: bool = False  # Ampere+; caps shared memory, disables cuDNN/cuBLAS tactics
     weak_typing: bool = False  # TensorRT 10 only: FP16/BF16 builder flag + fp32 scan constraints
     optimization_level: int | None = None
-
-
-def profile_shapes(
-    inputs: list[tuple[str, tuple[int | str, ...]]], batch: ShapeRange, length: ShapeRange
-) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """(min, opt, max) shapes per input, resolving the symbolic dims "batch" and "length".
-
-    ``inputs`` lists (name, shape) with static dims as ints and dynamic ones by name.
-    """
-    dims = {"batch": batch, "length": length}
-    out = {}
-    for name, shape in inputs:
-        triple = []
-        for pick in ("min", "opt", "max"):
-            resolved = []
-            for d in shape:
-                if isinstance(d, int):
-                    resolved.append(d)
-                elif d in dims:
-                    resolved.append(getattr(dims[d], pick))
-                else:
-                    raise InputError(f"input {name!r} has a dynamic dimension {d!r} with no range")
-            triple.append(tuple(resolved))
-        out[name] = tuple(triple)
-    return out
 
 
 @dataclass
@@ -157,7 +103,9 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise InputError(f"TensorRT could not parse {onnx_path}: " + "; ".join(errors[:5]))
+        raise RuntimeBuildError(
+            f"TensorRT {trt.__version__} could not parse {onnx_path}: " + "; ".join(errors[:5])
+        )
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
@@ -194,7 +142,10 @@ def build_engine(
         )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise InputError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
+        raise RuntimeBuildError(
+            f"TensorRT {trt.__version__} failed to build an engine from {onnx_path} (see the log "
+            "above)"
+        )
     engine_path = Path(engine_path)
     try:
         engine_path.write_bytes(bytes(serialized))
@@ -242,7 +193,7 @@ class TrtRunner(Runner):
             Path(engine_path).read_bytes()
         )
         if self.engine is None:
-            raise InputError(
+            raise RuntimeBuildError(
                 f"{engine_path} is not an engine this TensorRT ({self.trt.__version__}) can load"
             )
         self.context = self.engine.create_execution_context()

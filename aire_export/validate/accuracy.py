@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,3 +44,27 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray) -> AccuracyResult:
     """Top-1 accuracy of (N, classes) outputs against (N,) labels."""
     correct = int(np.sum(np.asarray(outputs).argmax(-1) == np.asarray(labels)))
     return AccuracyResult(correct=correct, total=len(labels))
+
+
+@dataclass(frozen=True)
+class AccuracySummary:
+    """Task accuracy of original and pruned (PyTorch, float32) on one eval set."""
+
+    data: str
+    samples: int
+    original: float
+    pruned: float
+
+    @property
+    def drop_pp(self) -> float:
+        """Accuracy drop in percentage points (positive = pruned is worse)."""
+        return 100 * (self.original - self.pruned)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "samples": self.samples,
+            "original": self.original,
+            "pruned": self.pruned,
+            "drop_pp": self.drop_pp,
+        }

@@ -12,8 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from aire_export.json_values import finite_or_none
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,40 @@ class LatencyResult:
     @property
     def steps_per_s(self) -> float:
         return self.sequences_per_s * self.length
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": self.device,
+            "batch": self.batch,
+            "length": self.length,
+            "warmup": self.warmup,
+            "runs": self.runs,
+            **{
+                key: finite_or_none(getattr(self, key))
+                for key in ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms")
+            },
+            "sequences_per_s": finite_or_none(self.sequences_per_s),
+            "steps_per_s": finite_or_none(self.steps_per_s),
+        }
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Original vs pruned on one runtime, timed side by side in one run."""
+
+    runtime: str
+    original: str  # the LatencyResult names compared
+    pruned: str
+    ratio: float  # p50 original / p50 pruned
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime,
+            "original": self.original,
+            "pruned": self.pruned,
+            "ratio": finite_or_none(self.ratio),
+        }
 
 
 def _timer(device: str) -> Callable[[Callable[[], None]], float]:

@@ -15,32 +15,12 @@ passed is reported Polygraphy-style, as ``abs = max|a − r|`` OR ``rel = max |a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-# Default gates by precision for a 1024-step sequence; longer sequences scale them by
-# sqrt(length / 1024) (rounding errors of a scan grow like a random walk over its memory).
-# fp32 is the measured float32 error of our lowerings (≤ 1e-5 relative) with headroom; fp16 and
-# bf16 are dominated by the reduced-precision projections (10 and 7 mantissa bits).
-BASE_TOLERANCE = {
-    "fp32": (1e-4, 1e-3),
-    "tf32": (5e-3, 5e-3),
-    "fp16": (2e-2, 2e-2),
-    "bf16": (1e-1, 5e-2),
-}
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    atol: float
-    rtol: float
-
-
-def default_tolerance(precision: str, length: int) -> Tolerance:
-    """The gate for a precision and sequence length (see :data:`BASE_TOLERANCE`)."""
-    atol, rtol = BASE_TOLERANCE[precision]
-    scale = max(1.0, float(np.sqrt(max(length, 1) / 1024)))
-    return Tolerance(atol * scale, rtol * scale)
+from aire_export.json_values import finite_or_none
+from aire_export.tolerance import Tolerance
 
 
 @dataclass(frozen=True)
@@ -65,6 +45,23 @@ class OutputParity:
     def required(self) -> str:
         """Polygraphy's 'Minimum Required Tolerance' line."""
         return f"elemwise error | [abs={self.max_abs:.3g}] OR [rel={self.max_rel:.3g}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "max_abs": finite_or_none(self.max_abs),
+            "mean_abs": finite_or_none(self.mean_abs),
+            "max_rel": finite_or_none(self.max_rel),
+            "mean_rel": finite_or_none(self.mean_rel),
+            "normwise_rel": finite_or_none(self.normwise_rel),
+            "cosine": finite_or_none(self.cosine),
+            "top1_agreement": finite_or_none(self.top1_agreement),
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "failing": self.failing,
+            "passed": self.passed,
+        }
 
     def verdict(self) -> str:
         status = "PASSED" if self.passed else "FAILED"
@@ -129,6 +126,15 @@ class ParityResult:
     def passed(self) -> bool:
         return all(o.passed for o in self.outputs)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runner": self.runner,
+            "reference": self.reference,
+            "precision": self.precision,
+            "outputs": [o.to_json() for o in self.outputs],
+            "passed": self.passed,
+        }
+
 
 def compare_outputs(
     runner: str,
@@ -162,6 +168,14 @@ class DistortionResult:
     max_abs: float
     top1_agreement: float | None
     samples: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "normwise_rel": finite_or_none(self.normwise_rel),
+            "max_abs": finite_or_none(self.max_abs),
+            "top1_agreement": finite_or_none(self.top1_agreement),
+            "samples": self.samples,
+        }
 
 
 def pruning_distortion(original: np.ndarray, pruned: np.ndarray) -> DistortionResult:

@@ -1,0 +1,61 @@
+"""Command line: a thin layer over the library (DESIGN §1). It parses options (options.py),
+calls the library (commands.py) and prints (render.py); errors become exit codes here.
+
+Exit codes (see :mod:`aire_export.errors`): 0 ok, 1 internal error, 2 bad input, 3 parity gate
+failed, 4 runtime missing, 5 output not writable, 6 a runtime refused the graph.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import traceback
+
+import click
+
+from aire_export.cli.commands import cli
+from aire_export.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, AireError
+
+INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (errors print one line on stderr)."""
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    context = {"command": shlex.join(["aire-export", *args])}
+    try:
+        code = cli.main(args=args, prog_name="aire-export", standalone_mode=False, obj=context)
+        if isinstance(code, int):  # ctx.exit(n) is returned, not raised, outside standalone mode
+            return code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return EXIT_BAD_INPUT
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return INTERRUPTED
+    except AireError as e:
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return INTERRUPTED
+    except Exception as e:  # a bug in aire-export, not a user mistake
+        if os.environ.get("AIRE_EXPORT_DEBUG"):
+            traceback.print_exc()
+        click.echo(
+            f"internal error: {e.__class__.__name__}: {e} (a bug in aire-export; rerun with "
+            "AIRE_EXPORT_DEBUG=1 for the traceback and please report it)",
+            err=True,
+        )
+        return EXIT_INTERNAL
+    return EXIT_OK
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+__all__ = ["cli", "console_main", "main"]

@@ -1,0 +1,333 @@
+"""What the commands print: rich tables and lines on stdout, progress on stderr, JSON.
+
+Every function takes a library value and prints it; none computes anything the library
+does not already hold. Text that comes from the library (reasons, warnings, file names) is
+escaped, so brackets such as ``aire-export[gpu]`` are printed, not read as markup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from aire_export.graphs.export import ExportResult
+from aire_export.prune import LayerScores, PrunePlan
+from aire_export.report import Report
+from aire_export.summary import ModelSummary
+from aire_export.validate.latency import LatencyResult, Speedup
+from aire_export.validate.speed import ProfileRow
+from aire_export.validate.validation import Validation
+
+
+def stdout() -> Console:
+    return Console(soft_wrap=True)
+
+
+def stderr() -> Console:
+    return Console(stderr=True)
+
+
+def print_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=_json_default, allow_nan=False))
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def number(x: float, digits: int = 2) -> str:
+    return f"{x:.{digits}g}" if math.isfinite(x) else "∞"
+
+
+def notes(console: Console, label: str, lines: Iterable[str], style: str = "yellow") -> None:
+    for line in lines:
+        console.print(f"[{style}]{label}:[/{style}] {escape(line)}")
+
+
+def stage_printer(console: Console, status) -> Callable[[str], None]:
+    """Progress: one line per pipeline stage, a live status for the fine-grained steps."""
+
+    def show(message: str) -> None:
+        status.update(f"[bold]{escape(message)}")
+        if not message.startswith(("timing ", "warming up ")):
+            console.print(f"[dim]·[/dim] {escape(message)}")
+
+    return show
+
+
+# ---- inspect, score, prune, export ------------------------------------------------------------
+def model_summary(path: Path, summary: ModelSummary) -> None:
+    console = stdout()
+    cfg = summary.config
+    console.print(
+        f"[bold]{escape(str(path))}[/bold]: {summary.arch.upper()}, {len(summary.layers)} "
+        f"layers, width {cfg['d_model']}, {summary.states} states, {summary.parameters:,} "
+        "parameters"
+    )
+    flags = [k for k in ("bidirectional", "conj_sym", "clip_eigs", "shared_A") if cfg.get(k)]
+    console.print(
+        f"input {cfg['input_kind']} ({cfg['d_input']}), output {cfg['d_output']} "
+        f"({cfg['output']}), pooling {cfg['pooling']}, norm {cfg['norm']}, "
+        f"{cfg.get('discretization', '')}" + (f", {', '.join(flags)}" if flags else "")
+    )
+    table = Table(show_header=True, header_style="bold")
+    for col in ("layer", "states", "max |λ̄|", "|λ̄| ≥ 1", "slowest decay (steps)", "parameters"):
+        table.add_column(col, justify="right")
+    for layer in summary.layers:
+        decay = layer.slowest_decay_steps
+        table.add_row(
+            str(layer.index),
+            str(layer.states) if layer.states else "0 (dropped)",
+            f"{layer.max_abs_lambda:.6f}",
+            f"[red]{layer.unstable}[/red]" if layer.unstable else "0",
+            f"{decay:,.0f}" if math.isfinite(decay) else "∞",
+            f"{layer.parameters:,}",
+        )
+    console.print(table)
+    if summary.unstable:
+        console.print(
+            f"[yellow]warning:[/yellow] {summary.unstable} state(s) have |λ̄| ≥ 1 (marginal or "
+            "unstable); AIRE keeps them by default"
+        )
+
+
+def scores(path: Path, layers: list[LayerScores], method: str, score_compat: str) -> None:
+    console = stdout()
+    console.print(f"[bold]{escape(str(path))}[/bold]: {method} scores ({score_compat})")
+    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD)
+    for col in ("layer", "states", "energy head", "energy tail", "max |λ̄|", "|λ̄|≥1"):
+        table.add_column(col, justify="right")
+    for layer in layers:
+        ordered = layer.energies[layer.order]
+        unstable = len(layer.unstable)
+        table.add_row(
+            str(layer.index),
+            str(layer.states) + ("" if layer.n_units == layer.states else f" ({layer.n_units})"),
+            " ".join(number(e) for e in ordered[:3]),
+            " ".join(number(e) for e in ordered[-3:]),
+            f"{layer.max_abs_lambda.max():.4f}" if layer.n_units else "-",
+            f"[red]{unstable}[/red]" if unstable else "0",
+        )
+    console.print(table)
+    if any(layer.n_units != layer.states for layer in layers):
+        console.print("states (n): n units, each a mode pruned from every channel together")
+    unstable = sum(len(layer.unstable) for layer in layers)
+    if unstable:
+        console.print(
+            f"[yellow]warning:[/yellow] {unstable} unit(s) have |λ̄| ≥ 1 (marginal or unstable): "
+            + (
+                "scored by the official formula"
+                if score_compat == "official"
+                else "infinite energy, always kept by prune"
+            )
+        )
+
+
+def plan(plan: PrunePlan, written: Iterable[Path]) -> None:
+    console = stdout()
+    table = Table(show_header=True, header_style="bold")
+    for col in ("layer", "states", "kept", "size", "H∞ bound", "H∞ measured", "H2"):
+        table.add_column(col, justify="right")
+    for layer in plan.layers:
+        cert = layer.certificate
+        table.add_row(
+            str(layer.index),
+            str(layer.states_before),
+            str(layer.states_after) + (" (dropped)" if layer.dropped else ""),
+            "removed" if layer.block_removed else str(layer.physical_size),
+            *(
+                (number(cert.bound, 3), number(cert.measured_hinf, 3), number(cert.h2, 3))
+                if cert
+                else ("-", "-", "-")
+            ),
+        )
+    console.print(table)
+    threshold = "" if plan.threshold is None else f", threshold τ = {plan.threshold:.6g}"
+    console.print(
+        f"{plan.method}: kept {plan.states_after} of {plan.states_before} states, pruned "
+        f"{plan.ratio_achieved:.1%}"
+        + ("" if plan.ratio_requested is None else f" (requested {plan.ratio_requested:.1%})")
+        + threshold
+    )
+    notes(console, "warning", plan.warnings)
+    console.print("wrote " + " and ".join(escape(str(p)) for p in written))
+
+
+def export_result(result: ExportResult) -> None:
+    for graph in (result.sequence, result.step):
+        if graph is not None:
+            limit = f"up to {graph.max_length:,} steps" if graph.max_length else "any length"
+            click.echo(
+                f"wrote {graph.path} ({graph.mode}, {graph.scan}, {graph.precision}, "
+                f"opset {graph.opset}, {graph.node_count} nodes, {limit})"
+            )
+    if result.step_skipped:
+        click.echo(f"no step graph: {result.step_skipped}")
+    if result.check is not None:
+        verdict = "passed" if result.check.ok else "FAILED"
+        click.echo(f"TensorRT {result.check.trt_version} op-support check {verdict}")
+        for problem in result.check.problems:
+            click.echo(f"  {problem}")
+
+
+# ---- run and validate ------------------------------------------------------------------------------
+def latency_table(console: Console, results: list[LatencyResult], speedups: list[Speedup]) -> None:
+    table = Table(title="latency (side by side, interleaved)", header_style="bold")
+    for col in ("runner", "batch × length", "p50 ms", "p90 ms", "p99 ms", "sequences/s"):
+        table.add_column(col, justify="right" if col != "runner" else "left")
+    for t in results:
+        table.add_row(
+            escape(t.name),
+            f"{t.batch} × {t.length}",
+            f"{t.p50_ms:.3f}",
+            f"{t.p90_ms:.3f}",
+            f"{t.p99_ms:.3f}",
+            f"{t.sequences_per_s:,.1f}",
+        )
+    console.print(table)
+    for s in speedups:
+        console.print(
+            f"speedup {escape(s.runtime)}: [bold]{s.ratio:.2f}×[/bold] "
+            f"(p50 {escape(s.original)} / {escape(s.pruned)})"
+        )
+
+
+def validation(console: Console, v: Validation) -> None:
+    """Accuracy, every parity verdict, latency and what was not verified."""
+    if v.accuracy:
+        a = v.accuracy
+        console.print(
+            f"accuracy {100 * a.original:.2f} % → {100 * a.pruned:.2f} % "
+            f"({-a.drop_pp:+.2f} pp) on {a.samples}"
+        )
+    for p in v.parity:
+        for o in p.outputs:
+            line = escape(o.verdict() + f" ({p.runner})")
+            console.print(
+                line.replace("PASSED", "[green]PASSED[/green]").replace(
+                    "FAILED", "[red]FAILED[/red]"
+                )
+            )
+    if v.latency:
+        latency_table(console, v.latency, v.speedups)
+    notes(console, "not verified", v.unverified)
+
+
+def verdict_line(console: Console, report: Report) -> None:
+    if report.verdict.exit_code:
+        console.print(
+            f"[red]exit {report.verdict.exit_code}:[/red] "
+            + escape("; ".join(report.verdict.reasons))
+        )
+
+
+def run_report(report: Report, out: Path) -> None:
+    console = stdout()
+    m = report.model
+    console.print(
+        f"[bold]{m.states_before} → {m.states_after} states[/bold]"
+        + (
+            f" (stored {m.physical_states_after}: S4D channels padded to a common width)"
+            if m.physical_states_after != m.states_after
+            else ""
+        )
+        + f", {m.parameters_before:,} → {m.parameters_after:,} parameters "
+        f"(ratio achieved {report.plan.ratio_achieved:.3f})"
+    )
+    validation(console, report.validation)
+    notes(console, "warning", report.warnings)
+    console.print(f"wrote {escape(str(out))}/ (report.md, report.json)")
+    verdict_line(console, report)
+
+
+def validate_report(report: Report) -> None:
+    console = stdout()
+    d = report.validation.distortion
+    console.print(
+        f"pruning distortion: relative error {d.normwise_rel:.3g}, top-1 agreement "
+        f"{d.top1_agreement}"
+    )
+    validation(console, report.validation)
+    verdict_line(console, report)
+
+
+# ---- sweep and profile ------------------------------------------------------------------------------
+def sweep_table(result, methods: list[str], ratios, max_drop: float, written: list[Path]) -> None:
+    console = stdout()
+    table = Table(
+        title=f"accuracy (%) vs ratio; unpruned {100 * result.baseline_accuracy:.2f} %",
+        header_style="bold",
+    )
+    table.add_column("ratio", justify="right")
+    for m in methods:
+        table.add_column(m, justify="right")
+    accuracy = {(p.method, p.ratio): p.accuracy for p in result.points}
+    for r in ratios:
+        table.add_row(f"{r:.2f}", *(f"{100 * accuracy[m, r]:.2f}" for m in methods))
+    console.print(table)
+    for m in methods:
+        best = result.best_within(m, max_drop)
+        console.print(
+            f"{m}: largest grid ratio within {max_drop} pp: "
+            + (
+                "none"
+                if best is None
+                else f"{best.ratio:.2f} ({100 * best.accuracy:.2f} %, {best.states_kept} states)"
+            )
+        )
+    console.print(f"wrote {', '.join(escape(str(w)) for w in written)}")
+
+
+def profile_table(rows: list[ProfileRow], batch: int, length: int) -> None:
+    table = Table(title=f"latency at batch {batch} × length {length}", header_style="bold")
+    for col in ("candidate", "p50 ms", "p90 ms", "p99 ms", "vs first model"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for row in rows:
+        t = row.latency
+        table.add_row(
+            escape(f"{row.model} {row.runner}"),
+            f"{t.p50_ms:.3f}",
+            f"{t.p90_ms:.3f}",
+            f"{t.p99_ms:.3f}",
+            "–" if row.vs_first is None else f"{row.vs_first:.2f}×",
+        )
+    stdout().print(table)
+
+
+@contextmanager
+def counted_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar of ``total`` steps on stderr; one line per step when stderr is a log
+    file, not a terminal."""
+    err = stderr()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        done = 0
+
+        def step(message: str) -> None:
+            nonlocal done
+            done += 1
+            bar.update(task, advance=1, description=escape(message))
+            if not err.is_terminal:
+                err.print(f"{label} {done}/{total}: {escape(message)}")
+
+        yield step
+
+
+@contextmanager
+def stage_status(message: str = "starting") -> Iterator[Callable[[str], None]]:
+    """A live status on stderr for a long job, with one line per stage."""
+    err = stderr()
+    with err.status(message) as status:
+        yield stage_printer(err, status)

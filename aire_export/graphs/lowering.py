@@ -1,0 +1,153 @@
+"""How a core's recurrence is lowered: the methods, their chunk sizes, the lengths they accept.
+
+    y_t = s·Re(C̃ x_t) [+ s·Re(C̃_b x^b_t)] + D ⊙ u_t,   x_t = λ̄ ⊙ x_{t−1} + B̄ u_t   (S5 eq. 3)
+
+Four lowerings (DESIGN §4), picked per layer by :class:`LayerLowering`; each core layout
+(graphs/lti_dense.py, graphs/lti_bank.py) implements them on its own tensor layout:
+
+``chunked``   states materialized; intra-chunk decay MatMul + recursive carry (recurrence.py)
+``logdepth``  states materialized; Hillis–Steele with Pad/Slice/MatMul/Add
+``toeplitz``  no per-step states: block-Toeplitz MatMul inside chunks, states only at chunk
+              boundaries (carried by the chunked recurrence on λ^Q)
+``scan``      one ONNX Scan node carries the state from chunk to chunk (any length, smallest
+              graph); inside a chunk as ``chunked`` (dense layout) or ``toeplitz`` (SISO
+              banks). A Scan over single steps would be simpler, but its float32 rounding
+              accumulates over the ~2000-step memory of slow modes: 4e-5 relative error on S4D
+              networks at 16384 steps (measured), against ≤ 3e-6 when only chunk-to-chunk
+              steps are sequential.
+
+Projections run in the compute dtype; λ and the states stay float32 (RECURRENCE_DTYPE) with
+explicit Casts in between. A core without states lowers to D ⊙ u: no recurrence at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from aire_export.graphs.builder import GraphBuilder
+from aire_export.graphs.recurrence import (
+    chunked_recurrence,
+    levels_for,
+    logdepth_recurrence,
+    scan_recurrence,
+    shift_time,
+    steps_for,
+)
+
+METHODS = ("chunked", "toeplitz", "logdepth", "scan")
+FEEDTHROUGH = "feedthrough"  # the "method" of a core without states
+CHUNKED_MIN_LENGTH = 1 << 20
+CARRY_CONSTANTS = 1 << 20  # floats of per-state chunk matrices allowed per chunked level
+
+
+@dataclass(frozen=True)
+class LayerLowering:
+    """How one layer's recurrence is lowered.
+
+    method: one of METHODS (FEEDTHROUGH for a core without states).
+    chunk: Q of the chunked scan (also of the carry across Toeplitz chunks).
+    toeplitz_chunk: Q of the block-Toeplitz chunks.
+    max_length: the longest sequence the graph must accept. It sets the Hillis–Steele steps
+        (log2 of it); chunked levels always cover at least CHUNKED_MIN_LENGTH steps (the deep
+        levels work on tiny tensors), so their graphs do not depend on it below that.
+    states: stored states of the layer. Each chunked level holds a (2Q × 2Q) matrix per
+        state; above CARRY_CONSTANTS floats per level (S4D: H·N = 8192 states) the states
+        are carried across chunks by an ONNX Scan instead of more levels.
+    """
+
+    method: str
+    chunk: int = 16
+    toeplitz_chunk: int = 16
+    max_length: int = CHUNKED_MIN_LENGTH
+    states: int = 0
+
+    @property
+    def carry_by_scan(self) -> bool:
+        """Chunk-to-chunk carry by one ONNX Scan node (else by recursive chunked levels)."""
+        return self.method == "scan" or self.states * (2 * self.chunk) ** 2 > CARRY_CONSTANTS
+
+    @property
+    def levels(self) -> int:
+        """Levels of the chunked scan (of the carry across Toeplitz chunks)."""
+        if self.carry_by_scan:
+            return 2  # chunks, then the Scan across them
+        length = max(self.max_length, CHUNKED_MIN_LENGTH)
+        if self.method == "toeplitz":
+            length = -(-length // self.toeplitz_chunk)
+        return levels_for(length, self.chunk)
+
+    @property
+    def accepted_length(self) -> int | None:
+        """The longest sequence the lowered graph is exact for (None: any length)."""
+        if self.method == FEEDTHROUGH or (self.method != "logdepth" and self.carry_by_scan):
+            return None
+        if self.method == "logdepth":
+            return 2 ** steps_for(self.max_length)
+        q = self.toeplitz_chunk if self.method == "toeplitz" else 1
+        return q * self.chunk**self.levels
+
+
+@dataclass(frozen=True)
+class CoreLowering:
+    """What graphs/ does with one core type; each layout module provides one (graphs/core.py
+    dispatches on the core's type).
+
+    sequence(g, core, u, lowering, compute, padded) → y: u (B, L, H) → y (B, L, H) in the
+        compute dtype; ``padded``: L is already a multiple of ``time_multiple``.
+    step(g, core, u, state, compute) → (y, new state): one step, u (B, H); states are
+        float32 with a trailing (re, im) axis, laid out as ``state_shape`` says.
+    state_shape(core): the step graph's state layout (``"batch"`` first), None without states.
+    time_multiple(core, lowering): the length multiple the sequence form pads its input to.
+    recurrent: False for a core without states (its lowering is FEEDTHROUGH).
+    """
+
+    sequence: Callable[..., str]
+    step: Callable[..., tuple[str, str | None]]
+    state_shape: Callable[..., list[int | str] | None]
+    time_multiple: Callable[..., int]
+    recurrent: bool = True
+
+
+def recurrence_states(
+    g: GraphBuilder,
+    v: str,
+    lam: np.ndarray,
+    rank: int,
+    lowering: LayerLowering,
+    reverse: bool,
+    padded: bool,
+) -> str:
+    """States x_t = λ ⊙ x_{t∓1} + v_t on the layout (*lead, T, 2) (recurrence.py), by the
+    lowering's method; ``padded``: T is a multiple of ``lowering.chunk`` already."""
+    if lowering.method == "logdepth":
+        return logdepth_recurrence(g, v, lam, rank, steps_for(lowering.max_length), reverse)
+    return chunked_recurrence(  # chunked, and scan (one level, carried by a Scan node)
+        g,
+        v,
+        lam,
+        rank,
+        lowering.chunk,
+        lowering.levels,
+        reverse,
+        carry_scan=lowering.carry_by_scan,
+        padded=padded,
+    )
+
+
+def entering_states(
+    g: GraphBuilder, ends: str, lam: np.ndarray, rank: int, lowering: LayerLowering, reverse: bool
+) -> str:
+    """States entering each block-Toeplitz chunk: h_{c−1} (h_{c+1} in reverse) for the
+    chunk-boundary states e_c carried by h_c = λ^Q h_{c∓1} + e_c (Q = toeplitz_chunk), by one
+    Scan or by the chunked recurrence on λ^Q."""
+    q = lowering.toeplitz_chunk
+    if lowering.carry_by_scan:
+        carried = scan_recurrence(g, ends, lam**q, rank, reverse)
+    else:
+        carried = chunked_recurrence(
+            g, ends, lam**q, rank, lowering.chunk, lowering.levels, reverse
+        )
+    return shift_time(g, carried, rank, 1, reverse)

@@ -1,0 +1,145 @@
+"""Lowering of a SISO bank, :class:`ir.SisoBankLTI` (S4D): sequence, step, Toeplitz.
+
+    x_{hn,t} = λ̄_hn x_{hn,t−1} + b̄_hn u_{h,t},     y_{h,t} = Σ_d Re Σ_n c^d_hn x^d_{hn,t} + D_h u_{h,t}
+
+Layout: states as (B, H, N, L, 2) in sequence mode, (B, H, N, 2) in the step graph, so no
+dense (HN × H) matrix is ever built: the input map is a broadcast product with b̄, the readout
+a product with c̄ and a sum over n.
+
+Block-Toeplitz chunks of Q steps act per channel on (B, H, n, Q) chunks with
+
+    T (H, Q, Q),  [h, j, k] = K_fwd[h, k−j] (k ≥ j) + K_bwd[h, j−k] (j ≥ k) + D_h δ_jk,
+    K_h[m] = Re Σ_n c_hn b̄_hn λ̄_hn^m      (the channel's scalar kernel)
+
+and ``scan`` on a bank means Toeplitz chunks with the carry across chunks in one Scan
+(``LayerLowering.carry_by_scan``): a bank's H·N states make per-step states the costly part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aire_export import ir
+from aire_export.graphs.builder import GraphBuilder
+from aire_export.graphs.forms import ToeplitzForms, boundary_exponents, interleave, pairs
+from aire_export.graphs.lowering import (
+    CoreLowering,
+    LayerLowering,
+    entering_states,
+    recurrence_states,
+)
+from aire_export.graphs.recurrence import RECURRENCE_DTYPE, pad_time, step_states
+
+F32 = RECURRENCE_DTYPE
+TOEPLITZ_METHODS = ("toeplitz", "scan")  # lowered as block-Toeplitz chunks on a bank
+
+
+def kernel(core: ir.SisoBankLTI, length: int, direction: int) -> np.ndarray:
+    """(H, length) K_h[m] = Re Σ_n c_hn b̄_hn λ̄_hn^m (the output scale is already in c)."""
+    m = np.arange(length)
+    powers = core.lam[..., None] ** m  # (H, N, length)
+    return np.einsum("hn,hnm->hm", core.c[direction] * core.b, powers).real
+
+
+def _toeplitz(kernels: list[np.ndarray], D: np.ndarray, q: int) -> np.ndarray:
+    """(H, Q, Q) with [h, j, k] = K_fwd[h, k−j] (k ≥ j) + K_bwd[h, j−k] (j ≥ k) + D_h δ_jk
+    for per-channel scalar kernels K (H, Q)."""
+    j, k = np.meshgrid(np.arange(q), np.arange(q), indexing="ij")
+    out = np.zeros((*kernels[0].shape[:-1], q, q))
+    for direction, K in enumerate(kernels):
+        lag = (k - j) if direction == 0 else (j - k)
+        out += np.where(lag >= 0, K[..., np.maximum(lag, 0)], 0.0)
+    return out + D[..., None, None] * np.eye(q)
+
+
+def toeplitz_forms(core: ir.SisoBankLTI, q: int) -> ToeplitzForms:
+    """Per-channel block-Toeplitz matrices of ``core`` for chunks of ``q`` steps."""
+    dirs = range(len(core.c))
+    in_pow, out_pow = boundary_exponents(q)
+    lam = core.lam[..., None]  # (H, N, 1)
+    T = _toeplitz([kernel(core, q, d) for d in dirs], core.D, q)
+    w_in, w_out = [], []
+    for d in dirs:
+        z_in = core.b[..., None] * lam ** in_pow[d]  # (H, N, Q)
+        w_in.append(interleave(z_in.real, z_in.imag, axis=1).transpose(0, 2, 1))  # (H, Q, 2N)
+        z_out = core.c[d][..., None] * lam ** out_pow[d]  # (H, N, Q)
+        w_out.append(interleave(z_out.real, -z_out.imag, axis=1))  # (H, 2N, Q)
+    return ToeplitzForms(T, np.concatenate(w_in, -1), np.concatenate(w_out, 1))
+
+
+def sequence(
+    g: GraphBuilder,
+    core: ir.SisoBankLTI,
+    u: str,
+    lowering: LayerLowering,
+    compute: str,
+    padded: bool = False,
+) -> str:
+    """y (B, L, H) in ``compute`` for u (B, L, H) in ``compute``."""
+    if lowering.method in TOEPLITZ_METHODS:
+        return _toeplitz_chunks(g, core, u, lowering, compute, padded)  # D on T's diagonal
+    feedthrough = g.mul(u, g.const(core.D, compute, "D"))
+    return g.add(_state_space(g, core, u, lowering, compute, padded), feedthrough)
+
+
+def _state_space(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, compute, padded) -> str:
+    # v[b, h, n, t] = b_hn u[b, t, h]:  (B, H, 1, L, 1) ⊙ (H, N, 1, 2) → (B, H, N, L, 2)
+    u_t = g.unsqueeze(g.transpose(g.cast_if(u, compute, F32), [0, 2, 1]), [2, 4])
+    v = g.mul(u_t, g.const(pairs(core.b)[:, :, None, :], F32, "b"))
+    terms = []
+    for d in range(len(core.c)):
+        with g.scope(f"scan{d}"):
+            x = recurrence_states(g, v, core.lam, 5, lowering, reverse=d == 1, padded=padded)
+        c = pairs(np.conj(core.c[d]))  # y = Re(c x) = c_re x_re − c_im x_im
+        terms.append(g.mul(x, g.const(c[:, :, None, :], F32, "c")))
+    total = terms[0] if len(terms) == 1 else g.add(*terms)
+    y = g.transpose(g.reduce("ReduceSum", total, [2, 4]), [0, 2, 1])  # (B, L, H)
+    return g.cast_if(y, F32, compute)
+
+
+def _toeplitz_chunks(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, compute, padded) -> str:
+    q = lowering.toeplitz_chunk
+    forms = toeplitz_forms(core, q)
+    H, N = core.H, core.N
+    chunks_in, length = (u, None) if padded else pad_time(g, u, 3, 1, q)
+    chunks = g.transpose(g.reshape(chunks_in, [0, -1, q, H]), [0, 3, 1, 2])  # (B, H, n, Q)
+    y = g.matmul(chunks, g.const(forms.T, compute, "T"))  # (B, H, n, Q)
+    ends = g.cast_if(g.matmul(chunks, g.const(forms.W_in, compute, "W_in")), compute, F32)
+    entering = []
+    for d in range(len(core.c)):
+        e = g.slice(ends, [2 * N * d], [2 * N * (d + 1)], [3])  # (B, H, n, 2N)
+        e = g.transpose(g.reshape(e, [0, 0, 0, N, 2]), [0, 1, 3, 2, 4])  # (B, H, N, n, 2)
+        with g.scope(f"scan{d}"):
+            h = entering_states(g, e, core.lam, 5, lowering, reverse=d == 1)
+        entering.append(g.reshape(g.transpose(h, [0, 1, 3, 2, 4]), [0, 0, 0, -1]))
+    h = entering[0] if len(entering) == 1 else g.concat(entering, axis=3)  # (B, H, n, 2N·dirs)
+    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
+    y = g.reshape(g.transpose(y, [0, 2, 3, 1]), [0, -1, H])  # (B, nQ, H)
+    return y if padded else g.slice(y, [0], length, [1])
+
+
+def step(
+    g: GraphBuilder, core: ir.SisoBankLTI, u: str, state: str, compute: str
+) -> tuple[str, str]:
+    """x' = λ̄ ⊙ x + b̄ u (B, H, N, 2); y = Σ_n Re(c x') + D ⊙ u (B, H) in ``compute``."""
+    feedthrough = g.mul(u, g.const(core.D, compute, "D"))
+    u32 = g.unsqueeze(g.cast_if(u, compute, F32), [2, 3])  # (B, H, 1, 1)
+    with g.scope("scan"):
+        new = step_states(g, state, core.lam, g.mul(u32, g.const(pairs(core.b), F32, "b")), 4)
+    c = np.stack([core.c[0].real, -core.c[0].imag], -1)  # Re(c x) = c_re x_re − c_im x_im
+    y = g.reduce("ReduceSum", g.mul(new, g.const(c, F32, "c")), [2, 3])
+    return g.add(g.cast_if(y, F32, compute), feedthrough), new
+
+
+def state_shape(core: ir.SisoBankLTI) -> list[int | str]:
+    return ["batch", core.H, core.N, 2]
+
+
+def time_multiple(core: ir.SisoBankLTI, lowering: LayerLowering) -> int:
+    """The length multiple the sequence form pads u to (1: none)."""
+    if lowering.method == "logdepth":
+        return 1
+    return lowering.toeplitz_chunk if lowering.method in TOEPLITZ_METHODS else lowering.chunk
+
+
+LOWERING = CoreLowering(sequence, step, state_shape, time_multiple)

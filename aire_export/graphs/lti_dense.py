@@ -1,0 +1,164 @@
+"""Lowering of a dense (MIMO) diagonal core, :class:`ir.DenseLTI` (S5): sequence, step, Toeplitz.
+
+    x_t = λ̄ ⊙ x_{t−1} + B̄ u_t,     y_t = Σ_d s·Re(C̃_d x^d_t) + D ⊙ u_t        (S5 eq. 3)
+
+Layout: states as (B, P, L, 2) in sequence mode (time second to last, (re, im) last), (B, P, 2)
+in the step graph. The input map is one MatMul u @ W_in (H, 2P), the readout one MatMul per
+direction x @ W_out (2P, H) (graphs/forms.py). Chunked lowerings pad u (H wide) rather than
+the states (2P wide) and slice y at the end.
+
+Block-Toeplitz chunks of Q steps flatten a chunk of u as (j, h) and use
+
+    T (QH, QH),  block [(j, ·), (k, ·)] = K_fwd[k−j]ᵀ (k ≥ j) + K_bwd[j−k]ᵀ (j ≥ k) + diag(D)
+    K_m = s·Re(C̃ diag(λ̄^m) B̄)  (H × H, the Markov parameters)
+
+plus the chunk-boundary maps W_in (QH, 2P·dirs) and W_out (2P·dirs, QH) of graphs/forms.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aire_export import ir
+from aire_export.graphs.builder import GraphBuilder
+from aire_export.graphs.forms import (
+    ToeplitzForms,
+    boundary_exponents,
+    input_matrix,
+    interleave,
+    output_matrix,
+)
+from aire_export.graphs.lowering import (
+    CoreLowering,
+    LayerLowering,
+    entering_states,
+    recurrence_states,
+)
+from aire_export.graphs.recurrence import RECURRENCE_DTYPE, pad_time, step_states
+
+F32 = RECURRENCE_DTYPE
+
+
+def markov(core: ir.DenseLTI, length: int, direction: int) -> np.ndarray:
+    """(length, H_out, H_in) K_m = s·Re(C̃ diag(λ̄^m) B̄)."""
+    powers = core.lam[None, :] ** np.arange(length)[:, None]  # (m, P)
+    C = core.C[direction]
+    weighted = (C[None] * powers[:, None, :]).reshape(-1, core.P)  # (m·H, P): C diag(λ^m)
+    K = (weighted @ core.B).reshape(length, C.shape[0], -1)  # one 2-D GEMM
+    return core.scale * K.real
+
+
+def _block_toeplitz(kernels: list[np.ndarray], D: np.ndarray, q: int) -> np.ndarray:
+    """(QH, QH) with block [(j, ·), (k, ·)] = K_fwd[k−j]ᵀ (k ≥ j) + K_bwd[j−k]ᵀ (j ≥ k) + diag(D)."""
+    H = D.shape[0]
+    out = np.zeros((q, H, q, H))
+    for direction, K in enumerate(kernels):  # K (Q, H_out, H_in)
+        for j in range(q):
+            for k in range(q):
+                lag = k - j if direction == 0 else j - k
+                if lag >= 0:
+                    out[j, :, k, :] += K[lag].T
+    for j in range(q):
+        out[j, :, j, :] += np.diag(D)
+    return out.reshape(q * H, q * H)
+
+
+def toeplitz_forms(core: ir.DenseLTI, q: int) -> ToeplitzForms:
+    """Block-Toeplitz matrices of ``core`` for chunks of ``q`` steps."""
+    dirs = range(len(core.C))
+    in_pow, out_pow = boundary_exponents(q)
+    H = core.H
+    T = _block_toeplitz([markov(core, q, d) for d in dirs], core.D, q)
+    w_in, w_out = [], []
+    for d in dirs:
+        z_in = core.lam[None, :, None] ** in_pow[d][:, None, None] * core.B[None]  # (Q, P, H)
+        w = interleave(z_in.real, z_in.imag, axis=1)  # (Q, 2P, H)
+        w_in.append(w.transpose(0, 2, 1).reshape(q * H, -1))  # rows (j, h)
+        C = core.scale * core.C[d]  # (H, P)
+        z_out = C.T[None] * core.lam[None, :, None] ** out_pow[d][:, None, None]  # (Q, P, H)
+        w = interleave(z_out.real, -z_out.imag, axis=1)  # (Q, 2P, H)
+        w_out.append(w.transpose(1, 0, 2).reshape(-1, q * H))  # cols (k, h)
+    return ToeplitzForms(T, np.concatenate(w_in, 1), np.concatenate(w_out, 0))
+
+
+def sequence(
+    g: GraphBuilder,
+    core: ir.DenseLTI,
+    u: str,
+    lowering: LayerLowering,
+    compute: str,
+    padded: bool = False,
+) -> str:
+    """y (B, L, H) in ``compute`` for u (B, L, H) in ``compute``."""
+    if lowering.method == "toeplitz":
+        return _toeplitz(g, core, u, lowering, compute, padded)  # D sits on T's diagonal
+    feedthrough = g.mul(u, g.const(core.D, compute, "D"))
+    return g.add(_state_space(g, core, u, lowering, compute, padded), feedthrough)
+
+
+def _state_space(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, padded) -> str:
+    """Input map → recurrence per direction → output map: v = u @ W_in (B, L, 2P) → (B, P, L, 2)."""
+    P = core.P
+    chunked = lowering.method in ("chunked", "scan")
+    pad_here = chunked and not padded
+    if pad_here:
+        u, length = pad_time(g, u, 3, 1, lowering.chunk)
+    v = g.matmul(u, g.const(input_matrix(core.B), compute, "B"))
+    v = g.transpose(g.reshape(g.cast_if(v, compute, F32), [0, 0, P, 2]), [0, 2, 1, 3])
+    y = None
+    for d in range(len(core.C)):  # y = Σ_d s·Re(C_d x_d): one readout MatMul per direction
+        with g.scope(f"scan{d}"):
+            x = recurrence_states(g, v, core.lam, 4, lowering, d == 1, padded=chunked)
+        x = g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, -1])  # (B, L, 2P)
+        C = output_matrix(core.C[d], core.scale)
+        y_d = g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
+        y = y_d if y is None else g.add(y, y_d)
+    return g.slice(y, [0], length, [1]) if pad_here else y
+
+
+def _toeplitz(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, padded) -> str:
+    q = lowering.toeplitz_chunk
+    forms = toeplitz_forms(core, q)
+    H, P = core.H, core.P
+    chunks_in, length = (u, None) if padded else pad_time(g, u, 3, 1, q)
+    chunks = g.reshape(chunks_in, [0, -1, q * H])  # (B, n, QH)
+    y = g.matmul(chunks, g.const(forms.T, compute, "T"))
+    ends = g.cast_if(g.matmul(chunks, g.const(forms.W_in, compute, "W_in")), compute, F32)
+    entering = []
+    for d in range(len(core.C)):
+        e = g.slice(ends, [2 * P * d], [2 * P * (d + 1)], [2])  # (B, n, 2P)
+        e = g.transpose(g.reshape(e, [0, 0, P, 2]), [0, 2, 1, 3])  # (B, P, n, 2)
+        with g.scope(f"scan{d}"):
+            h = entering_states(g, e, core.lam, 4, lowering, reverse=d == 1)
+        entering.append(g.reshape(g.transpose(h, [0, 2, 1, 3]), [0, 0, -1]))
+    h = entering[0] if len(entering) == 1 else g.concat(entering, axis=2)  # (B, n, 2P·dirs)
+    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
+    y = g.reshape(y, [0, -1, H])
+    return y if padded else g.slice(y, [0], length, [1])
+
+
+def step(g: GraphBuilder, core: ir.DenseLTI, u: str, state: str, compute: str) -> tuple[str, str]:
+    """x' = λ̄x + B̄u (B, P, 2); y = s·Re(C̃x') + D ⊙ u (B, H) in ``compute``."""
+    feedthrough = g.mul(u, g.const(core.D, compute, "D"))
+    P = core.P
+    v = g.matmul(u, g.const(input_matrix(core.B), compute, "B"))  # (B, 2P)
+    v = g.reshape(g.cast_if(v, compute, F32), [0, P, 2])
+    with g.scope("scan"):
+        new = step_states(g, state, core.lam, v, 3)  # (B, P, 2)
+    flat = g.cast_if(g.reshape(new, [0, 2 * P]), F32, compute)
+    y = g.matmul(flat, g.const(output_matrix(core.C[0], core.scale), compute, "C"))
+    return g.add(y, feedthrough), new
+
+
+def state_shape(core: ir.DenseLTI) -> list[int | str]:
+    return ["batch", core.P, 2]
+
+
+def time_multiple(core: ir.DenseLTI, lowering: LayerLowering) -> int:
+    """The length multiple the sequence form pads u to (1: none)."""
+    if lowering.method == "logdepth":
+        return 1
+    return lowering.toeplitz_chunk if lowering.method == "toeplitz" else lowering.chunk
+
+
+LOWERING = CoreLowering(sequence, step, state_shape, time_multiple)

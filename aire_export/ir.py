@@ -1,0 +1,249 @@
+"""The export IR: a framework-neutral float64 description of a network (DESIGN §2, step 6).
+
+It is the contract between ``models/`` and ``graphs/``: a family adapter
+(``models/family.py``) describes its model in these types, the lowerings in ``graphs/``
+consume them, and neither package imports the other. S5 and S4D share one residual template;
+what differs is data (norm kind, GELU form, gate variant) and the core's layout:
+
+    h = encoder(x)                                    Dense, or a table lookup for token ids
+    per block:  z = norm(h) if prenorm else h
+                y = core(z)                            the SSM core, D ⊙ z included
+                a = activation(y)                      pointwise (GatedActivation)
+                h = h + a;  h = norm(h) if not prenorm
+    p = pool(h, lengths)                              mean (masked by lengths) or last
+    out = decoder(p), then log_softmax if configured
+
+Core types (graphs/ has one lowering module per type and dispatches on it):
+
+    DenseLTI      a MIMO diagonal system over all H channels (S5)
+    SisoBankLTI   H independent SISO systems of N modes each (S4D); never expanded to (HN × H)
+    Feedthrough   no state left, y = D ⊙ u (a layer pruned to nothing: no recurrence is emitted)
+
+A selective (input-dependent, Mamba) core is one more type with its own lowering module; the
+scoring view (``models/modal.py``'s ModalSystem) is separate and never enters a graph.
+
+The S4D output GLU (Linear(H, 2H) then GLU) is the ``full_glu`` gate with out1/out2 the two
+halves of the Linear. All arrays are float64 (complex128 for complex ones); matrices act on
+row vectors (y = x @ W + b).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+GELUS = ("tanh", "erf")
+GATES = ("full_glu", "half_glu1", "half_glu2", "none")
+POOLINGS = ("mean", "last")
+DEVICES = ("cpu", "gpu")
+
+
+# ---- dense and pointwise parts -----------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """y = x @ weight + bias; weight (d_in, d_out)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Affine:
+    """BatchNorm at inference, folded: y = x ⊙ scale + shift (per feature)."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class LayerNorm:
+    """y = (x − mean) / sqrt(var + eps) ⊙ weight + bias over the feature axis."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    eps: float
+
+
+Norm = Affine | LayerNorm
+
+
+@dataclass(frozen=True, eq=False)
+class GatedActivation:
+    """The pointwise part after the core: g = gelu(y);  full_glu: out1(g)·σ(out2(g));
+    half_glu1: g·σ(out2(g));  half_glu2: y·σ(out2(g));  none: g."""
+
+    gelu: str
+    gate: str
+    out1: Dense | None = None
+    out2: Dense | None = None
+
+    def __post_init__(self) -> None:
+        if self.gelu not in GELUS or self.gate not in GATES:
+            raise ValueError(f"unknown activation {self.gelu!r} / gate {self.gate!r}")
+
+
+# ---- SSM cores -----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class DenseLTI:
+    """A MIMO diagonal system of P states over H channels (S5 eq. 3), with x_{−1} = 0:
+
+        x_t = λ̄ ⊙ x_{t−1} + B̄ u_t,          y_t = Σ_d s·Re(C̃_d x^d_t) + D ⊙ u_t
+
+    lam (P,), B (P, H) and every C (H, P) complex; one C per direction (the backward state
+    x^b_t = λ̄ ⊙ x^b_{t+1} + B̄ u_t includes the current input); s the output scale (2 when a
+    stored state stands for a conjugate pair)."""
+
+    lam: np.ndarray
+    B: np.ndarray
+    C: tuple[np.ndarray, ...]
+    D: np.ndarray
+    scale: float
+
+    def __post_init__(self) -> None:
+        P, H = self.B.shape
+        if self.lam.shape != (P,) or P == 0 or not 1 <= len(self.C) <= 2:
+            raise ValueError(f"DenseLTI needs P ≥ 1 states and 1 or 2 C's, got {self.B.shape}")
+        if any(c.shape != (H, P) for c in self.C) or self.D.shape != (H,):
+            raise ValueError(f"DenseLTI: C must be ({H}, {P}) and D ({H},)")
+
+    @property
+    def H(self) -> int:
+        return int(self.D.shape[0])
+
+    @property
+    def P(self) -> int:
+        return int(self.lam.shape[0])
+
+    @property
+    def states(self) -> int:
+        return self.P
+
+    @property
+    def bidirectional(self) -> bool:
+        return len(self.C) == 2
+
+
+@dataclass(frozen=True, eq=False)
+class SisoBankLTI:
+    """H independent SISO systems of N modes each (S4D), per channel h and mode n:
+
+        x_{hn,t} = λ̄_hn x_{hn,t−1} + b̄_hn u_{h,t},     y_{h,t} = Σ_d Re Σ_n c^d_hn x^d_{hn,t} + D_h u_{h,t}
+
+    lam, b and every c are complex (H, N); the output scale is folded into c."""
+
+    lam: np.ndarray
+    b: np.ndarray
+    c: tuple[np.ndarray, ...]
+    D: np.ndarray
+
+    def __post_init__(self) -> None:
+        H, N = self.lam.shape
+        if N == 0 or self.b.shape != (H, N) or any(c.shape != (H, N) for c in self.c):
+            raise ValueError(f"SisoBankLTI needs (H, N ≥ 1) arrays, got {self.lam.shape}")
+        if not 1 <= len(self.c) <= 2 or self.D.shape != (H,):
+            raise ValueError("SisoBankLTI: 1 or 2 c's and D (H,)")
+
+    @property
+    def H(self) -> int:
+        return int(self.lam.shape[0])
+
+    @property
+    def N(self) -> int:
+        return int(self.lam.shape[1])
+
+    @property
+    def states(self) -> int:
+        return self.H * self.N
+
+    @property
+    def bidirectional(self) -> bool:
+        return len(self.c) == 2
+
+
+@dataclass(frozen=True, eq=False)
+class Feedthrough:
+    """A core without states: y = D ⊙ u."""
+
+    D: np.ndarray
+
+    @property
+    def H(self) -> int:
+        return int(self.D.shape[0])
+
+    @property
+    def states(self) -> int:
+        return 0
+
+    @property
+    def bidirectional(self) -> bool:
+        return False
+
+
+Core = DenseLTI | SisoBankLTI | Feedthrough
+
+
+# ---- blocks and the network ----------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ResidualBlock:
+    norm: Norm
+    prenorm: bool
+    core: Core
+    activation: GatedActivation
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """The whole classifier. ``tokens``: the input is int64 token ids and the encoder is a
+    table lookup (rows of the encoder weight, plus bias)."""
+
+    encoder: Dense
+    tokens: bool
+    blocks: tuple[ResidualBlock, ...]
+    pooling: str
+    decoder: Dense
+    log_softmax: bool
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; one of {', '.join(POOLINGS)}")
+
+    @property
+    def d_input(self) -> int:
+        return int(self.encoder.weight.shape[0])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.encoder.weight.shape[1])
+
+    @property
+    def d_output(self) -> int:
+        return int(self.decoder.weight.shape[1])
+
+    @property
+    def bidirectional(self) -> bool:
+        return any(block.core.bidirectional for block in self.blocks)
+
+
+# ---- how a core is lowered -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoweringRule:
+    """One row of ``scan="auto"``: cores of type ``core`` on ``device`` with at most
+    ``max_states`` states (None: any) get ``method`` with these chunk sizes. ``source`` names
+    the measurement the row comes from. Families may contribute rules that are tried before
+    the generic table (``Family.lowering_rules``)."""
+
+    device: str
+    core: type
+    max_states: int | None
+    method: str
+    chunk: int
+    toeplitz_chunk: int
+    source: str
+
+    def matches(self, core: Core, device: str) -> bool:
+        return (
+            self.device == device
+            and isinstance(core, self.core)
+            and (self.max_states is None or core.states <= self.max_states)
+        )

@@ -1,0 +1,241 @@
+"""The family adapter: one small object per SSM architecture (STYLE: Optimum's export configs).
+
+Every per-architecture fact lives in a :class:`Family`; generic code (scores, selection, the
+shrink, the export, validation, the pipeline, the command line) asks the model's family and
+never branches on architecture names or infers a layout from the data:
+
+    fact                 hook
+    ----                 ----
+    identity             ``name`` (the ``arch`` of our checkpoints), ``model_class``
+    importers            ``importers``: checkpoint kinds that produce this family
+    modal view           ``modal_system(block, calib=None)`` → ModalSystem (DESIGN §2 step 2)
+    unit policy          ``units(block)`` → UnitPolicy: the unit of each state, and the channel
+                         of each unit where units may be balanced per channel (S4D)
+    shrink and mask      ``shrunk_parameters(block, kept)``, ``masked_parameters(block, kept)``
+    IR export            ``core_ir(block)`` (its layout), ``activation_ir(block)``; the
+                         residual template ``block_ir`` and ``export_ir(model)`` → ir.Network
+    step-state layout    ``state_layout(model)``: per layer the streaming state's shape
+    preferred lowering   ``lowering_rules``: tried before the generic ``auto`` table
+    tolerances           ``tolerance(precision, length)``: the parity gate for this family
+
+A new architecture is one module that defines its model and one Family subclass, and one
+:func:`register_family` call (``models/__init__.py`` registers S5 and S4D). The registry maps
+checkpoint ``arch`` names to families; it is the only place families are looked up.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from aire_export import ir
+from aire_export.errors import InputError
+from aire_export.models.blocks import SequenceBatchNorm, SSMBlock, SSMNetwork, to_numpy64
+from aire_export.models.modal import ModalSystem
+from aire_export.threads import map_layers
+from aire_export.tolerance import Tolerance, default_tolerance
+
+
+@dataclass(frozen=True)
+class Importer:
+    """A foreign checkpoint format this family can be imported from (``aire-export import``).
+
+    ``module:function`` is imported only when used and called as ``function(path, options)``
+    with the options of ``--config`` (a dict); ``needs_config``: the format cannot be read
+    without them (what ``config_hint`` tells the user to pass)."""
+
+    kind: str
+    module: str
+    function: str
+    summary: str
+    needs_config: bool = False
+    config_hint: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class UnitPolicy:
+    """How a layer's states are pruned together.
+
+    ids: (P,) the unit of each state of the layer's modal view, values 0..U−1 (a state, a
+        conjugate pair, or an S4D mode shared by every channel).
+    channels: (U,) the channel of each unit when every unit lives on one channel and a layer
+        may keep the same count in every channel (per-channel S4D), else None.
+    """
+
+    ids: np.ndarray
+    channels: np.ndarray | None = None
+
+    @property
+    def n_units(self) -> int:
+        return int(self.ids.max()) + 1 if self.ids.size else 0
+
+
+class Family(abc.ABC):
+    """The adapter of one architecture. Subclasses set the class attributes and implement the
+    per-block hooks; the defaults cover classifier networks built on :class:`SSMNetwork`."""
+
+    name: ClassVar[str]
+    model_class: ClassVar[type[SSMNetwork]]
+    importers: ClassVar[tuple[Importer, ...]] = ()
+    lowering_rules: ClassVar[tuple[ir.LoweringRule, ...]] = ()
+
+    # ---- modal view (scores, certificates, plots) ------------------------------------------
+    @abc.abstractmethod
+    def modal_system(self, block: nn.Module, *, calib: Any = None) -> ModalSystem:
+        """The layer's discrete diagonal system in float64. LTI families ignore ``calib``; a
+        selective family computes its view over the calibration data (DESIGN §3.5)."""
+
+    # ---- pruning units, shrink and mask ----------------------------------------------------
+    @abc.abstractmethod
+    def units(self, block: nn.Module) -> UnitPolicy:
+        """Which states of the block's modal view are pruned together (see UnitPolicy)."""
+
+    @abc.abstractmethod
+    def shrunk_parameters(
+        self, block: nn.Module, kept_units: np.ndarray
+    ) -> tuple[int, dict[str, torch.Tensor]]:
+        """(new state size, {parameter name relative to the block: new value}) of the block
+        that keeps only ``kept_units`` (sorted unit ids); other parameters are unchanged."""
+
+    @abc.abstractmethod
+    def masked_parameters(
+        self, block: nn.Module, kept_units: np.ndarray
+    ) -> dict[str, torch.Tensor]:
+        """Same shapes, with every other unit's states cut off from the output (their input
+        rows and/or output columns zeroed): the reference a shrunk block must equal."""
+
+    # ---- export IR ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def core_ir(self, block: nn.Module) -> ir.Core:
+        """The block's SSM core in its layout (float64), or ir.Feedthrough without states."""
+
+    @abc.abstractmethod
+    def activation_ir(self, block: nn.Module) -> ir.GatedActivation:
+        """The pointwise part between the core and the residual add, at inference."""
+
+    def block_ir(self, block: SSMBlock) -> ir.ResidualBlock:
+        """The block as float64 IR: the residual template of :class:`SSMBlock`."""
+        return ir.ResidualBlock(
+            norm=norm_ir(block.norm),
+            prenorm=block.config.prenorm,
+            core=self.core_ir(block),
+            activation=self.activation_ir(block),
+        )
+
+    def export_ir(self, model: SSMNetwork) -> ir.Network:
+        """The network as float64 IR: the classifier skeleton of :class:`SSMNetwork`."""
+        cfg = model.config
+        return ir.Network(
+            encoder=dense_ir(model.encoder),
+            tokens=cfg.input_kind == "tokens",
+            blocks=tuple(self.block_ir(block) for block in model.layers),
+            pooling="last" if cfg.pooling == "last" else "mean",
+            decoder=dense_ir(model.decoder),
+            log_softmax=cfg.output == "log_softmax",
+        )
+
+    # ---- streaming, validation ----------------------------------------------------------------
+    def state_layout(self, model: SSMNetwork) -> list[tuple[int, ...] | None]:
+        """Per layer, the shape (without batch) of its streaming state, None for a layer
+        without states: what the step graph's ``state_i`` inputs hold."""
+        return [tuple(s.shape[1:]) if s.numel() else None for s in model.init_state(1).layers]
+
+    def tolerance(self, precision: str, length: int) -> Tolerance:
+        """The lowering-fidelity gate for this family's graphs (default: by precision)."""
+        return default_tolerance(precision, length)
+
+
+# ---- IR helpers shared by the adapters ---------------------------------------------------------
+def dense_ir(linear: nn.Linear, rows: slice = slice(None)) -> ir.Dense:
+    """``ir.Dense`` of a Linear (optionally of a slice of its output features)."""
+    return ir.Dense(
+        weight=to_numpy64(linear.weight[rows]).T.copy(), bias=to_numpy64(linear.bias[rows])
+    )
+
+
+def norm_ir(norm: nn.Module) -> ir.Norm:
+    """The IR form of a norm at inference: BatchNorm folds to an affine map."""
+    if isinstance(norm, SequenceBatchNorm):
+        scale = to_numpy64(norm.scale) / np.sqrt(to_numpy64(norm.var) + norm.eps)
+        return ir.Affine(scale=scale, shift=to_numpy64(norm.bias) - to_numpy64(norm.mean) * scale)
+    if isinstance(norm, nn.LayerNorm):
+        return ir.LayerNorm(
+            weight=to_numpy64(norm.weight), bias=to_numpy64(norm.bias), eps=float(norm.eps)
+        )
+    raise TypeError(f"no export form for {type(norm).__name__}")
+
+
+def gelu_ir(approximate: str) -> str:
+    """The IR name of a GELU: "tanh" approximation or the exact "erf" form."""
+    return "tanh" if approximate == "tanh" else "erf"
+
+
+# ---- the registry ----------------------------------------------------------------------------------
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Make ``family`` known by its name (the ``arch`` its checkpoints carry)."""
+    if family.name in FAMILIES and FAMILIES[family.name] is not family:
+        raise ValueError(f"a family named {family.name!r} is already registered")
+    kinds = {imp.kind for f in FAMILIES.values() if f is not family for imp in f.importers}
+    clash = kinds & {imp.kind for imp in family.importers}
+    if clash:
+        raise ValueError(f"importer kind(s) {', '.join(sorted(clash))} already registered")
+    FAMILIES[family.name] = family
+    return family
+
+
+def unregister_family(name: str) -> None:
+    FAMILIES.pop(name, None)
+
+
+def family_named(name: str) -> Family:
+    """The family of an architecture name ("s5", "s4d")."""
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        raise InputError(
+            f"unknown architecture {name!r}; supported: {', '.join(sorted(FAMILIES))}"
+        ) from None
+
+
+def family_of(model: Any) -> Family:
+    """The family of a model (InputError for anything that is not one of ours)."""
+    family = FAMILIES.get(getattr(model, "arch", None))
+    if family is None or not isinstance(model, family.model_class):
+        raise InputError(
+            f"expected an aire-export model (ax.load / ax.import_checkpoint), got "
+            f"{type(model).__name__}"
+        )
+    return family
+
+
+def importers() -> dict[str, Importer]:
+    """Every registered importer by kind."""
+    return {imp.kind: imp for family in FAMILIES.values() for imp in family.importers}
+
+
+def modal_systems(
+    model: SSMNetwork, *, calib: Any = None, workers: int | None = None
+) -> list[ModalSystem]:
+    """The modal view of every layer, in float64 (DESIGN §2, step 2); layers are built side
+    by side on up to ``workers`` threads (default: the CPU count)."""
+    family = family_of(model)
+    return map_layers(
+        lambda block: family.modal_system(block, calib=calib), list(model.layers), workers=workers
+    )
+
+
+def export_ir(model: SSMNetwork) -> ir.Network:
+    """The model as export IR, from its family."""
+    return family_of(model).export_ir(model)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))

@@ -1,0 +1,143 @@
+"""``report.md``: the report for a person, from the same typed report as ``report.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aire_export.json_values import finite_or_none
+from aire_export.report.record import export_json
+
+if TYPE_CHECKING:
+    from aire_export.report.record import Report
+
+
+def fmt(value: float | None, spec: str = ".3g") -> str:
+    """A number for a table: "–" when it is missing or not finite."""
+    value = finite_or_none(value)
+    return "–" if value is None else format(value, spec)
+
+
+def render_markdown(report: Report) -> str:
+    r, v = report, report.validation
+    name = Path(r.model.path).name if r.model else "model"
+    verdict = r.verdict
+    lines = [
+        f"# aire-export report: {name}",
+        "",
+        f"**Verdict: {'PASSED' if verdict.passed else 'FAILED'}** (exit code {verdict.exit_code})"
+        + ("" if not verdict.reasons else ": " + "; ".join(verdict.reasons)),
+        "",
+        f"Command: `{r.command}`",
+    ]
+    if r.model is not None:
+        m = r.model
+        lines += [
+            "",
+            "## Summary",
+            "",
+            "| | original | pruned |",
+            "|---|---|---|",
+            f"| states | {m.states_before} | {m.states_after} |",
+            f"| stored state slots | {m.states_before} | {m.physical_states_after} |",
+            f"| parameters | {m.parameters_before:,} | {m.parameters_after:,} |",
+        ]
+    if v.accuracy:
+        a = v.accuracy
+        lines.append(
+            f"| accuracy ({a.samples} samples) | {100 * a.original:.2f} % | "
+            f"{100 * a.pruned:.2f} % ({-a.drop_pp:+.2f} pp) |"
+        )
+    for s in v.speedups:
+        lines.append(f"| latency speedup, {s.runtime} | 1.00× | {s.ratio:.2f}× |")
+    if r.plan is not None:
+        plan = r.plan
+        lines += [
+            "",
+            f"Method `{plan.method}`, ratio requested {plan.ratio_requested}, achieved "
+            f"{fmt(plan.ratio_achieved, '.4f')}, threshold τ = {fmt(plan.threshold)}, "
+            f"eps = {plan.eps}.",
+            "",
+            "## Pruning plan",
+            "",
+            "| layer | states before | after | certificate bound ‖G−G̃‖∞ | measured H∞ | exact H2 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for layer in plan.layers:
+            cert = layer.certificate
+            bounds = (cert.bound, cert.measured_hinf, cert.h2) if cert else (None, None, None)
+            lines.append(
+                f"| {layer.index} | {layer.states_before} | "
+                f"{layer.states_after}{' (dropped)' if layer.states_after == 0 else ''} | "
+                + " | ".join(fmt(b) for b in bounds)
+                + " |"
+            )
+    if v.distortion:
+        d = v.distortion
+        lines += [
+            "",
+            "## Pruning distortion (original vs pruned, both PyTorch float64)",
+            "",
+            f"Relative output error {fmt(d.normwise_rel)}, max abs {fmt(d.max_abs)}, top-1 "
+            f"agreement {fmt(d.top1_agreement, '.4f')} over {d.samples} samples.",
+        ]
+    lines += ["", "## Lowering fidelity (pruned PyTorch float64 vs each runtime)", ""]
+    if v.parity:
+        lines += [
+            "| runtime | precision | output | max abs | max rel | cosine | top-1 | atol / rtol "
+            "| verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for p in v.parity:
+            for o in p.outputs:
+                lines.append(
+                    f"| {p.runner} | {p.precision} | {o.name} | {fmt(o.max_abs)} | "
+                    f"{fmt(o.max_rel)} | {fmt(o.cosine, '.6f')} | {fmt(o.top1_agreement, '.4f')} | "
+                    f"{o.atol:.3g} / {o.rtol:.3g} | "
+                    f"{'PASSED' if o.passed else f'FAILED ({o.failing})'} |"
+                )
+        lines.append("")
+        lines += [f"- {o.verdict()}" for p in v.parity for o in p.outputs]
+    else:
+        lines.append("No runtime was run.")
+    if v.latency:
+        lines += [
+            "",
+            "## Latency",
+            "",
+            "| runner | device | batch × length | p50 ms | p90 ms | p99 ms | mean ms | sequences/s "
+            "| runs |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for t in v.latency:
+            lines.append(
+                f"| {t.name} | {t.device} | {t.batch} × {t.length} | {t.p50_ms:.3f} | "
+                f"{t.p90_ms:.3f} | {t.p99_ms:.3f} | {t.mean_ms:.3f} | {t.sequences_per_s:,.1f} | "
+                f"{t.runs} |"
+            )
+        lines.append("")
+        lines.append("Original and pruned were timed in the same process, interleaved in rounds.")
+    if r.export is not None:
+        exp = export_json(r.export, r.target)
+        lines += ["", "## Export", ""]
+        lines += [f"- {key}: {exp[key]}" for key in ("target", "scan", "precision", "opset")]
+        lines += [f"- `{name}`: {info}" for name, info in exp["graphs"].items()]
+        if "tensorrt_check" in exp:
+            lines.append(f"- TensorRT operator check: {exp['tensorrt_check']}")
+    if r.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in r.warnings]
+    if v.unverified:
+        lines += ["", "## Not verified", ""] + [f"- {u}" for u in v.unverified]
+    if r.plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in r.plots]
+    env = r.environment
+    if env:
+        lines += [
+            "",
+            "## Environment",
+            "",
+            ", ".join(
+                f"{k} {v}" for k, v in env.items() if v is not None and not isinstance(v, list)
+            ),
+        ]
+    return "\n".join(lines) + "\n"

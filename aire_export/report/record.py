@@ -1,0 +1,184 @@
+"""The typed report and its one verdict (DESIGN §5): what ``run`` and ``validate`` print and
+write. ``report.json`` is serialized key by key against report/schema.py.
+
+verdict(validation)          exit code and reasons, for run and validate alike:
+                             3 a parity gate failed (unless --no-fail-on-parity),
+                             6 a runtime refused the graph, 4 a required runtime is missing,
+                             0 otherwise
+Report                       the verdict, what was pruned and exported, the validation
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from aire_export.errors import EXIT_BUILD, EXIT_OK, EXIT_PARITY, EXIT_RUNTIME_MISSING
+from aire_export.graphs.export import ExportResult
+from aire_export.prune.plan import PrunePlan
+from aire_export.report.schema import SCHEMA, SCHEMA_VERSION
+from aire_export.validate.validation import Validation
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    exit_code: int
+    reasons: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "exit_code": self.exit_code, "reasons": list(self.reasons)}
+
+
+def verdict(validation: Validation, *, fail_on_parity: bool = True) -> Verdict:
+    """The exit code of a validation: parity first, then refused graphs, then missing
+    runtimes. Every failed check is listed in ``reasons`` (a parity failure too when
+    ``fail_on_parity`` is off and the verdict passes)."""
+    failed = [f"parity failed for {p.runner}" for p in validation.parity if not p.passed]
+    if failed and fail_on_parity:
+        code = EXIT_PARITY
+    elif validation.build_failures:
+        code = EXIT_BUILD
+    elif validation.missing:
+        code = EXIT_RUNTIME_MISSING
+    else:
+        code = EXIT_OK
+    return Verdict(code == EXIT_OK, code, failed + validation.build_failures + validation.missing)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """The input model and what pruning made of it."""
+
+    path: str
+    sha256: str
+    arch: str
+    states_before: int
+    states_after: int  # live states kept
+    physical_states_after: int  # stored slots after the shrink (above states_after for padded S4D)
+    parameters_before: int
+    parameters_after: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "arch": self.arch,
+            "states_before": self.states_before,
+            "states_after": self.states_after,
+            "physical_states_after": self.physical_states_after,
+            "parameters_before": self.parameters_before,
+            "parameters_after": self.parameters_after,
+        }
+
+
+def export_json(result: ExportResult, target: str) -> dict[str, Any]:
+    """The report's ``export`` section: the target and every graph written."""
+    graphs = {}
+    for graph in (result.sequence, result.step):
+        if graph is not None:
+            graphs[graph.path.name] = {
+                "mode": graph.mode,
+                "scan": graph.scan,
+                "precision": graph.precision,
+                "opset": graph.opset,
+                "nodes": graph.node_count,
+                "max_length": graph.max_length,
+            }
+    summary: dict[str, Any] = {
+        "target": target,
+        "scan": result.sequence.scan,
+        "precision": result.sequence.precision,
+        "opset": result.sequence.opset,
+        "graphs": graphs,
+    }
+    if result.step is None:
+        summary["step_skipped"] = result.step_skipped
+    if result.check is not None:
+        summary["tensorrt_check"] = {
+            "ok": result.check.ok,
+            "problems": [str(p) for p in result.check.problems],
+        }
+    return summary
+
+
+@dataclass
+class Report:
+    """Everything ``report.json`` and ``report.md`` say. ``model``, ``plan`` and ``export``
+    are None for ``validate`` (which re-checks a folder without pruning)."""
+
+    command: str
+    verdict: Verdict
+    validation: Validation
+    model: ModelRecord | None = None
+    plan: PrunePlan | None = None
+    export: ExportResult | None = None
+    target: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    plots: list[str] | None = None
+
+    @property
+    def unverified(self) -> list[str]:
+        return self.validation.unverified
+
+    def to_json(self) -> dict[str, Any]:
+        v = self.validation
+        data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "verdict": self.verdict.to_json(),
+            "command": self.command,
+        }
+        if self.model is not None:
+            data["model"] = self.model.to_json()
+        if self.plan is not None:
+            data["plan"] = self.plan.to_json()
+        data["distortion"] = None if v.distortion is None else v.distortion.to_json()
+        data["accuracy"] = None if v.accuracy is None else v.accuracy.to_json()
+        if self.export is not None:
+            data["export"] = export_json(self.export, self.target)
+        data |= {
+            "parity": [p.to_json() for p in v.parity],
+            "latency": [t.to_json() for t in v.latency],
+            "speedups": [s.to_json() for s in v.speedups],
+            "environment": dict(self.environment),
+            "warnings": list(self.warnings),
+            "unverified": list(v.unverified),
+        }
+        if self.plots is not None:
+            data["plots"] = list(self.plots)
+        return data
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, allow_nan=False)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine, so a figure can be traced to where it was measured."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    from aire_export import __version__
+
+    env = {
+        "aire_export": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        onnx.__name__: onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import tensorrt
+
+        env["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        env["tensorrt"] = None
+    return env

@@ -1,0 +1,41 @@
+"""Accuracy and output distortion of many models on one eval set (the sweep's evaluation).
+
+The original's outputs are computed once; every pruned model is run by the same
+:class:`TorchRunner` (float32, batch by batch) and scored with the same functions as
+validation: top-1 accuracy (accuracy.py) and the normwise relative distortion (parity.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aire_export.errors import InputError
+from aire_export.models import SSMNetwork
+from aire_export.runtimes.torch_runner import TorchRunner
+from aire_export.validate.accuracy import accuracy, predict
+from aire_export.validate.inputs import SequenceData
+from aire_export.validate.parity import pruning_distortion
+
+
+class Evaluator:
+    """Accuracy and distortion of models on ``data``, against ``original``."""
+
+    def __init__(
+        self, original: SSMNetwork, data: SequenceData, *, batch_size: int = 64, device: str = "cpu"
+    ) -> None:
+        if data.y is None:
+            raise InputError(f"{data.source} has no labels 'y': sweeps need them")
+        self.data = data
+        self.batch_size = batch_size
+        self.device = device
+        self.reference = self.outputs(original)
+        self.baseline = accuracy(self.reference, data.y).accuracy
+
+    def outputs(self, model: SSMNetwork) -> np.ndarray:
+        return predict(TorchRunner(model, self.device), self.data, batch_size=self.batch_size)
+
+    def evaluate(self, model: SSMNetwork) -> tuple[float, float]:
+        """(accuracy, distortion) of ``model``."""
+        out = self.outputs(model)
+        distortion = pruning_distortion(self.reference, out).normwise_rel
+        return accuracy(out, self.data.y).accuracy, distortion

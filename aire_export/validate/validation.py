@@ -1,0 +1,287 @@
+"""``ax.validate``: pruning distortion, lowering fidelity per runtime, accuracy, latency (DESIGN §5).
+
+    check = validate(original, pruned, exported, inputs=x)        # a Validation
+
+Stage 7 (build) and stage 8 (validate) of the pipeline: :func:`build_runners` turns the
+target's runtimes (aire_export/targets.py) into runners, noting what is missing or refused;
+:func:`validate` measures. The verdict (exit code) is the report's business
+(``aire_export.report.verdict``), so ``run`` and ``validate`` share it.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aire_export.errors import InputError, RuntimeBuildError, RuntimeMissingError
+from aire_export.graphs.export import PRECISIONS
+from aire_export.models import SSMNetwork, family_of
+from aire_export.runtimes.base import Runner
+from aire_export.runtimes.registry import RunnerRequest, build_runner, graph_inputs, not_run
+from aire_export.runtimes.shapes import ShapeRange
+from aire_export.runtimes.torch_runner import TorchRunner
+from aire_export.runtimes.trt import TrtBuildOptions
+from aire_export.targets import DEFAULT_TARGET, ORT_CPU, target_named
+from aire_export.tolerance import Tolerance
+from aire_export.validate.accuracy import AccuracySummary, accuracy, predict
+from aire_export.validate.inputs import SequenceData, prepare_data, random_data, with_full_lengths
+from aire_export.validate.latency import LatencyResult, Speedup
+from aire_export.validate.parity import (
+    DistortionResult,
+    ParityResult,
+    compare_outputs,
+    pruning_distortion,
+)
+from aire_export.validate.speed import side_by_side
+
+DEFAULT_LENGTH = 1024
+DEFAULT_BATCH = ShapeRange(1, 8, 32)
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    """How to validate.
+
+    target: where the graph will run (its runtimes are built and checked). precision: the
+    graph's precision (picks the default gate). scan: the lowering of the original model's
+    graph for side-by-side timing (the pruned graph's own lowering is whatever it was
+    exported with). batch, length: shape ranges (TensorRT profile); parity inputs and timing
+    use ``opt``, length defaults to the data's length, else 1024. atol, rtol: the gate
+    (default: the family's tolerance for the precision and length). parity_samples: rows
+    of the eval set used for parity. latency: time original and pruned side by side,
+    ``latency_runs`` timed runs each within ``latency_budget_s``.
+    """
+
+    target: str = DEFAULT_TARGET
+    precision: str = "fp32"
+    scan: str = "auto"
+    batch: ShapeRange = DEFAULT_BATCH
+    length: ShapeRange | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    parity_samples: int = 32
+    seed: int = 0
+    latency: bool = True
+    latency_runs: int = 20
+    latency_budget_s: float = 20.0
+    trt: TrtBuildOptions = TrtBuildOptions()
+
+    def check(self) -> ValidateOptions:
+        """InputError for a value no validation can use; returns the options."""
+        target_named(self.target)
+        if self.precision not in PRECISIONS:
+            raise InputError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise InputError(f"--{name} must be a finite number ≥ 0, got {value}")
+        if self.latency_runs < 1:
+            raise InputError(f"--runs must be ≥ 1, got {self.latency_runs}")
+        if self.parity_samples < 1:
+            raise InputError(f"parity_samples must be ≥ 1, got {self.parity_samples}")
+        return self
+
+    def lengths_for(self, data: SequenceData | None) -> ShapeRange:
+        default = data.length if data is not None else DEFAULT_LENGTH
+        return self.length or ShapeRange(1, default, default)
+
+
+@dataclass
+class Runtimes:
+    """Stage 7: the runners a target validates on, and what could not be run."""
+
+    runners: list[Runner]
+    missing: list[str] = field(default_factory=list)  # required and not installed: exit 4
+    build_failures: list[str] = field(default_factory=list)  # refused the graph: exit 6
+    unverified: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+
+
+@dataclass
+class Validation:
+    """What validation found; the report's verdict reads ``parity``, ``missing`` and
+    ``build_failures``."""
+
+    parity: list[ParityResult] = field(default_factory=list)
+    latency: list[LatencyResult] = field(default_factory=list)
+    speedups: list[Speedup] = field(default_factory=list)
+    distortion: DistortionResult | None = None
+    accuracy: AccuracySummary | None = None
+    missing: list[str] = field(default_factory=list)
+    build_failures: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_runners(
+    graph: Path,
+    options: ValidateOptions,
+    work: Path,
+    progress: Progress = _quiet,
+) -> Runtimes:
+    """onnxruntime CPU always (the graph's own fidelity), then the target's runtimes."""
+    target = target_named(options.target)
+    request = RunnerRequest(
+        graph=graph,
+        precision=options.precision,
+        work=work,
+        batch=options.batch,
+        length=options.length or options.trt.length,
+        trt=options.trt,
+        progress=progress,
+    )
+    runtimes = Runtimes([build_runner(ORT_CPU, request)])
+    if options.precision == "bf16":
+        runtimes.unverified.append(
+            "bf16 on the CPU: onnxruntime has no bf16 kernels, so parity ran with emulated bf16 "
+            "rounding (float32 compute) and the CPU latency of the bf16 graph was not measured"
+        )
+    for use in target.runtimes:
+        try:
+            runtimes.runners.append(build_runner(use.runtime, request))
+        except RuntimeMissingError as e:
+            runtimes.unverified.append(not_run(use.runtime, e))
+            if use.required:
+                runtimes.missing.append(str(e))
+        except RuntimeBuildError as e:
+            runtimes.unverified.append(not_run(use.runtime, e))
+            runtimes.build_failures.append(str(e))
+    if target.not_run_here:
+        runtimes.unverified.append(target.not_run_here)
+    return runtimes
+
+
+def validate(
+    original: SSMNetwork,
+    pruned: SSMNetwork,
+    graph,
+    options: ValidateOptions | None = None,
+    *,
+    data: SequenceData | None = None,
+    inputs: SequenceData | np.ndarray | None = None,
+    runtimes: Runtimes | None = None,
+    work: Path | None = None,
+    progress: Progress = _quiet,
+) -> Validation:
+    """Pruning distortion, lowering fidelity per runtime, accuracy, latency (DESIGN §5).
+
+    ``graph`` is the pruned model's sequence graph: an ``ExportResult``, an ``ExportedGraph`` or
+    the path of ``model.onnx``. ``inputs`` (an array ``x`` or a SequenceData) replaces the parity
+    inputs that would otherwise come from ``data`` or be drawn at random. ``runtimes``: runners
+    built already (stage 7); by default they are built here for ``options.target``.
+    """
+    options = (options or ValidateOptions()).check()
+    if work is None:
+        with tempfile.TemporaryDirectory(prefix="aire-validate-") as tmp:
+            return validate(
+                original,
+                pruned,
+                graph,
+                options,
+                data=data,
+                inputs=inputs,
+                runtimes=runtimes,
+                work=Path(tmp),
+                progress=progress,
+            )
+    graph_path = Path(getattr(getattr(graph, "sequence", graph), "path", graph))
+    if not graph_path.is_file():
+        raise InputError(f"no such graph: {graph_path}")
+    length = options.lengths_for(data)
+    if isinstance(inputs, np.ndarray):
+        inputs = SequenceData(x=inputs, lengths=None, y=None, source="inputs")
+    if inputs is not None:
+        inputs = prepare_data(inputs, original)
+    if data is not None:
+        data = prepare_data(data, original)
+    samples = inputs if inputs is not None else _parity_inputs(pruned, options, data, length)
+    if any(name == "lengths" for name, _ in graph_inputs(graph_path)):
+        samples = with_full_lengths(samples)
+    elif samples.lengths is not None:
+        raise InputError(
+            f"{samples.source} has lengths but {graph_path.name} takes none: export with "
+            "lengths_input=True (the CLI does when --data or --inputs has lengths)"
+        )
+
+    result = Validation()
+    progress("validate: float64 reference")
+    reference = TorchRunner(pruned, dtype=torch.float64).run(samples.feeds())
+    original_out = TorchRunner(original, dtype=torch.float64).run(samples.feeds())
+    result.distortion = pruning_distortion(original_out["y"], reference["y"])
+
+    if data is not None and data.y is not None:
+        progress("validate: accuracy of original and pruned")
+        acc_o = accuracy(predict(TorchRunner(original), data), data.y)
+        acc_p = accuracy(predict(TorchRunner(pruned), data), data.y)
+        result.accuracy = AccuracySummary(
+            data=data.source, samples=data.count, original=acc_o.accuracy, pruned=acc_p.accuracy
+        )
+
+    gate = parity_gate(pruned, options, samples.length)
+    built_here = runtimes is None
+    if runtimes is None:
+        runtimes = build_runners(graph_path, options, work, progress)
+    result.missing += runtimes.missing
+    result.build_failures += runtimes.build_failures
+    result.unverified += runtimes.unverified
+    try:
+        for runner in runtimes.runners:
+            progress(f"validate: parity of {runner.name}")
+            actual = runner.run(samples.feeds())
+            result.parity.append(
+                compare_outputs(runner.name, actual, reference, gate, precision=options.precision)
+            )
+        if options.latency:
+            result.latency, result.speedups = side_by_side(
+                original,
+                pruned,
+                runtimes.runners,
+                target=options.target,
+                scan=options.scan,
+                precision=options.precision,
+                batch=options.batch.opt,
+                length=length.opt,
+                lengths_input=samples.lengths is not None,
+                seed=options.seed,
+                runs=options.latency_runs,
+                budget_s=options.latency_budget_s,
+                work=work,
+                progress=progress,
+            )
+    finally:
+        if built_here:
+            runtimes.close()
+    return result
+
+
+def parity_gate(model: SSMNetwork, options: ValidateOptions, length: int) -> Tolerance:
+    """The family's gate for the precision and length, with the user's atol/rtol over it."""
+    default = family_of(model).tolerance(options.precision, length)
+    return Tolerance(
+        options.atol if options.atol is not None else default.atol,
+        options.rtol if options.rtol is not None else default.rtol,
+    )
+
+
+def _parity_inputs(
+    model: SSMNetwork, options: ValidateOptions, data: SequenceData | None, length: ShapeRange
+) -> SequenceData:
+    if data is not None:
+        return data.head(options.parity_samples)
+    return random_data(model, options.batch.opt, length.opt, seed=options.seed)
