@@ -116,7 +116,7 @@ def test_parity_failure_exits_3_and_still_writes_the_report(tmp_path, model_file
 def test_trt_target_without_tensorrt_exits_4_with_onnx_and_bundle_written(
     tmp_path, model_file, capsys
 ):
-    code, _out, _err = run(
+    code, out, _err = run(
         capsys,
         model_file,
         "--ratio",
@@ -128,6 +128,7 @@ def test_trt_target_without_tensorrt_exits_4_with_onnx_and_bundle_written(
         "--no-latency",
     )
     assert code == 4
+    assert "aire-export[trt]" in out  # printed as text, not eaten as rich markup
     folder = tmp_path / "model.aire"
     assert {"model.onnx", "report.json", "bundle"} <= {p.name for p in folder.iterdir()}
     bundle = {p.name for p in (folder / "bundle").iterdir()}
