@@ -123,7 +123,7 @@ def export_network(
     step: None = a step graph for unidirectional models, skipped for bidirectional ones.
     lengths_input: add a ``lengths`` input (valid steps per sequence) for masked pooling.
     """
-    opset, compute = _validated(target, scan, precision, opset, max_length)
+    opset, compute = check_lowering(target, scan, precision, opset, max_length)
     if step and net.bidirectional:
         raise InputError(
             "no step graph for a bidirectional model (its backward scan reads the future); "
@@ -164,7 +164,14 @@ def export_network(
     return ExportResult(sequence, step_result, skipped, check)
 
 
-def _validated(target, scan, precision, opset, max_length) -> tuple[int, str]:
+def check_lowering(
+    target: str,
+    scan: str,
+    precision: str,
+    opset: int | None = None,
+    max_length: int | None = None,
+) -> tuple[int, str]:
+    """(opset, compute dtype) for these export options; InputError naming the bad one."""
     low, high = target_named(target).opsets
     if scan not in SCANS:
         raise InputError(f"unknown scan lowering {scan!r}; choose one of {', '.join(SCANS)}")

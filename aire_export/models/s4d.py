@@ -20,6 +20,11 @@ Sequence mode is the reference's FFT convolution with the kernel K_h[l] = 2·Re 
 recurrence. Core output: GELU (exact erf, as nn.GELU), then the output GLU (Conv1d(H, 2H, 1) in
 the reference, a Linear here). Block (``S4Model``): prenorm LayerNorm (eps 1e-5), core,
 dropout, residual; postnorm when ``prenorm`` is off.
+
+``S4DFamily`` (the adapter, models/family.py): the modal view flattens the bank channel-major
+(h, n); a unit is one (channel, mode), or one mode across every channel with a shared A;
+channels may be balanced to one kept count; the core lowers as a SISO bank
+(``ir.SisoBankLTI``); state-spaces checkpoints import as ``s4d-state-spaces``.
 """
 
 from __future__ import annotations

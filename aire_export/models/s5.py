@@ -28,6 +28,10 @@ Block (reference `SequenceLayer`), x (B, L, H):
     x = skip + x; x = norm(x) if not prenorm
 
 GELU is the tanh approximation (flax `nn.gelu`), LayerNorm eps 1e-6, BatchNorm eps 1e-5.
+
+``S5Family`` (the adapter, models/family.py): the modal view is the core's (λ̄, B̄, C̃), every
+stored state (a conjugate pair when conj_sym) is its own unit, and the core lowers as a dense
+MIMO system (``ir.DenseLTI``); checkpoints of the official code import as ``s5-flax``.
 """
 
 from __future__ import annotations

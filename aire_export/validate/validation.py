@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from aire_export.errors import InputError, RuntimeBuildError, RuntimeMissingError
-from aire_export.graphs.export import PRECISIONS
+from aire_export.graphs.export import check_lowering
 from aire_export.models import SSMNetwork, family_of
 from aire_export.runtimes.base import Runner
 from aire_export.runtimes.registry import RunnerRequest, build_runner, graph_inputs, not_run
@@ -79,11 +79,7 @@ class ValidateOptions:
 
     def check(self) -> ValidateOptions:
         """InputError for a value no validation can use; returns the options."""
-        target_named(self.target)
-        if self.precision not in PRECISIONS:
-            raise InputError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+        check_lowering(self.target, self.scan, self.precision)
         for name in ("atol", "rtol"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
