@@ -7,6 +7,7 @@ escaped, so brackets such as ``aire-export[gpu]`` are printed, not read as marku
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +22,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from aire_export.graphs.export import ExportResult
+from aire_export.models import NetworkConfig
 from aire_export.prune import LayerScores, PrunePlan
 from aire_export.report import Report
 from aire_export.summary import ModelSummary
@@ -76,11 +78,10 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
         f"layers, width {cfg['d_model']}, {summary.states} states, {summary.parameters:,} "
         "parameters"
     )
-    flags = [k for k in ("bidirectional", "conj_sym", "clip_eigs", "shared_A") if cfg.get(k)]
     console.print(
         f"input {cfg['input_kind']} ({cfg['d_input']}), output {cfg['d_output']} "
-        f"({cfg['output']}), pooling {cfg['pooling']}, norm {cfg['norm']}, "
-        f"{cfg.get('discretization', '')}" + (f", {', '.join(flags)}" if flags else "")
+        f"({cfg['output']}), pooling {cfg['pooling']}, norm {cfg['norm']}"
+        + "".join(f", {escape(option)}" for option in _family_options(cfg))
     )
     table = Table(show_header=True, header_style="bold")
     for col in ("layer", "states", "max |λ̄|", "|λ̄| ≥ 1", "slowest decay (steps)", "parameters"):
@@ -101,6 +102,23 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
             f"[yellow]warning:[/yellow] {summary.unstable} state(s) have |λ̄| ≥ 1 (marginal or "
             "unstable); AIRE keeps them by default"
         )
+
+
+def _family_options(config: dict) -> list[str]:
+    """The options a family adds to the network config: a flag's name when it is set, any
+    other value as it is (``zoh``, ``half_glu1``), numbers with their name."""
+    shared = {f.name for f in dataclasses.fields(NetworkConfig)}
+    out = []
+    for name, value in config.items():
+        if name in shared:
+            continue
+        if isinstance(value, bool):
+            out += [name] if value else []
+        elif isinstance(value, str):
+            out.append(value)
+        else:
+            out.append(f"{name} {value}")
+    return out
 
 
 def scores(path: Path, layers: list[LayerScores], method: str, score_compat: str) -> None:
