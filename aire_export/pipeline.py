@@ -10,20 +10,17 @@ checkpoint is only read. The exit code is the report's verdict.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from aire_export.checkpoints import load, save
+from aire_export.data import load_data
 from aire_export.errors import InputError
 from aire_export.files import check_destination, commit, file_sha256, staged_folder
-from aire_export.graphs.export import SEQUENCE_FILE, ExportResult
+from aire_export.graphs.export import SEQUENCE_FILE
 from aire_export.lower import export
-from aire_export.models import SSMNetwork, family_of, modal_systems, parameter_count
+from aire_export.models import SSMNetwork, modal_systems, parameter_count
 from aire_export.prune import (
     PLAN_NAME,
     PruneOptions,
@@ -35,10 +32,8 @@ from aire_export.prune import (
     shrink_model,
 )
 from aire_export.report import ModelRecord, Report, environment, verdict, write_report
-from aire_export.runtimes.bundle import BundleGraph, write_bundle
-from aire_export.runtimes.torch_runner import TorchRunner
+from aire_export.runtimes.bundle import BUNDLE_NAME, bundle_model
 from aire_export.targets import target_named
-from aire_export.validate.inputs import load_data, random_data, with_full_lengths
 from aire_export.validate.validation import ValidateOptions, build_runners, validate
 
 PRUNED_NAME = "pruned.pt"
@@ -181,7 +176,19 @@ def run_pipeline(
         )
         if options.bundle or target_named(v.target).bundle:
             progress("write the edge bundle")
-            write_edge_bundle(stage, model_path, pruned, plan, exported, v)
+            bundle_model(
+                stage / BUNDLE_NAME,
+                pruned,
+                exported,
+                source=model_path,
+                plan=plan.summary(),
+                target=v.target,
+                scan=v.scan,
+                batch=v.batch,
+                length=v.lengths_for(None),
+                seed=v.seed,
+                default_precision=v.precision,
+            )
         write_report(report, stage)
         commit(stage, out)
     return PipelineResult(out=out, report=report, exit_code=report.verdict.exit_code)
@@ -247,65 +254,4 @@ def _model_record(
     )
 
 
-def write_edge_bundle(
-    stage: Path,
-    model_path: Path,
-    pruned: SSMNetwork,
-    plan: PrunePlan,
-    exported: ExportResult,
-    options: ValidateOptions,
-) -> None:
-    """bundle/: fp32 and fp16 graphs (lowered like the exported ones), inputs, float64
-    reference outputs, build.sh and the manifest (runtimes/bundle.py)."""
-    fp16_dir = Path(tempfile.mkdtemp(prefix="fp16-", dir=stage))
-    try:
-        lengths_input = any(s.name == "lengths" for s in exported.sequence.inputs)
-        fp16 = export(
-            pruned,
-            fp16_dir,
-            target=options.target,
-            scan=options.scan,
-            precision="fp16",
-            lengths_input=lengths_input,
-            step=False,
-        )
-        length = options.lengths_for(None)
-        samples = random_data(pruned, options.batch.opt, length.opt, seed=options.seed)
-        if lengths_input:
-            samples = with_full_lengths(samples)
-        feeds = samples.feeds()
-        reference = TorchRunner(pruned, dtype=torch.float64).run(feeds)
-        graphs = [
-            BundleGraph.of(exported.sequence, "sequence"),
-            BundleGraph.of(fp16.sequence, "sequence-fp16"),
-        ]
-        if exported.step is not None:
-            graphs.append(BundleGraph.of(exported.step, "step"))
-        family = family_of(pruned)
-        write_bundle(
-            stage / "bundle",
-            graphs,
-            feeds,
-            reference,
-            {p: family.tolerance(p, samples.length) for p in ("fp32", "fp16")},
-            batch=options.batch,
-            length=length,
-            manifest={
-                "source": {"path": str(model_path), "sha256": file_sha256(model_path)},
-                "plan": {
-                    "method": plan.method,
-                    "ratio_requested": plan.ratio_requested,
-                    "ratio_achieved": plan.ratio_achieved,
-                    "threshold": plan.to_json()["threshold"],
-                    "eps": plan.eps,
-                    "kept_per_layer": [layer.states_after for layer in plan.layers],
-                },
-                "opset": exported.sequence.opset,
-            },
-            default_precision="fp16" if options.precision != "fp32" else "fp32",
-        )
-    finally:
-        shutil.rmtree(fp16_dir, ignore_errors=True)
-
-
-__all__ = ["PipelineOptions", "PipelineResult", "revalidate", "run_pipeline", "write_edge_bundle"]
+__all__ = ["PipelineOptions", "PipelineResult", "revalidate", "run_pipeline"]

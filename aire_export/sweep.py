@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from aire_export.data import SequenceData
 from aire_export.errors import InputError
 from aire_export.models import SSMNetwork, modal_systems, parameter_count
 from aire_export.prune import METHODS, PruneOptions, prune_with
 from aire_export.validate.evaluate import Evaluator
-from aire_export.validate.inputs import SequenceData
 
 DEFAULT_RATIOS = tuple(round(0.05 * i, 2) for i in range(20))  # 0, 0.05, …, 0.95
 

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 import aire_export as ax
+from aire_export.data import load_data
 from aire_export.runtimes.ort import OrtRunner, SessionLoader
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.sweep import SweepResult
-from aire_export.validate.inputs import load_data
 from aire_export.validate.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,12 +20,12 @@ from lowering import random_input, reference
 
 import aire_export as ax
 from aire_export.cli import main
+from aire_export.data import SequenceData
 from aire_export.graphs.lowering import METHODS
 from aire_export.lower import export
 from aire_export.runtimes.ort import OrtRunner, SessionLoader, cuda_provider_available
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.sweep import sweep
-from aire_export.validate.inputs import SequenceData
 from aire_export.validate.latency import measure_latency
 
 pytestmark = [

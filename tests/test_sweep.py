@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import make_s5
 
+from aire_export.data import SequenceData
 from aire_export.errors import InputError
 from aire_export.sweep import (
     SweepResult,
@@ -21,7 +22,6 @@ from aire_export.sweep import (
     sweep,
     write_sweep,
 )
-from aire_export.validate.inputs import SequenceData
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import make_s5
 
+from aire_export.data import SequenceData, load_data, random_data
 from aire_export.errors import InputError
 from aire_export.tolerance import Tolerance, default_tolerance
 from aire_export.validate.accuracy import accuracy, predict
-from aire_export.validate.inputs import SequenceData, load_data, random_data
 from aire_export.validate.latency import measure_latency, summarize
 from aire_export.validate.parity import compare_output, compare_outputs, pruning_distortion
 

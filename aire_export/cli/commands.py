@@ -11,6 +11,7 @@ import click
 from aire_export.checkpoints import import_checkpoint, load, save
 from aire_export.cli import options as opt
 from aire_export.cli import render
+from aire_export.data import load_data
 from aire_export.errors import AireError
 from aire_export.lower import export
 from aire_export.pipeline import PipelineOptions, revalidate, run_pipeline
@@ -19,7 +20,6 @@ from aire_export.prune.api import modal_view
 from aire_export.prune.scores import scores_to_json
 from aire_export.summary import summarize
 from aire_export.sweep import default_folder, parse_methods, parse_ratios, sweep, write_sweep
-from aire_export.validate.inputs import load_data
 from aire_export.validate.speed import profile
 from aire_export.validate.validation import ValidateOptions
 

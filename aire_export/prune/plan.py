@@ -161,6 +161,15 @@ class PrunePlan:
             warnings=[str(w) for w in data.get("warnings", [])],
         )
 
+    def summary(self) -> dict[str, Any]:
+        """The plan in a few keys (what the edge bundle's manifest records)."""
+        data = self.to_json()
+        return {
+            **{k: data[k] for k in ("method", "ratio_requested", "ratio_achieved", "threshold")},
+            "eps": self.eps,
+            "kept_per_layer": [layer.states_after for layer in self.layers],
+        }
+
     def dumps(self) -> str:
         """The plan as JSON text (strict: no NaN or inf)."""
         return json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n"

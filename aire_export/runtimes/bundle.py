@@ -20,16 +20,25 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from aire_export.graphs.export import ExportedGraph
+from aire_export.data import random_data, with_full_lengths
+from aire_export.files import file_sha256
+from aire_export.graphs.export import ExportedGraph, ExportResult
+from aire_export.lower import export
+from aire_export.models import SSMNetwork, family_of
 from aire_export.runtimes.shapes import ShapeRange, profile_shapes
+from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.runtimes.trt import SCAN_PREFIX
 from aire_export.tolerance import Tolerance
+
+BUNDLE_NAME = "bundle"
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,66 @@ def scan_node_names(onnx_path: Path) -> list[str]:
 def _shape_spec(shapes: dict[str, tuple[int, ...]]) -> str:
     """trtexec's shape syntax: name:AxBxC,name2:D."""
     return ",".join(f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in shapes.items())
+
+
+def bundle_model(
+    folder: Path,
+    pruned: SSMNetwork,
+    exported: ExportResult,
+    *,
+    source: Path,
+    plan: dict[str, Any],
+    target: str,
+    scan: str,
+    batch: ShapeRange,
+    length: ShapeRange,
+    seed: int = 0,
+    default_precision: str = "fp32",
+) -> Path:
+    """The edge bundle of a pruned model: its exported fp32 graphs, an fp16 graph lowered the
+    same way (``target``, ``scan``), random inputs at ``opt`` shapes, float64 PyTorch
+    reference outputs, the family's tolerances, build.sh and the manifest (``source`` and
+    ``plan``: provenance)."""
+    fp16_dir = Path(tempfile.mkdtemp(prefix="fp16-", dir=folder.parent))
+    try:
+        lengths_input = any(s.name == "lengths" for s in exported.sequence.inputs)
+        fp16 = export(
+            pruned,
+            fp16_dir,
+            target=target,
+            scan=scan,
+            precision="fp16",
+            lengths_input=lengths_input,
+            step=False,
+        )
+        samples = random_data(pruned, batch.opt, length.opt, seed=seed)
+        if lengths_input:
+            samples = with_full_lengths(samples)
+        feeds = samples.feeds()
+        graphs = [
+            BundleGraph.of(exported.sequence, "sequence"),
+            BundleGraph.of(fp16.sequence, "sequence-fp16"),
+        ]
+        if exported.step is not None:
+            graphs.append(BundleGraph.of(exported.step, "step"))
+        family = family_of(pruned)
+        return write_bundle(
+            folder,
+            graphs,
+            feeds,
+            TorchRunner(pruned, dtype=torch.float64).run(feeds),
+            {p: family.tolerance(p, samples.length) for p in ("fp32", "fp16")},
+            batch=batch,
+            length=length,
+            manifest={
+                "source": {"path": str(source), "sha256": file_sha256(source)},
+                "plan": plan,
+                "opset": exported.sequence.opset,
+            },
+            default_precision="fp16" if default_precision != "fp32" else "fp32",
+        )
+    finally:
+        shutil.rmtree(fp16_dir, ignore_errors=True)
 
 
 def write_bundle(

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from aire_export.data import SequenceData
 from aire_export.runtimes.base import Runner
-from aire_export.validate.inputs import SequenceData
 
 
 def predict(

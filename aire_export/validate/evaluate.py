@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from aire_export.data import SequenceData
 from aire_export.errors import InputError
 from aire_export.models import SSMNetwork
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.validate.accuracy import accuracy, predict
-from aire_export.validate.inputs import SequenceData
 from aire_export.validate.parity import pruning_distortion
 
 

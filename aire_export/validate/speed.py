@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
+from aire_export.data import random_data, with_full_lengths
 from aire_export.lower import export
 from aire_export.models import SSMNetwork
 from aire_export.runtimes.base import Runner
 from aire_export.runtimes.ort import OrtRunner, SessionLoader
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.targets import ORT_CUDA, target_named
-from aire_export.validate.inputs import random_data, with_full_lengths
 from aire_export.validate.latency import LatencyResult, Speedup, measure_latency
 
 Candidates = dict[str, tuple[Callable[[], None], str]]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aire_export.data import SequenceData, prepare_data, random_data, with_full_lengths
 from aire_export.errors import InputError, RuntimeBuildError, RuntimeMissingError
 from aire_export.graphs.export import check_lowering
 from aire_export.models import SSMNetwork, family_of
@@ -30,7 +31,6 @@ from aire_export.runtimes.trt import TrtBuildOptions
 from aire_export.targets import DEFAULT_TARGET, ORT_CPU, target_named
 from aire_export.tolerance import Tolerance
 from aire_export.validate.accuracy import AccuracySummary, accuracy, predict
-from aire_export.validate.inputs import SequenceData, prepare_data, random_data, with_full_lengths
 from aire_export.validate.latency import LatencyResult, Speedup
 from aire_export.validate.parity import (
     DistortionResult,

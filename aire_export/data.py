@@ -1,7 +1,9 @@
-"""Validation inputs: from an npz the user gives, from an eval set, or generated with a seed.
+"""Sequence data: eval sets and inputs from an npz the user gives, or generated with a seed.
 
 An inputs/eval file is an ``.npz`` with ``x`` (token ids (N, L) or features (N, L, d_input)),
-optionally ``lengths`` (N,) for padded sequences and ``y`` (N,) labels for accuracy.
+optionally ``lengths`` (N,) for padded sequences and ``y`` (N,) labels for accuracy. Checks
+read the model's network config (input kind, widths, classes), so a bad file gets a one-line
+error before any work starts. Validation, the sweep and the edge bundle all read data here.
 """
 
 from __future__ import annotations
