@@ -14,9 +14,11 @@ exit code   meaning
 5           the output location cannot be written
 6           a runtime could not build or load the exported graph (TensorRT's parser
             or builder refused it; the report is still written)
+7           the pruned model is not fit to ship: its accuracy on --data dropped more
+            than the budget (--max-drop, 1 point by default; the report is written)
 ==========  =====================================================================
 
-Exit codes 3, 4 and 6 are verdicts (``aire_export.report.verdict``): the job ran, the report
+Exit codes 3, 4, 6 and 7 are verdicts (``aire_export.report.verdict``): the job ran, the report
 was written, and a gate or a runtime failed.
 """
 
@@ -29,6 +31,7 @@ EXIT_PARITY = 3
 EXIT_RUNTIME_MISSING = 4
 EXIT_OUTPUT = 5
 EXIT_BUILD = 6
+EXIT_ACCURACY = 7
 
 
 class AireError(Exception):

@@ -11,14 +11,14 @@ checkpoint is only read. The exit code is the report's verdict.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aire_export.checkpoints import load, save
 from aire_export.data import load_data
 from aire_export.errors import InputError
 from aire_export.files import check_destination, commit, file_sha256, staged_folder
-from aire_export.graphs.export import SEQUENCE_FILE
+from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
 from aire_export.lower import export
 from aire_export.models import SSMNetwork, modal_systems, parameter_count
 from aire_export.prune import (
@@ -33,8 +33,14 @@ from aire_export.prune import (
 )
 from aire_export.report import ModelRecord, Report, environment, verdict, write_report
 from aire_export.runtimes.bundle import BUNDLE_NAME, bundle_model
+from aire_export.sweep import search_max_drop
 from aire_export.targets import target_named
-from aire_export.validate.validation import ValidateOptions, build_runners, validate
+from aire_export.validate.validation import (
+    ValidateOptions,
+    accuracy_budget,
+    build_runners,
+    validate,
+)
 
 PRUNED_NAME = "pruned.pt"
 Progress = Callable[[str], None]
@@ -48,8 +54,11 @@ def _quiet(_: str) -> None:
 class PipelineOptions:
     """Everything the one command can be told, by stage.
 
-    prune: how to prune (a ratio or a threshold; with ``max_drop`` neither: the largest ratio
-        whose accuracy drop on ``data`` stays within ``max_drop`` percentage points).
+    prune: how to prune: a ratio or a threshold; or neither, and ``max_drop``: the largest
+        ratio whose accuracy drop on ``data`` stays within ``max_drop`` percentage points.
+    max_drop: also the accuracy gate (default DEFAULT_MAX_DROP points when ``data`` has
+        labels): a pruned model that loses more is not fit to ship (exit 7);
+        ``accuracy_gate=False`` reports accuracy without gating it.
     validate: target, precision and lowering of the graphs, and how they are validated.
     data: eval set (x, y, lengths) for accuracy and parity inputs; inputs: parity inputs
         (x, lengths) instead. bundle: write bundle/ even when the target does not.
@@ -59,6 +68,7 @@ class PipelineOptions:
     prune: PruneOptions = field(default_factory=PruneOptions)
     validate: ValidateOptions = field(default_factory=ValidateOptions)
     max_drop: float | None = None
+    accuracy_gate: bool = True
     data: Path | None = None
     inputs: Path | None = None
     bundle: bool = False
@@ -68,19 +78,25 @@ class PipelineOptions:
 
     def check(self) -> PipelineOptions:
         """InputError for options that contradict each other or a stage's own checks."""
-        given = [x is not None for x in (self.prune.ratio, self.prune.threshold, self.max_drop)]
-        if sum(given) != 1:
-            raise InputError("give exactly one of --ratio, --threshold or --max-drop")
-        if self.max_drop is None:
-            self.prune.check()
-        else:
-            if self.data is None or not 0 <= self.max_drop < float("inf"):
-                raise InputError(
-                    "--max-drop needs --data eval.npz (with labels y) and a budget ≥ 0 points"
-                )
-            self.prune.with_ratio(0.0).check()
+        given = sum(x is not None for x in (self.prune.ratio, self.prune.threshold))
+        if given > 1 or (given == 0 and self.max_drop is None):
+            raise InputError(
+                "give exactly one of --ratio or --threshold, or --max-drop alone to prune as "
+                "much as the accuracy budget allows"
+            )
+        if self.max_drop is not None and (self.data is None or not 0 <= self.max_drop < 1e308):
+            raise InputError(
+                "--max-drop is an accuracy budget: it needs --data eval.npz (with labels y) and "
+                "a number of points ≥ 0"
+            )
+        (self.prune if given else self.prune.with_ratio(0.0)).check()
         self.validate.check()
         return self
+
+    @property
+    def searches_ratio(self) -> bool:
+        """No ratio or threshold: the largest ratio within ``max_drop`` is searched for."""
+        return self.prune.ratio is None and self.prune.threshold is None
 
     def destination(self, model_path: Path) -> Path:
         """``--out``, or the model's path without its suffix plus ``.aire``."""
@@ -102,7 +118,7 @@ def run_pipeline(
     model_path = Path(model_path)
     out = options.destination(model_path)
     check_destination(out)
-    v = options.validate
+    v = replace(options.validate, max_drop=accuracy_budget(options.max_drop, options.accuracy_gate))
 
     progress("load")
     model = load(model_path)
@@ -115,9 +131,13 @@ def run_pipeline(
 
     progress("modal view")
     systems = modal_view(model)
-    prune = options.prune
-    if options.max_drop is not None:
-        prune = prune.with_ratio(_largest_ratio_within(model, data, options, progress))
+    prune, search = options.prune, None
+    if options.searches_ratio:
+        progress(f"select: the largest ratio within {options.max_drop} accuracy points")
+        search = search_max_drop(
+            model, data, options.max_drop, options=options.prune, progress=progress
+        )
+        prune = prune.with_ratio(search.ratio)
 
     progress("score")
     layers = score_layers(systems, prune)
@@ -173,6 +193,7 @@ def run_pipeline(
             target=v.target,
             environment=environment(),
             warnings=validation.warnings + plan.warnings,
+            search=search,
         )
         if options.bundle or target_named(v.target).bundle:
             progress("write the edge bundle")
@@ -201,24 +222,29 @@ def revalidate(
     *,
     data: Path | None = None,
     inputs: Path | None = None,
+    max_drop: float | None = None,
+    accuracy_gate: bool = True,
     fail_on_parity: bool = True,
     command: str = "",
     progress: Progress = _quiet,
 ) -> Report:
-    """Validate an output folder (its pruned.pt and model.onnx) against the original model
-    again: stages 7–9 (build, validate, report) without pruning. Nothing is written."""
+    """Validate an output folder (its pruned.pt, model.onnx and model.step.onnx) against the
+    original model again: stages 7–9 (build, validate, report) without pruning, with the same
+    gates as the whole job. Nothing is written."""
     folder = Path(folder)
     for name in (PRUNED_NAME, SEQUENCE_FILE):
         if not (folder / name).is_file():
             raise InputError(f"{folder} has no {name}: give a folder written by aire-export")
     model, pruned = load(original), load(folder / PRUNED_NAME)
+    step = folder / STEP_FILE
     validation = validate(
         model,
         pruned,
         folder / SEQUENCE_FILE,
-        options,
+        replace(options, max_drop=accuracy_budget(max_drop, accuracy_gate)),
         data=load_data(data, pruned) if data else None,
         inputs=load_data(inputs, pruned) if inputs else None,
+        step_graph=step if step.is_file() else None,
         progress=progress,
     )
     return Report(
@@ -228,15 +254,6 @@ def revalidate(
         environment=environment(),
         warnings=list(validation.warnings),
     )
-
-
-def _largest_ratio_within(model, data, options: PipelineOptions, progress: Progress) -> float:
-    """Select by accuracy: the largest ratio whose drop on ``data`` is within the budget."""
-    from aire_export.sweep import search_max_drop  # accuracy-aware pruning (the paper's elbow)
-
-    return search_max_drop(
-        model, data, options.max_drop, options=options.prune, progress=progress
-    ).ratio
 
 
 def _model_record(

@@ -216,6 +216,28 @@ class MaxDropResult:
     next_grid_drop_pp: float | None
     curve: list[SweepPoint]  # every evaluated point, in evaluation order
 
+    def to_json(self) -> dict:
+        """The search as the report records it (kept units left out: the plan has them)."""
+        return {
+            "budget_pp": self.budget_pp,
+            "ratio": self.ratio,
+            "accuracy": self.accuracy,
+            "drop_pp": self.drop_pp,
+            "baseline_accuracy": self.baseline_accuracy,
+            "next_grid_ratio": self.next_grid_ratio,
+            "next_grid_drop_pp": self.next_grid_drop_pp,
+            "curve": [
+                {
+                    "ratio": p.ratio,
+                    "ratio_achieved": p.ratio_achieved,
+                    "states_kept": p.states_kept,
+                    "accuracy": p.accuracy,
+                    "drop_pp": p.drop_pp,
+                }
+                for p in self.curve
+            ],
+        }
+
 
 def search_max_drop(
     model: SSMNetwork,

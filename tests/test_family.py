@@ -177,9 +177,10 @@ def test_a_toy_family_runs_the_whole_job_through_the_cli(tmp_path, capsys, toy_f
     report = json.loads(out)
     assert report["model"]["arch"] == ARCH and report["plan"]["arch"] == ARCH
     assert report["model"]["states_before"] == 10 and report["model"]["states_after"] == 5
-    (parity,) = report["parity"]
-    assert parity["runner"] == "onnxruntime-cpu" and parity["passed"]
-    output = parity["outputs"][0]
+    parity = {p["graph"]: p for p in report["parity"]}
+    assert set(parity) == {"model.onnx", "model.step.onnx"}  # the toy streams: both are checked
+    assert all(p["runner"] == "onnxruntime-cpu" and p["passed"] for p in parity.values())
+    output = parity["model.onnx"]["outputs"][0]
     assert (output["atol"], output["rtol"]) == (ToyFamily.gate.atol, ToyFamily.gate.rtol)
     assert report["export"]["scan"] == "logdepth"  # the family's rule, not the generic table
     assert {s["runtime"] for s in report["speedups"]} == {"pytorch-eager-cpu", "onnxruntime-cpu"}

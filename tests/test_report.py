@@ -1,9 +1,11 @@
 """report.json follows its schema (report/schema.py), and one verdict decides every exit code.
 
-Deliberate changes of the Structure issue, each pinned here: ``schema_version`` is new;
+Deliberate changes, each pinned here: ``schema_version`` is new (2: the verdict lists its
+checks, parity says what it covered, accuracy is gated, the --max-drop search is recorded);
 ``accuracy.runtimes`` (never filled) is gone; ``validate`` takes ``--fail-on-parity`` and
-reports its environment; a runtime that refuses the graph exits 6 with the report written;
-``--atol``/``--rtol`` < 0 and ``--runs`` < 1 are refused.
+reports its environment; a runtime that refuses the graph exits 6 with the report written; a
+model whose accuracy drops past the budget exits 7; ``--atol``/``--rtol`` < 0 and ``--runs``
+< 1 are refused.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def test_a_run_report_follows_the_schema_and_is_the_file_written(tmp_path, label
     report = check(json.loads(out))
     assert report == json.loads((tmp_path / "m.aire" / "report.json").read_text())
     assert report["schema_version"] == SCHEMA_VERSION
-    assert set(report["accuracy"]) == {"data", "samples", "original", "pruned", "drop_pp"}
+    assert set(report["accuracy"]) == {
+        *("data", "samples", "original", "pruned", "drop_pp", "budget_pp", "passed")
+    }
     assert report["latency"] and report["plots"]
 
 
@@ -116,7 +120,10 @@ def test_validate_honours_fail_on_parity(tmp_path, labelled, capsys):
     )
     report = json.loads(out)
     assert code == 0 and report["verdict"]["passed"]
-    assert report["verdict"]["reasons"] == ["parity failed for onnxruntime-cpu"]
+    assert report["verdict"]["reasons"] == [
+        "parity failed for model.onnx on onnxruntime-cpu",
+        "parity failed for model.step.onnx on onnxruntime-cpu",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ from aire_export.validate.validation import ValidateOptions
 
 EPILOG = (
     "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 parity gate failed, "
-    "4 runtime missing, 5 output not writable, 6 a runtime refused the graph."
+    "4 runtime missing, 5 output not writable, 6 a runtime refused the graph, "
+    "7 not fit to ship (accuracy dropped more than the budget)."
 )
 
 
@@ -187,11 +188,8 @@ def export_cmd(model: Path, out: Path, as_json: bool, **options) -> None:
 @cli.command("run")
 @opt.file_argument("model")
 @opt.PRUNING
-@click.option(
-    "--max-drop",
-    type=float,
-    help="Largest ratio whose accuracy drop on --data stays within this many percentage points.",
-)
+@opt.MAX_DROP
+@opt.NO_ACCURACY_GATE
 @opt.DATA
 @opt.INPUTS
 @opt.VALIDATION
@@ -223,7 +221,7 @@ def run_cmd(
     Writes OUT/: pruned.pt, plan.json, model.onnx, model.step.onnx (unidirectional models),
     model.engine (trt), bundle/ (trt, jetson, --bundle), report.json, report.md, plots.
     Exit codes: 0 passed, 2 bad input, 3 parity gate failed, 4 runtime missing, 5 output,
-    6 a runtime refused the graph.
+    6 a runtime refused the graph, 7 not fit to ship (accuracy dropped more than --max-drop).
     """
     pipeline = PipelineOptions(prune=pruning, validate=validation, command=_command(ctx), **options)
     with render.stage_status() as progress:
@@ -310,6 +308,8 @@ def sweep_cmd(
     "--data", type=click.Path(dir_okay=False, path_type=Path), help="Eval set .npz for accuracy."
 )
 @opt.INPUTS
+@opt.MAX_DROP
+@opt.NO_ACCURACY_GATE
 @opt.VALIDATION
 @opt.FAIL_ON_PARITY
 @opt.AS_JSON
@@ -319,9 +319,8 @@ def validate_cmd(
     folder: Path,
     original: Path,
     validation: ValidateOptions,
-    fail_on_parity: bool,
     as_json: bool,
-    **data,
+    **gates,
 ) -> None:
     """Re-validate an output folder (pruned.pt + model.onnx) against the original model.
 
@@ -331,13 +330,7 @@ def validate_cmd(
     """
     with render.stage_status("validating") as progress:
         report = revalidate(
-            folder,
-            original,
-            validation,
-            fail_on_parity=fail_on_parity,
-            command=_command(ctx),
-            progress=progress,
-            **data,
+            folder, original, validation, command=_command(ctx), progress=progress, **gates
         )
     if as_json:
         render.print_json(report.to_json())

@@ -188,6 +188,20 @@ ATOL = click.option(
 RTOL = click.option(
     "--rtol", type=float, help="Relative tolerance of the parity gate (default by precision)."
 )
+MAX_DROP = click.option(
+    "--max-drop",
+    type=float,
+    help="Accuracy budget in percentage points on --data (default 1 when --data has labels): a "
+    "pruned model that loses more is not fit to ship (exit 7). Without --ratio or --threshold, "
+    "`run` also prunes as much as the budget allows.",
+)
+NO_ACCURACY_GATE = click.option(
+    "--no-accuracy-gate",
+    "accuracy_gate",
+    flag_value=False,
+    default=True,
+    help="Report the accuracy drop without gating the verdict on it.",
+)
 FAIL_ON_PARITY = click.option(
     "--fail-on-parity/--no-fail-on-parity",
     default=True,

@@ -28,7 +28,6 @@ from aire_export.report import Report
 from aire_export.summary import ModelSummary
 from aire_export.validate.latency import LatencyResult, Speedup
 from aire_export.validate.speed import ProfileRow
-from aire_export.validate.validation import Validation
 
 
 def stdout() -> Console:
@@ -222,33 +221,28 @@ def latency_table(console: Console, results: list[LatencyResult], speedups: list
         )
 
 
-def validation(console: Console, v: Validation) -> None:
-    """Accuracy, every parity verdict, latency and what was not verified."""
-    if v.accuracy:
-        a = v.accuracy
+def checks(console: Console, report: Report) -> None:
+    """Every check of the verdict, with what it covered, then timing and what was not run."""
+    marks = {True: "[green]PASSED[/green]", False: "[red]FAILED[/red]", None: "[dim]measured[/dim]"}
+    for c in report.verdict.checks:
         console.print(
-            f"accuracy {100 * a.original:.2f} % → {100 * a.pruned:.2f} % "
-            f"({-a.drop_pp:+.2f} pp) on {a.samples}"
+            f"{marks[c.passed]} {escape(c.kind)}: {escape(c.subject)} [dim]({escape(c.covered)})"
+            f"[/dim]" + (f"\n    {escape(c.detail)}" if c.detail else "")
         )
-    for p in v.parity:
-        for o in p.outputs:
-            line = escape(o.verdict() + f" ({p.runner})")
-            console.print(
-                line.replace("PASSED", "[green]PASSED[/green]").replace(
-                    "FAILED", "[red]FAILED[/red]"
-                )
-            )
+    v = report.validation
     if v.latency:
         latency_table(console, v.latency, v.speedups)
     notes(console, "not verified", v.unverified)
 
 
 def verdict_line(console: Console, report: Report) -> None:
-    if report.verdict.exit_code:
-        console.print(
-            f"[red]exit {report.verdict.exit_code}:[/red] "
-            + escape("; ".join(report.verdict.reasons))
-        )
+    v = report.verdict
+    if v.exit_code:
+        console.print(f"[bold red]Verdict: FAILED, exit {v.exit_code}[/bold red]")
+        for reason in v.reasons:
+            console.print(f"  {escape(reason)}")
+    else:
+        console.print("[bold green]Verdict: PASSED[/bold green] (every gate above)")
 
 
 def run_report(report: Report, out: Path) -> None:
@@ -264,7 +258,7 @@ def run_report(report: Report, out: Path) -> None:
         + f", {m.parameters_before:,} → {m.parameters_after:,} parameters "
         f"(ratio achieved {report.plan.ratio_achieved:.3f})"
     )
-    validation(console, report.validation)
+    checks(console, report)
     notes(console, "warning", report.warnings)
     console.print(f"wrote {escape(str(out))}/ (report.md, report.json)")
     verdict_line(console, report)
@@ -272,12 +266,7 @@ def run_report(report: Report, out: Path) -> None:
 
 def validate_report(report: Report) -> None:
     console = stdout()
-    d = report.validation.distortion
-    console.print(
-        f"pruning distortion: relative error {d.normwise_rel:.3g}, top-1 agreement "
-        f"{d.top1_agreement}"
-    )
-    validation(console, report.validation)
+    checks(console, report)
     verdict_line(console, report)
 
 

@@ -15,11 +15,40 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from aire_export.errors import EXIT_BUILD, EXIT_OK, EXIT_PARITY, EXIT_RUNTIME_MISSING
+from aire_export.errors import (
+    EXIT_ACCURACY,
+    EXIT_BUILD,
+    EXIT_OK,
+    EXIT_PARITY,
+    EXIT_RUNTIME_MISSING,
+)
 from aire_export.graphs.export import ExportResult
 from aire_export.prune.plan import PrunePlan
 from aire_export.report.schema import SCHEMA, SCHEMA_VERSION
+from aire_export.sweep import MaxDropResult
 from aire_export.validate.validation import Validation
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of the verdict: what was checked, what it covered, and the outcome.
+    ``passed`` None: measured and reported, not gated (pruning distortion, accuracy with the
+    gate off)."""
+
+    kind: str  # "lowering fidelity" | "accuracy" | "pruning distortion" | "runtime"
+    subject: str
+    covered: str
+    passed: bool | None
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "covered": self.covered,
+            "passed": self.passed,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -27,25 +56,92 @@ class Verdict:
     passed: bool
     exit_code: int
     reasons: list[str]
+    checks: list[Check] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "exit_code": self.exit_code, "reasons": list(self.reasons)}
+        return {
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "reasons": list(self.reasons),
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+
+def checks_of(validation: Validation) -> list[Check]:
+    """Every check a validation made, in the order a reader wants them."""
+    checks = []
+    for p in validation.parity:
+        worst = max(p.outputs, key=lambda o: o.failing) if p.outputs else None
+        checks.append(
+            Check(
+                "lowering fidelity",
+                f"{p.graph} on {p.runner} vs {p.reference}",
+                p.coverage,
+                p.passed,
+                "" if worst is None else worst.verdict(),
+            )
+        )
+    a = validation.accuracy
+    if a is not None:
+        budget = "no gate" if a.budget_pp is None else f"budget {a.budget_pp:g} pp (--max-drop)"
+        checks.append(
+            Check(
+                "accuracy",
+                "pruned vs original (PyTorch)",
+                f"{a.samples} labelled sequences of {a.data}",
+                a.passed,
+                f"{100 * a.original:.2f} % → {100 * a.pruned:.2f} % "
+                f"({-a.drop_pp:+.2f} pp), {budget}",
+            )
+        )
+    d = validation.distortion
+    if d is not None:
+        checks.append(
+            Check(
+                "pruning distortion",
+                "pruned vs original (PyTorch float64)",
+                f"{d.samples} parity sequences",
+                None,
+                f"relative output error {d.normwise_rel:.3g}, top-1 agreement {d.top1_agreement}",
+            )
+        )
+    for reason in validation.build_failures:
+        checks.append(Check("runtime", "build the graph", "the target's runtimes", False, reason))
+    for reason in validation.missing:
+        checks.append(
+            Check("runtime", "a required runtime", "the target's runtimes", False, reason)
+        )
+    return checks
 
 
 def verdict(validation: Validation, *, fail_on_parity: bool = True) -> Verdict:
-    """The exit code of a validation: parity first, then refused graphs, then missing
-    runtimes. Every failed check is listed in ``reasons`` (a parity failure too when
-    ``fail_on_parity`` is off and the verdict passes)."""
-    failed = [f"parity failed for {p.runner}" for p in validation.parity if not p.passed]
+    """The exit code of a validation: parity first, then accuracy, then refused graphs, then
+    missing runtimes. Every failed check is listed in ``reasons`` (a parity failure too when
+    ``fail_on_parity`` is off and the verdict passes), every check in ``checks``."""
+    failed = [
+        f"parity failed for {p.graph} on {p.runner}" for p in validation.parity if not p.passed
+    ]
+    a = validation.accuracy
+    unfit = []
+    if a is not None and a.passed is False:
+        unfit = [
+            f"the pruned model is not fit to ship: accuracy dropped {a.drop_pp:.2f} points "
+            f"({100 * a.original:.2f} % → {100 * a.pruned:.2f} % on {a.data}), more than the "
+            f"{a.budget_pp:g}-point budget (--max-drop PP to allow more, --no-accuracy-gate to "
+            "report it only)"
+        ]
     if failed and fail_on_parity:
         code = EXIT_PARITY
+    elif unfit:
+        code = EXIT_ACCURACY
     elif validation.build_failures:
         code = EXIT_BUILD
     elif validation.missing:
         code = EXIT_RUNTIME_MISSING
     else:
         code = EXIT_OK
-    return Verdict(code == EXIT_OK, code, failed + validation.build_failures + validation.missing)
+    reasons = failed + unfit + validation.build_failures + validation.missing
+    return Verdict(code == EXIT_OK, code, reasons, checks_of(validation))
 
 
 @dataclass(frozen=True)
@@ -119,6 +215,7 @@ class Report:
     environment: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     plots: list[str] | None = None
+    search: MaxDropResult | None = None  # how --max-drop chose the ratio
 
     @property
     def unverified(self) -> list[str]:
@@ -136,6 +233,8 @@ class Report:
             data["model"] = self.model.to_json()
         if self.plan is not None:
             data["plan"] = self.plan.to_json()
+        if self.search is not None:
+            data["search"] = self.search.to_json()
         data["distortion"] = None if v.distortion is None else v.distortion.to_json()
         data["accuracy"] = None if v.accuracy is None else v.accuracy.to_json()
         if self.export is not None:

@@ -10,7 +10,7 @@ report of a run, absent from ``validate --json``.
 from __future__ import annotations
 
 SCHEMA = "aire-export-report/1"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verdict.checks, parity coverage, the accuracy gate, search
 
 _NUMBER = {"type": ["number", "null"]}  # null: not finite (an infinite energy, a zero norm)
 _STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -125,10 +125,46 @@ _OUTPUT_PARITY = _closed(
 _PARITY = _closed(
     {
         "runner": {"type": "string"},
+        "graph": {"type": "string"},
         "reference": {"type": "string"},
         "precision": {"type": "string"},
+        "inputs": {"type": "string"},
+        "samples": {"type": "integer"},
+        "length": {"type": "integer"},
         "outputs": {"type": "array", "items": _OUTPUT_PARITY},
         "passed": {"type": "boolean"},
+    }
+)
+_CHECK = _closed(
+    {
+        "kind": {"enum": ["lowering fidelity", "accuracy", "pruning distortion", "runtime"]},
+        "subject": {"type": "string"},
+        "covered": {"type": "string"},
+        "passed": {"type": ["boolean", "null"]},
+        "detail": {"type": "string"},
+    }
+)
+_SEARCH = _closed(
+    {
+        "budget_pp": {"type": "number"},
+        "ratio": {"type": "number"},
+        "accuracy": {"type": "number"},
+        "drop_pp": {"type": "number"},
+        "baseline_accuracy": {"type": "number"},
+        "next_grid_ratio": _NUMBER,
+        "next_grid_drop_pp": _NUMBER,
+        "curve": {
+            "type": "array",
+            "items": _closed(
+                {
+                    "ratio": {"type": "number"},
+                    "ratio_achieved": {"type": "number"},
+                    "states_kept": {"type": "integer"},
+                    "accuracy": {"type": "number"},
+                    "drop_pp": {"type": "number"},
+                }
+            ),
+        },
     }
 )
 _LATENCY = _closed(
@@ -198,13 +234,15 @@ REPORT_SCHEMA = {
             "verdict": _closed(
                 {
                     "passed": {"type": "boolean"},
-                    "exit_code": {"enum": [0, 3, 4, 6]},
+                    "exit_code": {"enum": [0, 3, 4, 6, 7]},
                     "reasons": _STRINGS,
+                    "checks": {"type": "array", "items": _CHECK},
                 }
             ),
             "command": {"type": "string"},
             "model": _MODEL,
             "plan": PLAN_SCHEMA,
+            "search": _SEARCH,
             "distortion": {
                 "oneOf": [
                     {"type": "null"},
@@ -228,6 +266,8 @@ REPORT_SCHEMA = {
                             "original": {"type": "number"},
                             "pruned": {"type": "number"},
                             "drop_pp": {"type": "number"},
+                            "budget_pp": _NUMBER,
+                            "passed": {"type": ["boolean", "null"]},
                         }
                     ),
                 ]

@@ -132,6 +132,7 @@ class OrtRunner(Runner):
         self.details = loader.details
         self.session = loader()
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_shapes = {i.name: tuple(i.shape) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -48,17 +48,24 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray) -> AccuracyResult:
 
 @dataclass(frozen=True)
 class AccuracySummary:
-    """Task accuracy of original and pruned (PyTorch, float32) on one eval set."""
+    """Task accuracy of original and pruned (PyTorch, float32) on one eval set, and the gate:
+    the pruned model passes when its drop is within ``budget_pp`` points (None: no gate)."""
 
     data: str
     samples: int
     original: float
     pruned: float
+    budget_pp: float | None = None
 
     @property
     def drop_pp(self) -> float:
         """Accuracy drop in percentage points (positive = pruned is worse)."""
         return 100 * (self.original - self.pruned)
+
+    @property
+    def passed(self) -> bool | None:
+        """Within the budget (None without one). 1e-9 absorbs the rounding of 100·(a − b)."""
+        return None if self.budget_pp is None else self.drop_pp <= self.budget_pp + 1e-9
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,4 +74,6 @@ class AccuracySummary:
             "original": self.original,
             "pruned": self.pruned,
             "drop_pp": self.drop_pp,
+            "budget_pp": self.budget_pp,
+            "passed": self.passed,
         }

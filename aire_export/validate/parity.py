@@ -115,22 +115,35 @@ def compare_output(
 
 @dataclass(frozen=True)
 class ParityResult:
-    """Lowering fidelity of one runner against the float64 reference."""
+    """Lowering fidelity of one graph on one runner against the float64 reference, and what
+    it covered: ``samples`` sequences of ``length`` steps from ``inputs``."""
 
     runner: str
     reference: str
     precision: str
     outputs: list[OutputParity]
+    graph: str = "model.onnx"
+    inputs: str = ""
+    samples: int = 0
+    length: int = 0
 
     @property
     def passed(self) -> bool:
         return all(o.passed for o in self.outputs)
 
+    @property
+    def coverage(self) -> str:
+        return f"{self.samples} sequences × {self.length} steps of {self.inputs}, {self.precision}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "runner": self.runner,
+            "graph": self.graph,
             "reference": self.reference,
             "precision": self.precision,
+            "inputs": self.inputs,
+            "samples": self.samples,
+            "length": self.length,
             "outputs": [o.to_json() for o in self.outputs],
             "passed": self.passed,
         }
@@ -144,6 +157,9 @@ def compare_outputs(
     *,
     precision: str = "fp32",
     reference_name: str = "pytorch-fp64",
+    graph: str = "model.onnx",
+    inputs: str = "",
+    length: int = 0,
 ) -> ParityResult:
     """Compare every reference output with the runner's output of the same name."""
     missing = [n for n in reference if n not in actual]
@@ -155,8 +171,16 @@ def compare_outputs(
         )
         for n in reference
     ]
+    first = next(iter(reference.values()))
     return ParityResult(
-        runner=runner, reference=reference_name, precision=precision, outputs=outputs
+        runner=runner,
+        reference=reference_name,
+        precision=precision,
+        outputs=outputs,
+        graph=graph,
+        inputs=inputs,
+        samples=int(np.shape(first)[0]) if np.ndim(first) else 1,
+        length=length,
     )
 
 

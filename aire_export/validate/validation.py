@@ -24,6 +24,7 @@ from aire_export.errors import InputError, RuntimeBuildError, RuntimeMissingErro
 from aire_export.graphs.export import check_lowering
 from aire_export.models import SSMNetwork, family_of
 from aire_export.runtimes.base import Runner
+from aire_export.runtimes.ort import OrtRunner, SessionLoader
 from aire_export.runtimes.registry import RunnerRequest, build_runner, graph_inputs, not_run
 from aire_export.runtimes.shapes import ShapeRange
 from aire_export.runtimes.torch_runner import TorchRunner
@@ -41,6 +42,7 @@ from aire_export.validate.parity import (
 from aire_export.validate.speed import side_by_side
 
 DEFAULT_LENGTH = 1024
+DEFAULT_MAX_DROP = 1.0  # accuracy points a pruned model may lose before it is not fit to ship
 DEFAULT_BATCH = ShapeRange(1, 8, 32)
 Progress = Callable[[str], None]
 
@@ -57,10 +59,12 @@ class ValidateOptions:
     graph's precision (picks the default gate). scan: the lowering of the original model's
     graph for side-by-side timing (the pruned graph's own lowering is whatever it was
     exported with). batch, length: shape ranges (TensorRT profile); parity inputs and timing
-    use ``opt``, length defaults to the data's length, else 1024. atol, rtol: the gate
-    (default: the family's tolerance for the precision and length). parity_samples: rows
-    of the eval set used for parity. latency: time original and pruned side by side,
-    ``latency_runs`` timed runs each within ``latency_budget_s``.
+    use ``opt``, length defaults to the data's length, else 1024. atol, rtol: the lowering
+    gate (default: the family's tolerance for the precision and length). max_drop: the
+    accuracy gate, the largest drop in points the pruned model may show on labelled data
+    (None: accuracy is reported, not gated). parity_samples: rows of the eval set used for
+    parity. latency: time original and pruned side by side, ``latency_runs`` timed runs each
+    within ``latency_budget_s``.
     """
 
     target: str = DEFAULT_TARGET
@@ -70,6 +74,7 @@ class ValidateOptions:
     length: ShapeRange | None = None
     atol: float | None = None
     rtol: float | None = None
+    max_drop: float | None = None
     parity_samples: int = 32
     seed: int = 0
     latency: bool = True
@@ -80,10 +85,11 @@ class ValidateOptions:
     def check(self) -> ValidateOptions:
         """InputError for a value no validation can use; returns the options."""
         check_lowering(self.target, self.scan, self.precision)
-        for name in ("atol", "rtol"):
+        for name in ("atol", "rtol", "max_drop"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise InputError(f"--{name} must be a finite number ≥ 0, got {value}")
+                flag = name.replace("_", "-")
+                raise InputError(f"--{flag} must be a finite number ≥ 0, got {value}")
         if self.latency_runs < 1:
             raise InputError(f"--runs must be ≥ 1, got {self.latency_runs}")
         if self.parity_samples < 1:
@@ -93,6 +99,14 @@ class ValidateOptions:
     def lengths_for(self, data: SequenceData | None) -> ShapeRange:
         default = data.length if data is not None else DEFAULT_LENGTH
         return self.length or ShapeRange(1, default, default)
+
+
+def accuracy_budget(max_drop: float | None, gate: bool = True) -> float | None:
+    """The accuracy gate: ``max_drop`` points, DEFAULT_MAX_DROP when not given, None (report
+    only) when the gate is off."""
+    if not gate:
+        return None
+    return DEFAULT_MAX_DROP if max_drop is None else max_drop
 
 
 @dataclass
@@ -171,16 +185,18 @@ def validate(
     *,
     data: SequenceData | None = None,
     inputs: SequenceData | np.ndarray | None = None,
+    step_graph: Path | None = None,
     runtimes: Runtimes | None = None,
     work: Path | None = None,
     progress: Progress = _quiet,
 ) -> Validation:
-    """Pruning distortion, lowering fidelity per runtime, accuracy, latency (DESIGN §5).
+    """Pruning distortion, lowering fidelity per graph and runtime, accuracy, latency (DESIGN §5).
 
-    ``graph`` is the pruned model's sequence graph: an ``ExportResult``, an ``ExportedGraph`` or
-    the path of ``model.onnx``. ``inputs`` (an array ``x`` or a SequenceData) replaces the parity
-    inputs that would otherwise come from ``data`` or be drawn at random. ``runtimes``: runners
-    built already (stage 7); by default they are built here for ``options.target``.
+    ``graph`` is the pruned model's export: an ``ExportResult`` (its step graph is checked too),
+    an ``ExportedGraph`` or the path of ``model.onnx``; ``step_graph`` the path of
+    ``model.step.onnx`` when ``graph`` is a path. ``inputs`` (an array ``x`` or a SequenceData)
+    replaces the parity inputs that would otherwise come from ``data`` or be drawn at random.
+    ``runtimes``: runners built already (stage 7); by default they are built here.
     """
     options = (options or ValidateOptions()).check()
     if work is None:
@@ -192,6 +208,7 @@ def validate(
                 options,
                 data=data,
                 inputs=inputs,
+                step_graph=step_graph,
                 runtimes=runtimes,
                 work=Path(tmp),
                 progress=progress,
@@ -199,6 +216,8 @@ def validate(
     graph_path = Path(getattr(getattr(graph, "sequence", graph), "path", graph))
     if not graph_path.is_file():
         raise InputError(f"no such graph: {graph_path}")
+    if step_graph is None and getattr(graph, "step", None) is not None:
+        step_graph = graph.step.path
     length = options.lengths_for(data)
     if isinstance(inputs, np.ndarray):
         inputs = SequenceData(x=inputs, lengths=None, y=None, source="inputs")
@@ -226,7 +245,16 @@ def validate(
         acc_o = accuracy(predict(TorchRunner(original), data), data.y)
         acc_p = accuracy(predict(TorchRunner(pruned), data), data.y)
         result.accuracy = AccuracySummary(
-            data=data.source, samples=data.count, original=acc_o.accuracy, pruned=acc_p.accuracy
+            data=data.source,
+            samples=data.count,
+            original=acc_o.accuracy,
+            pruned=acc_p.accuracy,
+            budget_pp=options.max_drop,
+        )
+    else:
+        result.unverified.append(
+            "accuracy not checked: give --data with an eval set that has labels y"
+            + (f" ({data.source} has none)" if data is not None else "")
         )
 
     gate = parity_gate(pruned, options, samples.length)
@@ -241,8 +269,20 @@ def validate(
             progress(f"validate: parity of {runner.name}")
             actual = runner.run(samples.feeds())
             result.parity.append(
-                compare_outputs(runner.name, actual, reference, gate, precision=options.precision)
+                compare_outputs(
+                    runner.name,
+                    actual,
+                    reference,
+                    gate,
+                    precision=options.precision,
+                    graph=graph_path.name,
+                    inputs=samples.source,
+                    length=samples.length,
+                )
             )
+        if step_graph is not None:
+            progress("validate: the step graph, step by step")
+            result.parity.append(step_parity(Path(step_graph), pruned, samples, options))
         if options.latency:
             result.latency, result.speedups = side_by_side(
                 original,
@@ -264,6 +304,50 @@ def validate(
         if built_here:
             runtimes.close()
     return result
+
+
+STEP_PARITY_STEPS = 4096  # streamed steps at most (each one session run)
+
+
+def step_parity(
+    graph: Path, pruned: SSMNetwork, samples: SequenceData, options: ValidateOptions
+) -> ParityResult:
+    """Lowering fidelity of the streaming graph: ``model.step.onnx`` driven one step at a time
+    from the zero state over the parity sequences (up to their shortest valid length, at most
+    STEP_PARITY_STEPS), its last output against the float64 model on the same prefix."""
+    steps = min(samples.length, STEP_PARITY_STEPS)
+    if samples.lengths is not None:
+        steps = min(steps, int(samples.lengths.min()))
+    x = samples.x[:, :steps]
+    reference = TorchRunner(pruned, dtype=torch.float64).run({"x": x})
+    runner = OrtRunner(SessionLoader(graph, "cpu", emulate_bf16=options.precision == "bf16"))
+    actual = stream(runner, x)
+    return compare_outputs(
+        runner.name,
+        {"y": actual["y"]},
+        reference,
+        parity_gate(pruned, options, steps),
+        precision=options.precision,
+        graph=graph.name,
+        inputs=samples.source,
+        length=steps,
+    )
+
+
+def stream(runner: OrtRunner, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run a step graph over x (B, T[, d]) from the zero state, feeding every ``name_out``
+    back as ``name``; the outputs after the last step."""
+    batch = x.shape[0]
+    feeds = {
+        name: np.zeros([batch if d == "batch" else d for d in shape], np.float32)
+        for name, shape in runner.input_shapes.items()
+        if name != "x"
+    }
+    outputs: dict[str, np.ndarray] = {}
+    for t in range(x.shape[1]):
+        outputs = runner.run({**feeds, "x": x[:, t]})
+        feeds = {name: outputs[f"{name}_out"] for name in feeds}
+    return outputs
 
 
 def parity_gate(model: SSMNetwork, options: ValidateOptions, length: int) -> Tolerance:
