@@ -66,6 +66,15 @@ class OutputError(AireError):
     exit_code = EXIT_OUTPUT
 
 
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM, SIGHUP): unwinds like Ctrl-C, so staged
+    outputs are removed; the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class RuntimeBuildError(AireError):
     """A runtime refused the exported graph (TensorRT could not parse it or build an engine)."""
 

@@ -63,6 +63,8 @@ class PipelineOptions:
     data: eval set (x, y, lengths) for accuracy and parity inputs; inputs: parity inputs
         (x, lengths) instead. bundle: write bundle/ even when the target does not.
     fail_on_parity: a failed parity gate exits 3 (the report is written either way).
+    out: the output folder; force: replace it even when it holds files aire-export did not
+        write there (an input inside it is refused all the same).
     """
 
     prune: PruneOptions = field(default_factory=PruneOptions)
@@ -74,6 +76,7 @@ class PipelineOptions:
     bundle: bool = False
     fail_on_parity: bool = True
     out: Path | None = None
+    force: bool = False
     command: str = ""
 
     def check(self) -> PipelineOptions:
@@ -117,7 +120,7 @@ def run_pipeline(
     options.check()
     model_path = Path(model_path)
     out = options.destination(model_path)
-    check_destination(out)
+    check_destination(out, [model_path, options.data, options.inputs], force=options.force)
     v = replace(options.validate, max_drop=accuracy_budget(options.max_drop, options.accuracy_gate))
 
     progress("load")

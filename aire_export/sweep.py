@@ -20,6 +20,7 @@ import numpy as np
 
 from aire_export.data import SequenceData
 from aire_export.errors import InputError
+from aire_export.files import commit, staged_folder
 from aire_export.models import SSMNetwork, modal_systems, parameter_count
 from aire_export.prune import METHODS, PruneOptions, prune_with
 from aire_export.validate.evaluate import Evaluator
@@ -301,9 +302,17 @@ def search_max_drop(
     )
 
 
-def write_sweep(result: SweepResult, folder: Path, *, plot_method: str = "aire") -> list[str]:
-    """sweep.csv, sweep.json and the two plots; returns the file names written."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_sweep(result: SweepResult, out: Path, *, plot_method: str = "aire") -> list[str]:
+    """``out``/: sweep.csv, sweep.json and the two plots, built in a staging folder and renamed
+    into place (aire_export/files.py: never half-written, never over someone else's files);
+    returns the file names written."""
+    with staged_folder(out) as stage:
+        written = _write_sweep_files(result, stage, plot_method)
+        commit(stage, out)
+    return written
+
+
+def _write_sweep_files(result: SweepResult, folder: Path, plot_method: str) -> list[str]:
     (folder / "sweep.csv").write_text(result.to_csv())
     (folder / "sweep.json").write_text(json.dumps(result.to_json(), indent=1))
     written = ["sweep.csv", "sweep.json"]

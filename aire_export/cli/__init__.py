@@ -9,21 +9,58 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from aire_export.cli.commands import cli
-from aire_export.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, AireError
+from aire_export.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    AireError,
+    Terminated,
+)
+from aire_export.files import WRITE_ERRNOS
 
 INTERRUPTED = 130
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # how schedulers, CI and `timeout` stop a job
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def stop_signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` while the command runs, so staged outputs
+    are cleaned up as on Ctrl-C (only the main thread may install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _terminate) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (errors print one line on stderr)."""
     args = sys.argv[1:] if argv is None else [str(a) for a in argv]
     context = {"command": shlex.join(["aire-export", *args])}
+    with stop_signals_unwind():
+        return _run(args, context)
+
+
+def _run(args: list[str], context: dict) -> int:
     try:
         code = cli.main(args=args, prog_name="aire-export", standalone_mode=False, obj=context)
         if isinstance(code, int):  # ctx.exit(n) is returned, not raised, outside standalone mode
@@ -42,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return INTERRUPTED
+    except Terminated as e:
+        click.echo(f"stopped by {signal.Signals(e.signum).name}: nothing was written", err=True)
+        return 128 + e.signum
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        click.echo(f"error: cannot write {e.filename or 'the output'}: {e.strerror}", err=True)
+        return EXIT_OUTPUT
     except Exception as e:  # a bug in aire-export, not a user mistake
         if os.environ.get("AIRE_EXPORT_DEBUG"):
             traceback.print_exc()

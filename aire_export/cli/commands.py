@@ -13,9 +13,11 @@ from aire_export.cli import options as opt
 from aire_export.cli import render
 from aire_export.data import load_data
 from aire_export.errors import AireError
+from aire_export.files import check_destination, check_file_outputs, record_outputs
+from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
 from aire_export.lower import export
 from aire_export.pipeline import PipelineOptions, revalidate, run_pipeline
-from aire_export.prune import PruneOptions, prune_with, save_pruned, score_layers
+from aire_export.prune import PLAN_NAME, PruneOptions, prune_with, save_pruned, score_layers
 from aire_export.prune.api import modal_view
 from aire_export.prune.scores import scores_to_json
 from aire_export.summary import summarize
@@ -130,9 +132,15 @@ def score_cmd(model: Path, scoring: PruneOptions, as_json: bool) -> None:
     "--no-certificates", is_flag=True, help="Skip the per-layer H∞ bound / H∞ / H2 errors."
 )
 @opt.output_file("Where to write the pruned model; plan.json is written in the same folder.")
+@opt.FORCE
 @opt.AS_JSON
 def prune_cmd(
-    model: Path, pruning: PruneOptions, no_certificates: bool, output: Path, as_json: bool
+    model: Path,
+    pruning: PruneOptions,
+    no_certificates: bool,
+    output: Path,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Prune states globally (AIRE-Prune Algorithm 1) and write the physically smaller model.
 
@@ -142,8 +150,10 @@ def prune_cmd(
       aire-export prune model.pt --ratio 0.3 --score-compat official -o pruned.pt
     """
     pruning = dataclasses.replace(pruning, certificates=not no_certificates)
+    check_file_outputs([output, output.with_name(PLAN_NAME)], [model], force=force)
     pruned, plan = prune_with(load(model), pruning)
     written = save_pruned(pruned, plan, output)
+    record_outputs(output.parent, [p.name for p in written])
     if as_json:
         render.print_json(plan.to_json())
     else:
@@ -164,8 +174,9 @@ def prune_cmd(
 )
 @click.option("--lengths-input", is_flag=True, help="Add a 'lengths' input for masked pooling.")
 @click.option("--max-length", type=int, help="Longest sequence the graph must accept.")
+@opt.FORCE
 @opt.AS_JSON
-def export_cmd(model: Path, out: Path, as_json: bool, **options) -> None:
+def export_cmd(model: Path, out: Path, force: bool, as_json: bool, **options) -> None:
     """Lower a model to ONNX: model.onnx (sequence mode) and model.step.onnx (streaming).
 
     \b
@@ -173,7 +184,9 @@ def export_cmd(model: Path, out: Path, as_json: bool, **options) -> None:
       aire-export export pruned.pt -o out/
       aire-export export pruned.pt -o out/ --target jetson --precision fp16
     """
+    check_file_outputs([out / SEQUENCE_FILE, out / STEP_FILE], [model], force=force)
     result = export(load(model), out, **options)
+    record_outputs(out, [g.path.name for g in (result.sequence, result.step) if g is not None])
     if as_json:
         render.print_json(result.to_json())
     else:
@@ -198,6 +211,7 @@ def export_cmd(model: Path, out: Path, as_json: bool, **options) -> None:
     "--bundle", is_flag=True, help="Also write bundle/ for edge GPUs (always for trt, jetson)."
 )
 @opt.output_folder("Output folder (default: MODEL without its suffix, plus .aire).")
+@opt.FORCE
 @click.option(
     "--json", "as_json", is_flag=True, help="Print report.json on stdout (progress goes to stderr)."
 )
@@ -266,6 +280,7 @@ def run_cmd(
 @opt.output_folder(
     "Folder for sweep.csv, sweep.json, accuracy.png, kept_states.png (default MODEL.sweep)."
 )
+@opt.FORCE
 @opt.AS_JSON
 def sweep_cmd(
     model: Path,
@@ -274,6 +289,7 @@ def sweep_cmd(
     ratios: str,
     max_drop: float,
     out: Path | None,
+    force: bool,
     as_json: bool,
     **options,
 ) -> None:
@@ -284,9 +300,10 @@ def sweep_cmd(
       aire-export sweep examples/checkpoints/s5_digits.pt --data examples/data/digits_eval.npz
     """
     chosen, grid = parse_methods(methods), parse_ratios(ratios)
+    out = out or default_folder(model)
+    check_destination(out, [model, data], force=force)
     net = load(model)
     dataset = load_data(data, net, need_labels=True)
-    out = out or default_folder(model)
     with render.counted_progress("sweep", len(chosen) * len(grid)) as progress:
         result = sweep(net, dataset, methods=chosen, ratios=grid, progress=progress, **options)
     written = write_sweep(result, out)

@@ -71,6 +71,11 @@ def output_folder(help: str, required: bool = False) -> Callable:
     )
 
 
+FORCE = click.option(
+    "--force",
+    is_flag=True,
+    help="Replace output files or folders even when aire-export did not write them.",
+)
 AS_JSON = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout."
 )

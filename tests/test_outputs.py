@@ -1,0 +1,163 @@
+"""Nothing lost, nothing half-written: output folders carry a manifest of the files
+aire-export wrote, a re-run replaces only what is ours, inputs are never written over, a
+stopped or killed run leaves no staging behind, write faults exit 5 with one line."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_s5
+from conftest import run_cli as run
+
+import aire_export as ax
+from aire_export.files import MANIFEST
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--ratio", "0.5", "--length", "16", "--no-latency"]
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    return ax.save(make_s5(seed=1, state_sizes=(8, 8), d_model=6), tmp_path / "model.pt")
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line and not line.startswith("·")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_an_output_folder_lists_every_file_it_holds(tmp_path, model_file, capsys):
+    assert run(capsys, model_file, *FAST)[0] == 0
+    folder = tmp_path / "model.aire"
+    manifest = json.loads((folder / MANIFEST).read_text())
+    on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == on_disk - {MANIFEST}
+    assert {"pruned.pt", "model.onnx", "report.json"} <= set(manifest["files"])
+
+
+def test_a_rerun_keeps_a_file_the_user_added_unless_forced(tmp_path, model_file, capsys):
+    assert run(capsys, model_file, *FAST)[0] == 0
+    notes = tmp_path / "model.aire" / "notes.txt"
+    notes.write_text("mine")
+    code, _, err = run(capsys, model_file, *FAST)
+    assert code == 5 and "notes.txt" in _one_error_line(err) and "--force" in err
+    assert notes.read_text() == "mine" and _hidden(tmp_path) == []
+    assert run(capsys, model_file, *FAST, "--force")[0] == 0
+    assert not notes.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "prune", "export"])
+def test_an_input_is_never_written_over(tmp_path, model_file, capsys, command):
+    assert run(capsys, model_file, *FAST)[0] == 0
+    pruned = tmp_path / "model.aire" / "pruned.pt"
+    before = pruned.read_bytes()
+    args = {
+        "run": [pruned, *FAST, "--out", pruned.parent],
+        "prune": ["prune", pruned, "--ratio", "0.5", "-o", pruned],
+        "export": ["export", pruned, "-o", pruned.parent, "--force"],
+    }[command]
+    code, _, err = run(capsys, *args)
+    if command == "export":  # writes model.onnx beside its input: allowed, input untouched
+        assert code == 0, err
+    else:
+        assert code == 5 and "input" in _one_error_line(err)
+    assert pruned.read_bytes() == before
+
+
+def test_prune_then_export_into_one_folder_as_readme_shows(tmp_path, model_file, capsys):
+    out = tmp_path / "out"
+    assert run(capsys, "prune", model_file, "--ratio", "0.5", "-o", out / "pruned.pt")[0] == 0
+    assert run(capsys, "export", out / "pruned.pt", "-o", out)[0] == 0
+    owned = set(json.loads((out / MANIFEST).read_text())["files"])
+    assert owned == {"pruned.pt", "plan.json", "model.onnx", "model.step.onnx"}
+    assert run(capsys, "export", out / "pruned.pt", "-o", out)[0] == 0  # ours: replaced
+
+
+def test_export_and_prune_do_not_replace_files_they_did_not_write(tmp_path, model_file, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.onnx").write_text("someone's graph")
+    code, _, err = run(capsys, "export", model_file, "-o", tmp_path / "out")
+    assert code == 5 and "not written by aire-export" in _one_error_line(err)
+    assert (tmp_path / "out" / "model.onnx").read_text() == "someone's graph"
+    (tmp_path / "plan.json").write_text("{}")
+    code, _, err = run(capsys, "prune", model_file, "--ratio", "0.5", "-o", tmp_path / "p.pt")
+    assert code == 5 and "plan.json" in _one_error_line(err) and not (tmp_path / "p.pt").exists()
+    assert run(capsys, "export", model_file, "-o", tmp_path / "out", "--force")[0] == 0
+
+
+def test_sweep_refuses_a_foreign_folder_before_it_sweeps(tmp_path, labelled, capsys):
+    model, data = labelled
+    (tmp_path / "m.sweep").mkdir()
+    (tmp_path / "m.sweep" / "thesis.tex").write_text("mine")
+    started = time.perf_counter()
+    code, _, err = run(capsys, "sweep", model, "--data", data)
+    assert code == 5 and "not an aire-export output folder" in _one_error_line(err)
+    assert "sweep 1/" not in err and time.perf_counter() - started < 5  # no point was evaluated
+    code, _, err = run(capsys, "sweep", model, "--data", data, "-o", tmp_path / "f" / "sweep")
+    assert code == 5 and "does not exist" in _one_error_line(err)
+
+
+def test_stages_left_by_killed_runs_are_removed_and_permissions_follow_the_umask(
+    tmp_path, model_file, capsys
+):
+    dead = 2**22 + 17  # above pid_max on Linux: no such process
+    for name in (f".model.aire.stage-{dead}-abc.tmp", f".model.aire.old-{dead}-def"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "half.onnx").write_text("x")
+    alive = tmp_path / f".model.aire.stage-{os.getppid()}-ghi.tmp"  # a live process's stage
+    alive.mkdir()
+    assert run(capsys, model_file, *FAST)[0] == 0
+    assert _hidden(tmp_path) == [alive.name]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "model.aire").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_full_disk_exits_5_with_one_line_and_leaves_nothing(
+    tmp_path, model_file, capsys, monkeypatch
+):
+    import aire_export.report.write as report_write
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(report_write, "write_atomically", full)
+    code, _, err = run(capsys, model_file, *FAST)
+    line = _one_error_line(err)
+    assert code == 5 and "No space left on device" in line and "free some space" in line
+    assert not (tmp_path / "model.aire").exists() and _hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stopped_run_leaves_no_staging(tmp_path, model_file, signum):
+    """SIGTERM (timeout, schedulers) and SIGHUP unwind like Ctrl-C: exit 128 + n, no debris."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aire_export", model_file, "--ratio", "0.5", "--length", "256",
+         "--runs", "100000"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    for line in process.stderr:  # wait until the outputs are being staged
+        if "timing" in line or "warming up" in line or "profile:" in line:
+            break
+    assert any(p.name.startswith(".model.aire.stage-") for p in tmp_path.iterdir())
+    process.send_signal(signum)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 128 + signum
+    assert f"stopped by {signal.Signals(signum).name}" in rest
+    assert _hidden(tmp_path) == [] and not (tmp_path / "model.aire").exists()
