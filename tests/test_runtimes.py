@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -16,7 +17,12 @@ from conftest import make_s5
 from tiny_graph import tiny_classifier
 
 from aire_export.errors import InputError, RuntimeMissingError
-from aire_export.runtimes.bundle import BundleGraph, write_bundle
+from aire_export.runtimes.bundle import (
+    BundleGraph,
+    polygraphy_inputs_json,
+    polygraphy_outputs_json,
+    write_bundle,
+)
 from aire_export.runtimes.ort import OrtRunner, SessionLoader, cuda_provider_available
 from aire_export.runtimes.shapes import ShapeRange, profile_shapes
 from aire_export.runtimes.torch_runner import TorchRunner
@@ -305,21 +311,21 @@ def _bundle_with_fake_trtexec(tmp_path, tiny, **settings):
     [
         (
             "100300",
-            "--stronglyTyped --skipInference --noTF32",
+            "--stronglyTyped --skipInference --noTF32 --loadInputs",
             "fp16",
             ["--onnx=model.fp16.onnx", "--stronglyTyped"],
             ["--fp16"],
         ),
         (
             "110100",
-            "--skipInference",
+            "--skipInference --loadInputs",
             "fp16",
             ["--onnx=model.fp16.onnx"],
             ["--stronglyTyped", "--fp16"],
         ),
         (
             "100300",
-            "--noTF32 --buildOnly",
+            "--noTF32 --buildOnly --loadInputs",
             "fp32",
             ["--onnx=model.onnx", "--noTF32", "--buildOnly"],
             ["--fp16"],
@@ -353,7 +359,12 @@ def test_build_script_branches_on_the_version_a_fake_trtexec_reports(
 
 def test_build_script_fails_parity_with_exit_3_and_without_trtexec_with_exit_4(tmp_path, tiny):
     folder, env = _bundle_with_fake_trtexec(
-        tmp_path, tiny, FAKE_VERSION="110100", FAKE_HELP="", FAKE_ERROR="0.5", PRECISION="fp32"
+        tmp_path,
+        tiny,
+        FAKE_VERSION="110100",
+        FAKE_HELP="--loadInputs",
+        FAKE_ERROR="0.5",
+        PRECISION="fp32",
     )
     run = subprocess.run(
         ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
@@ -373,6 +384,257 @@ def test_bundle_manifest_records_profile_and_tolerances(tmp_path, tiny):
     assert manifest["profile"]["shapes"]["x"] == [[1, 1, 3], [2, 6, 3], [8, 64, 3]]
     assert manifest["tolerances"]["fp16"] == {"atol": 1e-2, "rtol": 1e-2}
     assert manifest["tensorrt"]["tested"] is False
-    assert {"model.onnx", "model.fp16.onnx", "build.sh", "check_outputs.py", "README.md"} <= {
-        p.name for p in folder.iterdir()
-    }
+    assert {
+        "model.onnx",
+        "model.fp16.onnx",
+        "build.sh",
+        "check_outputs.py",
+        "README.md",
+        "polygraphy_inputs.json",
+        "polygraphy_outputs.json",
+    } <= {p.name for p in folder.iterdir()}
+
+
+# ---- the bundle for NVIDIA Polygraphy ----------------------------------------------------------
+
+
+def _polygraphy_command() -> list[str]:
+    """This environment's polygraphy CLI (the console script, else its entry point)."""
+    script = Path(sys.executable).parent / "polygraphy"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from polygraphy.tools import main; sys.exit(main())"]
+
+
+def _polygraphy_run_onnxrt(folder: Path, tolerance: Tolerance) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            *_polygraphy_command(),
+            "run",
+            "model.onnx",
+            "--onnxrt",
+            "--load-inputs",
+            "polygraphy_inputs.json",
+            "--load-outputs",
+            "polygraphy_outputs.json",
+            "--atol",
+            repr(tolerance.atol),
+            "--rtol",
+            repr(tolerance.rtol),
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+
+
+def _corrupt_polygraphy_references(folder: Path, offset: float = 1.0) -> None:
+    """Rewrite polygraphy_outputs.json with the reference values + offset (with polygraphy)."""
+    from polygraphy.comparator import RunResults
+
+    results = RunResults.load(str(folder / "polygraphy_outputs.json"))
+    for _, iterations in results.items():
+        for iteration in iterations:
+            for name in list(iteration.keys()):
+                iteration[name] = iteration[name] + np.float32(offset)
+    results.save(str(folder / "polygraphy_outputs.json"))
+
+
+def test_polygraphy_files_are_what_polygraphys_own_writers_write(tmp_path, tiny):
+    pytest.importorskip("polygraphy")
+    from polygraphy.comparator import RunResults
+    from polygraphy.json import load_json, to_json
+
+    folder, ref = _bundle(tmp_path, tiny)
+    feeds = dict(np.load(folder / "inputs.npz"))
+    refs = dict(np.load(folder / "ref_outputs.npz"))
+    # byte for byte what save_json([feeds]) and RunResults.save write
+    assert (folder / "polygraphy_inputs.json").read_text() == to_json([feeds])
+    expected = RunResults()
+    expected.add([refs], runner_name="pytorch-float64-reference")
+    assert (folder / "polygraphy_outputs.json").read_text() == expected.to_json()
+    # and polygraphy reads back the bundle's arrays
+    (loaded,) = load_json(str(folder / "polygraphy_inputs.json"))
+    assert list(loaded) == ["x"] and np.array_equal(loaded["x"], feeds["x"])
+    assert loaded["x"].dtype == np.float32
+    results = RunResults.load(str(folder / "polygraphy_outputs.json"))
+    ((runner, (iteration,)),) = results.items()
+    assert runner == "pytorch-float64-reference"
+    assert iteration["y"].dtype == np.float32
+    assert np.array_equal(iteration["y"], ref.astype(np.float32))
+
+
+def test_polygraphy_encoding_without_polygraphy_keeps_dtype_shape_and_values():
+    # the format itself (polygraphy/json/serde.py): base64 of the np.save bytes, tagged "ndarray"
+    import base64
+    import io
+
+    lengths = np.array([5, 3], dtype=np.int64)
+    x = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    (feed,) = json.loads(polygraphy_inputs_json({"x": x, "lengths": lengths}))
+    assert list(feed) == ["x", "lengths"]
+    for name, value in (("x", x), ("lengths", lengths)):
+        assert feed[name]["polygraphy_class"] == "ndarray"
+        decoded = np.load(io.BytesIO(base64.b64decode(feed[name]["array"])), allow_pickle=False)
+        assert decoded.dtype == value.dtype and np.array_equal(decoded, value)
+    results = json.loads(polygraphy_outputs_json({"y": x[0]}, runner="ref"))
+    assert results["polygraphy_class"] == "RunResults"
+    ((runner, (iteration,)),) = results["lst"]
+    assert runner == iteration["runner_name"] == "ref"
+    assert iteration["polygraphy_class"] == "IterationResult"
+    assert iteration["outputs"]["y"]["polygraphy_class"] == "LazyArray"
+    encoded = iteration["outputs"]["y"]["values"]["array"]
+    assert np.array_equal(np.load(io.BytesIO(base64.b64decode(encoded))), x[0])
+
+
+def test_polygraphy_run_passes_on_the_bundle_and_fails_on_corrupted_references(tmp_path, tiny):
+    pytest.importorskip("polygraphy")
+    folder, _ = _bundle(tmp_path, tiny)
+    fp32 = Tolerance(1e-4, 1e-3)  # the bundle's fp32 tolerance
+    run = _polygraphy_run_onnxrt(folder, fp32)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PASSED" in run.stdout + run.stderr
+    _corrupt_polygraphy_references(folder)
+    run = _polygraphy_run_onnxrt(folder, fp32)
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert "FAILED" in run.stdout + run.stderr
+
+
+FAKE_POLYGRAPHY = r"""#!/usr/bin/env bash
+# stands in for polygraphy: logs its arguments and exits with FAKE_POLY_RC; with REAL_PYTHON it
+# runs the real polygraphy with those arguments, the engine swapped for model.onnx on onnxruntime
+echo "$@" >> "$FAKE_POLY_LOG"
+if [ -n "${REAL_PYTHON:-}" ]; then
+  args=(); skip=0
+  for a in "$@"; do
+    if [ "$skip" = 1 ]; then skip=0; continue; fi
+    case "$a" in
+      *.engine) args+=(model.onnx) ;;
+      --trt) args+=(--onnxrt) ;;
+      --model-type) skip=1 ;;
+      *) args+=("$a") ;;
+    esac
+  done
+  exec "$REAL_PYTHON" -c 'import sys; from polygraphy.tools import main; sys.exit(main())' "${args[@]}"
+fi
+exit "${FAKE_POLY_RC:-0}"
+"""
+
+
+def _bundle_with_fake_polygraphy(tmp_path, tiny, **settings):
+    folder, env = _bundle_with_fake_trtexec(tmp_path, tiny, **settings)
+    fake = tmp_path / "polygraphy"
+    fake.write_text(FAKE_POLYGRAPHY)
+    fake.chmod(0o755)
+    return folder, {**env, "POLYGRAPHY": str(fake), "FAKE_POLY_LOG": str(tmp_path / "poly_log")}
+
+
+@pytest.mark.parametrize(
+    "help_text, check, precision, onnx, atol, rtol",
+    [
+        ("--skipInference --noTF32", None, "fp32", "model.onnx", "0.0001", "0.001"),
+        ("--skipInference --stronglyTyped", None, "fp16", "model.fp16.onnx", "0.01", "0.01"),
+        ("--skipInference --loadInputs", "polygraphy", "fp32", "model.onnx", "0.0001", "0.001"),
+    ],
+)
+def test_build_script_checks_with_polygraphy_without_load_inputs_or_when_asked(
+    tmp_path, tiny, help_text, check, precision, onnx, atol, rtol
+):
+    settings = {"FAKE_VERSION": "100300", "FAKE_HELP": help_text, "PRECISION": precision}
+    if check:
+        settings["CHECK"] = check
+    folder, env = _bundle_with_fake_polygraphy(tmp_path, tiny, **settings)
+    run = subprocess.run(
+        ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    calls = (tmp_path / "log").read_text().splitlines()
+    build = next(c for c in calls if "--saveEngine" in c)
+    assert f"--onnx={onnx}" in build.split() and f"--saveEngine=model.{precision}.engine" in build
+    bench = next(c for c in calls if "--loadEngine" in c)
+    assert "--exportOutput" not in bench  # the trtexec check is not used
+    assert ("--loadInputs=x:inputs/x.bin" in bench) == ("--loadInputs" in help_text)
+    (poly,) = (tmp_path / "poly_log").read_text().splitlines()
+    assert poly.split() == [
+        "run",
+        f"model.{precision}.engine",
+        "--model-type",
+        "engine",
+        "--trt",
+        "--load-inputs",
+        "polygraphy_inputs.json",
+        "--load-outputs",
+        "polygraphy_outputs.json",
+        "--atol",
+        atol,
+        "--rtol",
+        rtol,
+    ]
+    # a failing polygraphy check is a failed parity check
+    env["FAKE_POLY_RC"] = "1"
+    run = subprocess.run(["bash", str(folder / "build.sh")], env=env, capture_output=True)
+    assert run.returncode == 3
+
+
+def test_build_script_keeps_the_trtexec_check_where_trtexec_loads_inputs(tmp_path, tiny):
+    folder, env = _bundle_with_fake_polygraphy(
+        tmp_path, tiny, FAKE_VERSION="110100", FAKE_HELP="--loadInputs", PRECISION="fp32"
+    )
+    run = subprocess.run(
+        ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not (tmp_path / "poly_log").exists()
+    bench = next(c for c in (tmp_path / "log").read_text().splitlines() if "--loadEngine" in c)
+    assert "--exportOutput=outputs.fp32.json" in bench
+
+
+def test_build_script_polygraphy_check_passes_and_fails_with_the_real_polygraphy(tmp_path, tiny):
+    pytest.importorskip("polygraphy")
+    folder, env = _bundle_with_fake_polygraphy(
+        tmp_path, tiny, FAKE_VERSION="100300", FAKE_HELP="--skipInference", PRECISION="fp32"
+    )
+    env["REAL_PYTHON"] = sys.executable
+    run = subprocess.run(
+        ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PASSED" in (folder / "check.fp32.log").read_text()
+    _corrupt_polygraphy_references(folder, offset=0.01)  # 100 atol, 10 rtol and more
+    run = subprocess.run(
+        ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "FAILED" in (folder / "check.fp32.log").read_text()
+
+
+def test_build_script_without_polygraphy_where_it_is_needed_exits_4_naming_the_pip_install(
+    tmp_path, tiny
+):
+    folder, env = _bundle_with_fake_trtexec(
+        tmp_path, tiny, FAKE_VERSION="100300", FAKE_HELP="--skipInference", PRECISION="fp32"
+    )
+    # a PATH with the shell tools build.sh uses, no polygraphy, and a python3 that lacks it
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "grep", "head", "tr", "tee", "cat"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    (bin_dir / "python3").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "python3").chmod(0o755)
+    env = {**env, "PATH": str(bin_dir)}
+    env.pop("POLYGRAPHY", None)
+    run = subprocess.run(
+        [str(bin_dir / "bash"), str(folder / "build.sh")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 4, run.stdout + run.stderr
+    (message,) = run.stderr.strip().splitlines()
+    assert "polygraphy" in message and "pip install polygraphy" in message
+    calls = (tmp_path / "log").read_text().splitlines()
+    assert not any("--saveEngine" in c for c in calls)  # it stops before building
+    # an explicit POLYGRAPHY that is not there, asked for with CHECK=polygraphy
+    env = {**os.environ, **env, "PATH": os.environ["PATH"], "POLYGRAPHY": str(tmp_path / "nope")}
+    env.update(CHECK="polygraphy", FAKE_HELP="--skipInference --loadInputs")
+    run = subprocess.run(
+        ["bash", str(folder / "build.sh")], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 4 and "pip install polygraphy" in run.stderr

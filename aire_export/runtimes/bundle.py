@@ -8,8 +8,12 @@ and the engine is built on the device (refs/deployment.md §4). The folder holds
     model.step.onnx       streaming graph (unidirectional models)
     inputs.npz, inputs/*.bin     validation inputs (raw little-endian files for trtexec --loadInputs)
     ref_outputs.npz       float64 PyTorch outputs of the pruned model on those inputs (as float32)
+    polygraphy_inputs.json, polygraphy_outputs.json
+                          the same inputs and reference outputs in NVIDIA Polygraphy's JSON format
+                          (``polygraphy run --load-inputs ... --load-outputs ...``)
     check_outputs.py      compares trtexec's --exportOutput JSON with ref_outputs.npz (numpy only)
     build.sh              detects TensorRT 10 vs 11 from `trtexec --help`, builds, benchmarks, checks
+                          (with check_outputs.py, or with Polygraphy: CHECK=polygraphy or old trtexec)
     manifest.json         provenance, plan summary, graphs, profile, tolerances
 
 **Unverified here**: no TensorRT or Jetson is available to this project's CI; the script's logic is
@@ -18,6 +22,8 @@ tested, its run on a device is not.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 import tempfile
@@ -39,6 +45,9 @@ from aire_export.runtimes.trt import SCAN_PREFIX
 from aire_export.tolerance import Tolerance
 
 BUNDLE_NAME = "bundle"
+POLYGRAPHY_INPUTS = "polygraphy_inputs.json"
+POLYGRAPHY_OUTPUTS = "polygraphy_outputs.json"
+REFERENCE_RUNNER = "pytorch-float64-reference"
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,51 @@ def scan_node_names(onnx_path: Path) -> list[str]:
 def _shape_spec(shapes: dict[str, tuple[int, ...]]) -> str:
     """trtexec's shape syntax: name:AxBxC,name2:D."""
     return ",".join(f"{name}:{'x'.join(str(d) for d in shape)}" for name, shape in shapes.items())
+
+
+def _polygraphy_array(array: np.ndarray) -> dict[str, str]:
+    """An array as ``polygraphy.json.save_json`` encodes it (polygraphy/json/serde.py, the
+    ``np.ndarray`` encoder): the base64 of its ``np.save`` bytes, tagged with its class."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return {"array": base64.b64encode(buffer.getvalue()).decode(), "polygraphy_class": "ndarray"}
+
+
+def polygraphy_inputs_json(feeds: dict[str, np.ndarray]) -> str:
+    """What ``polygraphy run --load-inputs`` reads: a list of feed dicts (one per iteration; here
+    one), written as ``save_json([feeds], path)`` writes it (indent 4)."""
+    return json.dumps([{name: _polygraphy_array(v) for name, v in feeds.items()}], indent=4)
+
+
+def polygraphy_outputs_json(outputs: dict[str, np.ndarray], runner: str = REFERENCE_RUNNER) -> str:
+    """What ``polygraphy run --load-outputs`` reads: a ``polygraphy.comparator.RunResults`` with
+    one runner holding one iteration, written as ``RunResults.save`` writes it (encoders of
+    RunResults, IterationResult and LazyArray in polygraphy/comparator/struct.py)."""
+    iteration = {
+        "outputs": {
+            name: {"values": _polygraphy_array(v), "polygraphy_class": "LazyArray"}
+            for name, v in outputs.items()
+        },
+        "runtime": None,
+        "runner_name": runner,
+        "polygraphy_class": "IterationResult",
+    }
+    return json.dumps({"lst": [[runner, [iteration]]], "polygraphy_class": "RunResults"}, indent=4)
+
+
+def _polygraphy_tolerance(t: Tolerance) -> str:
+    """``polygraphy run``'s options for a tolerance (both use the same elementwise rule)."""
+    return f"--atol {float(t.atol)!r} --rtol {float(t.rtol)!r}"
+
+
+def _tolerance_lines(tolerances: dict[str, Tolerance]) -> str:
+    """The Polygraphy check's --atol/--rtol per precision, as shell assignments."""
+    lines = []
+    for precision, t in tolerances.items():
+        if not precision.isidentifier():
+            raise ValueError(f"not a precision name: {precision!r}")
+        lines.append(f'  TOLERANCES_{precision}="{_polygraphy_tolerance(t)}"')
+    return "\n".join(lines)
 
 
 def bundle_model(
@@ -165,10 +219,10 @@ def write_bundle(
         shipped[graph.role] = graph
     sequence = shipped["sequence"]
     np.savez(folder / "inputs.npz", **feeds)
-    np.savez(
-        folder / "ref_outputs.npz",
-        **{k: np.asarray(v, dtype=np.float32) for k, v in references.items()},
-    )
+    ref32 = {k: np.asarray(v, dtype=np.float32) for k, v in references.items()}
+    np.savez(folder / "ref_outputs.npz", **ref32)
+    (folder / POLYGRAPHY_INPUTS).write_text(polygraphy_inputs_json(feeds))
+    (folder / POLYGRAPHY_OUTPUTS).write_text(polygraphy_outputs_json(ref32))
     for name, value in feeds.items():
         np.ascontiguousarray(value).tofile(folder / "inputs" / f"{name}.bin")
 
@@ -209,21 +263,37 @@ def write_bundle(
         load_inputs=",".join(f"{n}:inputs/{n}.bin" for n in feeds),
         has_fp16="1" if "sequence-fp16" in shipped else "0",
         scan_layers=",".join(f"{n}:fp32" for n in scan_node_names(sequence.source)) or "*:fp16",
+        tolerances=_tolerance_lines(tolerances),
+        polygraphy_inputs=POLYGRAPHY_INPUTS,
+        polygraphy_outputs=POLYGRAPHY_OUTPUTS,
     )
     build = folder / "build.sh"
     build.write_text(script)
     build.chmod(0o755)
-    (folder / "README.md").write_text(README.format(default_precision=default_precision))
+    readme = README.format(
+        default_precision=default_precision,
+        polygraphy_tolerances="; ".join(
+            f"{p}: `{_polygraphy_tolerance(t)}`" for p, t in tolerances.items()
+        ),
+        fp32_tolerance=_polygraphy_tolerance(tolerances["fp32"])
+        if "fp32" in tolerances
+        else "--atol ATOL --rtol RTOL",
+    )
+    (folder / "README.md").write_text(readme)
     return folder
 
 
 BUILD_SH = r"""#!/usr/bin/env bash
 # Build, check and benchmark this model with TensorRT on this machine (written by aire-export).
-# Usage: ./build.sh                 (PRECISION={default_precision}; fp32 or fp16 also accepted)
-#        PRECISION=fp32 ./build.sh
+# Usage: ./build.sh                 (default precision: {default_precision})
+#        PRECISION=fp32 ./build.sh  (or PRECISION=fp16: choose the precision)
 #        TRTEXEC=/usr/src/tensorrt/bin/trtexec ./build.sh      (JetPack's location)
 #        WEAK_TYPING=1 ./build.sh   (TensorRT 10 only: fp32 graph + --fp16, scan layers pinned to fp32)
-# Exit codes: 0 built and parity passed, 3 parity failed, 4 trtexec missing.
+#        CHECK=polygraphy ./build.sh   (check the engine with NVIDIA Polygraphy instead of trtexec
+#                                     --loadInputs; the default where trtexec lacks --loadInputs;
+#                                     POLYGRAPHY=/path/to/polygraphy chooses which one)
+# Exit codes: 0 built and parity passed, 3 parity failed, 4 trtexec missing (or polygraphy missing
+# where the check needs it: pip install polygraphy).
 # For stable Jetson timings first run: sudo nvpmodel -m 0 && sudo jetson_clocks
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -236,6 +306,35 @@ VERSION=$(printf '%s\n' "$HELP" | grep -o 'TensorRT v[0-9]*' | head -n1 | tr -dc
 MAJOR=$(( VERSION / 10000 ))
 has() {{ printf '%s\n' "$HELP" | grep -q -- "$1"; }}
 echo "TensorRT $MAJOR (v$VERSION), precision $PRECISION"
+
+# the parity check: trtexec --loadInputs/--exportOutput + check_outputs.py, or Polygraphy
+CHECK="${{CHECK:-trtexec}}"
+case "$CHECK" in
+  trtexec)
+    if ! has '--loadInputs'; then
+      echo "this trtexec has no --loadInputs: checking with polygraphy"; CHECK=polygraphy
+    fi ;;
+  polygraphy) ;;
+  *) echo "CHECK must be trtexec or polygraphy" >&2; exit 2 ;;
+esac
+if [ "$CHECK" = polygraphy ]; then
+  if [ -n "${{POLYGRAPHY:-}}" ]; then
+    POLY=("$POLYGRAPHY")
+    command -v "$POLYGRAPHY" >/dev/null \
+      || {{ echo "polygraphy not found at POLYGRAPHY=$POLYGRAPHY: pip install polygraphy" >&2; exit 4; }}
+  elif command -v polygraphy >/dev/null; then
+    POLY=(polygraphy)
+  elif python3 -c 'import polygraphy' >/dev/null 2>&1; then
+    POLY=(python3 -c 'import sys; from polygraphy.tools import main; sys.exit(main())')
+  else
+    echo "polygraphy not found (the parity check needs it): pip install polygraphy" >&2; exit 4
+  fi
+  # the tolerances of manifest.json, per precision
+{tolerances}
+  TOL_VAR="TOLERANCES_$PRECISION"
+  [ -n "${{!TOL_VAR:-}}" ] || {{ echo "manifest.json has no $PRECISION tolerance" >&2; exit 2; }}
+  read -r -a TOL <<< "${{!TOL_VAR}}"
+fi
 
 ONNX=model.onnx
 FLAGS=()
@@ -262,12 +361,28 @@ if ! has '--skipInference'; then BUILD_ONLY=--buildOnly; fi
   --minShapes={min_shapes} --optShapes={opt_shapes} --maxShapes={max_shapes} \
   --timingCacheFile=timing.cache --saveEngine=model.$PRECISION.engine $BUILD_ONLY | tee build.log
 
-"$TRTEXEC" --loadEngine=model.$PRECISION.engine --shapes={test_shapes} \
-  --loadInputs={load_inputs} --exportOutput=outputs.$PRECISION.json \
+BENCH=(--shapes={test_shapes})
+if has '--loadInputs'; then BENCH+=("--loadInputs={load_inputs}"); fi
+if [ "$CHECK" = trtexec ]; then BENCH+=(--exportOutput=outputs.$PRECISION.json); fi
+"$TRTEXEC" --loadEngine=model.$PRECISION.engine "${{BENCH[@]}}" \
   --percentile=50,90,99 --exportTimes=times.$PRECISION.json --warmUp=500 --duration=5 \
   | tee benchmark.$PRECISION.log
 
-if python3 check_outputs.py outputs.$PRECISION.json "$PRECISION"; then
+if [ "$CHECK" = polygraphy ]; then
+  # the engine just built, on the bundle's inputs, against its reference outputs
+  if "${{POLY[@]}}" run model.$PRECISION.engine --model-type engine --trt \
+      --load-inputs {polygraphy_inputs} --load-outputs {polygraphy_outputs} "${{TOL[@]}}" \
+      2>&1 | tee check.$PRECISION.log; then
+    PASSED=1
+  else
+    PASSED=0
+  fi
+elif python3 check_outputs.py outputs.$PRECISION.json "$PRECISION"; then
+  PASSED=1
+else
+  PASSED=0
+fi
+if [ "$PASSED" = 1 ]; then
   echo "engine: model.$PRECISION.engine; timings: times.$PRECISION.json, benchmark.$PRECISION.log"
 else
   exit 3
@@ -307,11 +422,32 @@ README = """# Edge bundle (aire-export)
 Copy this folder to the device (Jetson Orin with JetPack 6 = TensorRT 10.3, or JetPack 7.2 /
 x86 with TensorRT 11) and run:
 
-    ./build.sh                # precision {default_precision}; PRECISION=fp32 ./build.sh for fp32
+    ./build.sh                   # default precision: {default_precision}
+    PRECISION=fp32 ./build.sh    # choose the precision: PRECISION=fp32 or PRECISION=fp16
 
 It reads the TensorRT version from `trtexec --help`, builds an engine for this GPU (engines are
 not portable between TensorRT versions or GPUs), runs it on `inputs/`, checks the outputs against
 `ref_outputs.npz` with the tolerances in `manifest.json`, and reports latency percentiles.
+
+## Checking with NVIDIA Polygraphy
+
+`polygraphy_inputs.json` and `polygraphy_outputs.json` hold the same inputs and reference
+outputs in Polygraphy's own format (`pip install polygraphy`). `CHECK=polygraphy ./build.sh`
+checks the engine with it instead of `trtexec --loadInputs` (the default where this trtexec has
+no `--loadInputs`). By hand, with the tolerances of `manifest.json` for the precision
+({polygraphy_tolerances}):
+
+    # the fp32 ONNX graph, on a CPU (onnxruntime)
+    polygraphy run model.onnx --onnxrt \\
+      --load-inputs polygraphy_inputs.json --load-outputs polygraphy_outputs.json \\
+      {fp32_tolerance}
+    # an engine built by ./build.sh (model.fp32.engine or model.fp16.engine), with TensorRT
+    polygraphy run model.fp32.engine --model-type engine --trt \\
+      --load-inputs polygraphy_inputs.json --load-outputs polygraphy_outputs.json \\
+      {fp32_tolerance}
+
+(`polygraphy run model.onnx --trt ...` builds its own engine from the graph instead; for fp16
+use `model.fp16.onnx` with `--strongly-typed`.)
 
 **Not verified by aire-export's own tests on TensorRT or a Jetson**: the graphs pass aire-export's
 static TensorRT operator check, but no engine was built here. Please report results.
