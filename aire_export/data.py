@@ -9,7 +9,7 @@ error before any work starts. Validation, the sweep and the edge bundle all read
 from __future__ import annotations
 
 import os
-import zipfile
+import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,19 +57,62 @@ def load_data(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise InputError(
-            f"{path} is not a readable .npz file ({e.__class__.__name__}): save with numpy.savez"
-        ) from None
+    arrays = _read_npz(path)
     if "x" not in arrays:
         raise InputError(f"{path} has no array 'x' (found {', '.join(arrays) or 'nothing'})")
     data = SequenceData(
         x=arrays["x"], lengths=arrays.get("lengths"), y=arrays.get("y"), source=str(path)
     )
     return prepare_data(data, model, need_labels=need_labels)
+
+
+_SAVEZ_HINT = "save with numpy.savez(path, x=..., y=...)"
+_NPY_MAGIC = b"\x93NUMPY"  # np.save's format
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The named arrays of an npz, read without unpickling anything (one-line errors)."""
+    unreadable = f"{path} is not a readable .npz file"
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as e:  # numpy takes anything that is not npy or zip for a pickle
+        with open(path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+        if head == _NPY_MAGIC and "allow_pickle" in str(e):
+            raise InputError(
+                f"{path} holds one object array (pickled Python objects), not an .npz of "
+                f"named arrays: {_SAVEZ_HINT}"
+            ) from None
+        if head[:1] == pickle.PROTO:
+            raise InputError(
+                f"{path} holds pickled Python objects, which are not loaded (they could run "
+                f"code): {_SAVEZ_HINT}"
+            ) from None
+        raise InputError(f"{unreadable} (ValueError): {_SAVEZ_HINT}") from None
+    except Exception as e:  # damaged files make numpy and zipfile raise many kinds of error
+        raise InputError(f"{unreadable} ({e.__class__.__name__}): {_SAVEZ_HINT}") from None
+    if isinstance(loaded, np.ndarray):
+        raise InputError(f"{path} holds one array, not an .npz of named arrays: {_SAVEZ_HINT}")
+    arrays: dict[str, np.ndarray] = {}
+    with loaded as data:
+        for key in data.files:
+            try:
+                value = data[key]
+            except ValueError as e:
+                if "allow_pickle" in str(e):  # an object array (.npy of dtype object)
+                    raise InputError(
+                        f"{path}: array {key!r} is an object array (pickled Python objects), "
+                        "which is not loaded: save x, lengths and y as numeric arrays"
+                    ) from None
+                raise InputError(f"{unreadable} ({key!r}: ValueError): {_SAVEZ_HINT}") from None
+            except Exception as e:  # a damaged member: zlib.error, BadZipFile, TokenError, ...
+                raise InputError(
+                    f"{unreadable} ({key!r}: {e.__class__.__name__}): {_SAVEZ_HINT}"
+                ) from None
+            if not isinstance(value, np.ndarray):  # a zip member that is not an .npy
+                raise InputError(f"{path}: {key!r} is not a numpy array: {_SAVEZ_HINT}")
+            arrays[key] = value
+    return arrays
 
 
 def prepare_data(

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from conftest import OFFICIAL, S5_CORE_OPTIONS, make_s4d, make_s5, option_id, re
 
 import aire_export as ax
 from aire_export.checkpoints import import_checkpoint
+from aire_export.cli import main
 from aire_export.errors import CheckpointError, InputError, OutputError, UnsafeCheckpointError
 from aire_export.files import write_atomically
 from aire_export.models import modal_systems
@@ -76,6 +81,176 @@ def test_truncated_checkpoint_is_reported(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         ax.load(path)
+
+
+# ---- files torch cannot read, and files it must not read ----------------------------------------
+
+FORBIDDEN = f"{os.system.__module__}.system"  # what _RunsCode pickles: posix.system on Linux
+
+
+def _not_a_checkpoint(path) -> str:
+    return f"{path} is not a readable checkpoint (not a PyTorch checkpoint)"
+
+
+def _refusal(path) -> str:
+    return (
+        f"refused {path}: it contains pickled Python objects that could run code when loaded "
+        f"({FORBIDDEN}). Re-save the weights with aire_export.save() from a trusted session"
+    )
+
+
+def _readable_error(path) -> CheckpointError:
+    """The CheckpointError loading ``path`` raises; it must not call the file unsafe."""
+    with pytest.raises(CheckpointError) as caught:
+        ax.load(path)
+    assert not isinstance(caught.value, UnsafeCheckpointError), caught.value
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"a", b"x", b"all good\n", b"hello\n", b"just some text\n"],
+    ids=["empty", "a", "x", "all-good", "hello", "text"],
+)
+def test_short_text_and_tiny_files_are_not_pytorch_checkpoints(tmp_path, content):
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)  # torch raises IndexError, KeyError, EOFError, UnpicklingError
+    assert str(_readable_error(path)) == _not_a_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [random.Random(0).randbytes(n) for n in (1, 2, 3, 8, 64, 1000)]
+    + [b"\x80\x02" + random.Random(0).randbytes(64)],  # the header of a protocol 2 pickle
+    ids=["1", "2", "3", "8", "64", "1000", "pickle-header+64"],
+)
+def test_random_bytes_are_unreadable_never_unsafe(tmp_path, content):
+    (tmp_path / "r.pt").write_bytes(content)
+    assert "is not a readable checkpoint (" in str(_readable_error(tmp_path / "r.pt"))
+
+
+def test_truncated_legacy_checkpoint_is_unreadable_not_unsafe(tmp_path):
+    path = tmp_path / "legacy.pt"
+    torch.save(_payload(make_s5()), path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:100])
+    assert (
+        str(_readable_error(path))
+        == f"{path} is not a readable checkpoint (truncated or corrupted)"
+    )
+
+
+def _save_runs_code(path, writer: str) -> None:
+    obj = {"format": "aire-export/1", "payload": _RunsCode(), "t": torch.zeros(2)}
+    if writer == "torch.save":
+        torch.save(obj, path)
+    elif writer.startswith("torch.save legacy"):
+        torch.save(obj, path, _use_new_zipfile_serialization=False, pickle_protocol=int(writer[-1]))
+    elif writer.startswith("torch.save protocol"):
+        torch.save(obj, path, pickle_protocol=int(writer[-1]))
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(_RunsCode(), f, protocol=int(writer[-1]))
+
+
+@pytest.mark.parametrize(
+    "writer",
+    ["torch.save", "torch.save legacy 2", "torch.save legacy 4", "torch.save protocol 4"]
+    + [f"pickle.dump protocol {p}" for p in range(pickle.HIGHEST_PROTOCOL + 1)],
+)
+def test_pickles_naming_a_forbidden_global_are_refused_as_unsafe(tmp_path, monkeypatch, writer):
+    monkeypatch.chdir(tmp_path)
+    _save_runs_code(tmp_path / "evil.pt", writer)
+    with pytest.raises(UnsafeCheckpointError) as caught:
+        ax.load(tmp_path / "evil.pt")
+    assert str(caught.value) == _refusal(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_safe_checkpoint_saved_with_pickle_protocol_4_is_not_called_unsafe(tmp_path):
+    model = make_s5()
+    torch.save(_payload(model), tmp_path / "p4.pt", pickle_protocol=4)
+    assert "saved with pickle protocol 4 or later" in str(_readable_error(tmp_path / "p4.pt"))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_archive_is_named_not_called_corrupted(tmp_path):
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ts.pt")
+    assert "a TorchScript archive, not saved weights" in str(_readable_error(tmp_path / "ts.pt"))
+
+
+def test_torch_warnings_are_silenced_when_a_checkpoint_is_refused(tmp_path):
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump(_RunsCode(), f, protocol=4)  # torch warns: "Detected pickle protocol 4 ..."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UnsafeCheckpointError):
+            ax.load(tmp_path / "evil.pkl")
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_interrupts_inside_torch_load_are_not_turned_into_checkpoint_errors(
+    tmp_path, monkeypatch, interrupt
+):
+    path = ax.save(make_s5(), tmp_path / "m.pt")
+
+    def interrupted(*args, **kwargs):
+        raise interrupt()
+
+    monkeypatch.setattr(torch, "load", interrupted)
+    with pytest.raises(interrupt):
+        ax.load(path)
+
+
+def _cli_error(capsys, tmp_path, *args) -> str:
+    """Run ``aire-export ARGS`` in tmp_path: exit 2, exactly one ``error: `` line on stderr, no
+    traceback, no file written; returns that line."""
+    before = set(tmp_path.iterdir())
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert "Traceback" not in out + err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert set(tmp_path.iterdir()) == before
+    return lines[0]
+
+
+@pytest.mark.parametrize("content", [b"", b"a", b"hello\n"], ids=["empty", "a", "hello"])
+def test_cli_text_file_is_one_line_not_a_checkpoint(tmp_path, capsys, content):
+    (tmp_path / "x.pt").write_bytes(content)
+    line = _cli_error(capsys, tmp_path, "inspect", tmp_path / "x.pt")
+    assert line == "error: " + _not_a_checkpoint(tmp_path / "x.pt")
+
+
+def test_cli_random_bytes_are_one_line_unreadable_not_unsafe(tmp_path, capsys):
+    (tmp_path / "r.pt").write_bytes(random.Random(0).randbytes(64))
+    line = _cli_error(capsys, tmp_path, "inspect", tmp_path / "r.pt")
+    assert line == "error: " + _not_a_checkpoint(tmp_path / "r.pt")
+
+
+def test_cli_pickle_naming_a_forbidden_global_is_one_line_refusal(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _save_runs_code(tmp_path / "evil.pt", "pickle.dump protocol 4")
+    line = _cli_error(capsys, tmp_path, "inspect", tmp_path / "evil.pt")
+    assert line == "error: " + _refusal(tmp_path / "evil.pt")
+
+
+def test_cli_refusal_prints_our_line_and_no_torch_warning(tmp_path):
+    """In a real process (pytest would capture the warnings): stderr is our one line."""
+    _save_runs_code(tmp_path / "evil.pt", "pickle.dump protocol 4")
+    env = {k: v for k, v in os.environ.items() if k not in ("AIRE_EXPORT_DEBUG", "PYTHONWARNINGS")}
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "aire_export", "inspect", "evil.pt"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == ["error: " + _refusal("evil.pt")]
+    assert not (tmp_path / "pwned.txt").exists()
 
 
 def test_missing_file_and_folder(tmp_path):
@@ -354,11 +529,13 @@ def _reference_s4model(sd: dict, x: np.ndarray, prenorm: bool) -> np.ndarray:
     return h.mean(1) @ g["decoder.weight"].T + g["decoder.bias"]
 
 
-@pytest.mark.parametrize("prenorm", [False, True])
-@pytest.mark.parametrize("wrap", ["example", "lightning"])
-def test_s4d_state_spaces_import_matches_reference_forward(tmp_path, prenorm, wrap):
+_S4D_SIZES = dict(H=4, N=3, d_in=2, d_out=3)
+
+
+def _s4d_state_dict() -> dict[str, torch.Tensor]:
+    """A state-spaces example.py S4Model state_dict: 2 layers, H=4, N=3, d_input=2, 3 classes."""
     rng = torch.Generator().manual_seed(0)
-    H, N, d_in, d_out = 4, 3, 2, 3
+    H, N, d_in, d_out = (_S4D_SIZES[k] for k in ("H", "N", "d_in", "d_out"))
     sd = {
         "encoder.weight": torch.randn(H, d_in, generator=rng),
         "encoder.bias": torch.randn(H, generator=rng),
@@ -376,6 +553,13 @@ def test_s4d_state_spaces_import_matches_reference_forward(tmp_path, prenorm, wr
         sd[f"{p}.output_linear.0.bias"] = torch.randn(2 * H, generator=rng)
         sd[f"norms.{i}.weight"] = 1 + 0.1 * torch.randn(H, generator=rng)
         sd[f"norms.{i}.bias"] = 0.1 * torch.randn(H, generator=rng)
+    return sd
+
+
+@pytest.mark.parametrize("prenorm", [False, True])
+@pytest.mark.parametrize("wrap", ["example", "lightning"])
+def test_s4d_state_spaces_import_matches_reference_forward(tmp_path, prenorm, wrap):
+    sd = _s4d_state_dict()
     payload = (
         {"model": sd, "acc": 0.5, "epoch": 3}
         if wrap == "example"
@@ -383,10 +567,74 @@ def test_s4d_state_spaces_import_matches_reference_forward(tmp_path, prenorm, wr
     )
     torch.save(payload, tmp_path / "ckpt.pth")
     model = import_checkpoint("s4d-state-spaces", tmp_path / "ckpt.pth", {"prenorm": prenorm})
-    x = np.random.default_rng(1).standard_normal((2, 25, d_in))
+    x = np.random.default_rng(1).standard_normal((2, 25, _S4D_SIZES["d_in"]))
     with torch.no_grad():
         out = model(torch.from_numpy(x).float()).numpy()
     assert rel_err(out, _reference_s4model(sd, x, prenorm)) <= 1e-5
+
+
+S4D_PRENORM_HINT = (
+    "state-spaces S4D checkpoints do not record the norm placement: pass --config with a JSON "
+    'file holding {"prenorm": true} if it was trained with --prenorm, else {"prenorm": false} '
+    "(example.py's default)"
+)
+
+
+@pytest.mark.parametrize("options", [None, {}, {"dropout": 0.1}], ids=["none", "empty", "dropout"])
+def test_s4d_import_refuses_to_guess_the_norm_placement(tmp_path, options):
+    torch.save({"model": _s4d_state_dict()}, tmp_path / "ckpt.pth")
+    with pytest.raises(CheckpointError) as caught:
+        import_checkpoint("s4d-state-spaces", tmp_path / "ckpt.pth", options)
+    assert str(caught.value) == S4D_PRENORM_HINT
+
+
+@pytest.mark.parametrize("prenorm", ["false", 0, None])
+def test_s4d_import_prenorm_must_be_true_or_false(tmp_path, prenorm):
+    torch.save({"model": _s4d_state_dict()}, tmp_path / "ckpt.pth")
+    with pytest.raises(CheckpointError, match="prenorm must be true or false"):
+        import_checkpoint("s4d-state-spaces", tmp_path / "ckpt.pth", {"prenorm": prenorm})
+
+
+@pytest.mark.parametrize("prenorm", [False, True])
+def test_s4d_import_records_the_norm_placement_it_was_given(tmp_path, prenorm):
+    torch.save({"model": _s4d_state_dict()}, tmp_path / "ckpt.pth")
+    model = import_checkpoint("s4d-state-spaces", tmp_path / "ckpt.pth", {"prenorm": prenorm})
+    expected = {
+        "source": str(tmp_path / "ckpt.pth"),
+        "source_format": "s4d-state-spaces",
+        "import": {"format": "s4d-state-spaces", "prenorm": prenorm},
+    }
+    assert model.meta == expected and model.config.prenorm is prenorm
+    assert ax.load(ax.save(model, tmp_path / "m.pt")).meta == expected
+
+
+def test_cli_s4d_import_without_config_is_one_line_asking_for_prenorm(tmp_path, capsys):
+    torch.save({"model": _s4d_state_dict()}, tmp_path / "ckpt.pth")
+    line = _cli_error(
+        capsys,
+        tmp_path,
+        "import",
+        "s4d-state-spaces",
+        tmp_path / "ckpt.pth",
+        "-o",
+        tmp_path / "m.pt",
+    )
+    assert line == "error: " + S4D_PRENORM_HINT
+
+
+def test_cli_s4d_import_with_config_records_the_norm_placement(tmp_path, capsys):
+    torch.save({"model": _s4d_state_dict()}, tmp_path / "ckpt.pth")
+    (tmp_path / "options.json").write_text('{"prenorm": true}')
+    args = [
+        "import",
+        "s4d-state-spaces",
+        tmp_path / "ckpt.pth",
+        "--config",
+        tmp_path / "options.json",
+    ]
+    assert main([str(a) for a in [*args, "-o", tmp_path / "m.pt"]]) == 0, capsys.readouterr().err
+    meta = ax.load(tmp_path / "m.pt").meta
+    assert meta["import"] == {"format": "s4d-state-spaces", "prenorm": True}
 
 
 def test_s4d_import_refuses_other_state_dicts(tmp_path):

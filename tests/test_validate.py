@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+import struct
+import zipfile
+
 import numpy as np
 import pytest
 from conftest import make_s5
 
+from aire_export.checkpoints import save
+from aire_export.cli import main
 from aire_export.data import SequenceData, load_data, random_data
 from aire_export.errors import InputError
 from aire_export.tolerance import Tolerance, default_tolerance
@@ -133,6 +140,125 @@ def test_token_inputs_are_checked_and_not_npz_is_refused(tmp_path):
         load_data(tmp_path / "t.npz", model)
     with pytest.raises(InputError, match="no labels"):
         load_data(_npz(tmp_path, x=np.zeros((2, 5), np.int64)), model, need_labels=True)
+
+
+SAVEZ_HINT = "save with numpy.savez(path, x=..., y=...)"
+FEATURES = np.zeros((2, 5, 3), np.float32)  # what make_s5() takes
+
+
+def test_a_single_npy_array_is_refused_with_a_savez_hint(tmp_path):
+    np.save(tmp_path / "x.npy", FEATURES)
+    with pytest.raises(InputError) as caught:
+        load_data(tmp_path / "x.npy", make_s5())
+    assert str(caught.value) == (
+        f"{tmp_path / 'x.npy'} holds one array, not an .npz of named arrays: {SAVEZ_HINT}"
+    )
+
+
+def test_an_object_array_in_an_npz_is_refused_without_unpickling(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(InputError) as caught:
+        load_data(tmp_path / "d.npz", make_s5())
+    assert str(caught.value) == (
+        f"{tmp_path / 'd.npz'}: array 'x' is an object array (pickled Python objects), which is "
+        "not loaded: save x, lengths and y as numeric arrays"
+    )
+
+
+def test_a_pickle_is_refused_as_pickled_objects_not_loaded(tmp_path):
+    with open(tmp_path / "d.npz", "wb") as f:
+        pickle.dump({"x": FEATURES}, f)
+    with pytest.raises(InputError, match=r"holds pickled Python objects, which are not loaded"):
+        load_data(tmp_path / "d.npz", make_s5())
+
+
+def _npz_with_member(path, member: bytes, compression=zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        archive.writestr("x.npy", member)
+
+
+def _npy_bytes(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _header_broken(path):
+    """An npz whose member's npy header does not parse (numpy raises tokenize.TokenError)."""
+    _npz_with_member(path, _npy_bytes(FEATURES).replace(b"(2, 5, 3)", b"(2, 5, 3 "))
+
+
+def _deflate_broken(path):
+    """An npz whose compressed member does not inflate (numpy raises zlib.error)."""
+    _npz_with_member(path, _npy_bytes(FEATURES), zipfile.ZIP_DEFLATED)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[26:30])  # the local file header
+    start = 30 + name_len + extra_len
+    data[start : start + 4] = b"\xff" * 4  # block type 3: invalid
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "make, detail",
+    [
+        (_empty, "EOFError"),
+        (_deflate_broken, "'x': error"),
+        (_header_broken, "'x': TokenError"),
+    ],
+    ids=["empty", "deflate-broken", "header-broken"],
+)
+def test_empty_and_damaged_npz_files_are_not_readable(tmp_path, make, detail):
+    path = tmp_path / "d.npz"
+    make(path)
+    with pytest.raises(InputError) as caught:
+        load_data(path, make_s5())
+    assert str(caught.value) == f"{path} is not a readable .npz file ({detail}): {SAVEZ_HINT}"
+
+
+def test_an_npz_member_that_is_not_an_npy_is_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as archive:
+        archive.writestr("x", "hello")  # np.load hands back its bytes, not an array
+    with pytest.raises(InputError, match="'x' is not a numpy array"):
+        load_data(tmp_path / "d.npz", make_s5())
+
+
+def _bad_data(folder, kind: str):
+    path = folder / ("x.npy" if kind == "npy" else "d.npz")
+    if kind == "npy":
+        np.save(path, FEATURES)
+    elif kind == "object":
+        np.savez(path, x=np.array([{"a": 1}, None], dtype=object))
+    elif kind == "empty":
+        _empty(path)
+    elif kind == "deflate-broken":
+        _deflate_broken(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("npy", "holds one array, not an .npz of named arrays"),
+        ("object", "is an object array (pickled Python objects)"),
+        ("empty", "is not a readable .npz file (EOFError)"),
+        ("deflate-broken", "is not a readable .npz file ('x': error)"),
+    ],
+)
+def test_cli_bad_data_file_is_one_line_and_writes_nothing(tmp_path, capsys, kind, message):
+    model = save(make_s5(), tmp_path / "m.pt")
+    data = _bad_data(tmp_path, kind)
+    before = set(tmp_path.iterdir())
+    code = main([str(model), "--ratio", "0.5", "--data", str(data)])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if not line.startswith("·")]  # progress lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert set(tmp_path.iterdir()) == before
 
 
 def test_random_data_is_in_the_model_domain_and_seeded():

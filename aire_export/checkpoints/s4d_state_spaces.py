@@ -11,8 +11,11 @@ with ``model.``. Both are read with ``weights_only=True``. Keys:
     norms.{i}.{weight, bias}                    LayerNorm(H)
     decoder.{weight, bias}                      Linear(H, d_output)
 
-Sizes come from the weights. What the weights cannot tell (``prenorm``, which ``example.py``
-leaves off by default, and ``dropout``) comes from the options.
+Sizes come from the weights. What the weights cannot tell comes from the options: ``prenorm``
+is required (the norm placement changes the function and the checkpoint does not record it;
+``example.py`` trains with ``prenorm=False`` unless run with ``--prenorm``), ``dropout``,
+``input_kind`` and ``pooling`` have defaults. The import records the norm placement it was given
+in ``model.meta["import"]``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from aire_export.errors import CheckpointError
 from aire_export.models import S4DConfig, S4DModel
 
 _PREFIXES = ("model.", "module.")
+_PRENORM_HINT = (
+    "state-spaces S4D checkpoints do not record the norm placement: pass --config with a JSON "
+    'file holding {"prenorm": true} if it was trained with --prenorm, else {"prenorm": false} '
+    "(example.py's default)"
+)
 
 
 def _state_dict(payload: Any, source: str) -> dict[str, torch.Tensor]:
@@ -68,14 +76,22 @@ def import_s4d_state_spaces(
         raise CheckpointError(
             f"unknown S4D import option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+    if "prenorm" not in options:
+        raise CheckpointError(_PRENORM_HINT)
+    prenorm = options["prenorm"]
+    if not isinstance(prenorm, bool):
+        raise CheckpointError(f"prenorm must be true or false, got {prenorm!r}")
+    dropout = options.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise CheckpointError(f"dropout must be a number, got {dropout!r}")
     config = S4DConfig.from_dict(
         dict(
             d_input=int(d_input),
             d_model=int(d_model),
             d_output=int(d_output),
             state_sizes=state_sizes,
-            prenorm=bool(options.get("prenorm", False)),
-            dropout=float(options.get("dropout", 0.0)),
+            prenorm=prenorm,
+            dropout=float(dropout),
             input_kind=options.get("input_kind", "features"),
             pooling=options.get("pooling", "pool"),
         )
@@ -98,5 +114,9 @@ def import_s4d_state_spaces(
             weights[f"{dst}.norm.{p}"] = sd.get(f"norms.{i}.{p}", torch.empty(0))
     model = S4DModel(config)
     load_weights(model, weights, source=source)
-    model.meta = {"source": source, "source_format": "s4d-state-spaces"}
+    model.meta = {
+        "source": source,
+        "source_format": "s4d-state-spaces",
+        "import": {"format": "s4d-state-spaces", "prenorm": prenorm},
+    }
     return model.eval()
