@@ -195,7 +195,7 @@ def run_pipeline(
             export=exported,
             target=v.target,
             environment=environment(),
-            warnings=validation.warnings + plan.warnings,
+            warnings=[*validation.warnings, *plan.warnings, *exported.warnings],
             search=search,
         )
         if options.bundle or target_named(v.target).bundle:

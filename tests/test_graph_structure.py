@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 
 import numpy as np
 import onnx
@@ -12,6 +13,8 @@ from conftest import make_s4d, make_s5, rel_err
 from lowering import all_nodes, random_input, reference, session, stream, value_types
 
 from aire_export.errors import InputError
+from aire_export.graphs import check_tensorrt
+from aire_export.graphs.check import nonfinite_initializers
 from aire_export.graphs.emulate import emulate_reduced_precision
 from aire_export.graphs.lowering import CARRY_CONSTANTS, METHODS, LayerLowering
 from aire_export.lower import export
@@ -218,3 +221,55 @@ def test_many_states_are_carried_by_a_scan_with_bounded_constants(tmp_path, meth
     x = random_input(model, 2, 100)
     out = session(result.sequence.path).run(["y"], {"x": x.numpy()})[0]
     assert rel_err(out, reference(model, x)) <= 1e-5
+
+
+def _unstable_s5(rho_step: float = 0.05):
+    """An S5 model trained without eigenvalue clipping: two modes of layer 1 grow."""
+    model = make_s5(seed=1, clip_eigs=False, state_sizes=(8, 4))
+    with torch.no_grad():
+        model.layers[1].seq.Lambda_re[:2] = rho_step
+    return model
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_unstable_model_lowers_to_finite_graphs_that_state_their_reach(tmp_path, method):
+    """|λ̄| > 1: no constant overflows (λ^(16^k) once did in deep carry levels), numpy warns
+    of nothing, the graph accepts no more steps than its output stays finite for, the export
+    says so, and within that length it is as faithful as any graph."""
+    model = _unstable_s5()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in numpy would raise here
+        result = export(model, tmp_path, scan=method)
+    for graph in (result.sequence, result.step):
+        assert nonfinite_initializers(onnx.load(str(graph.path)).graph) == []
+    (warning,) = result.warnings
+    assert warning.startswith("layer 1 is unstable") and "stays finite in float32" in warning
+    limit = int(warning.split("for about ")[1].split(" steps")[0].replace(",", ""))
+    assert 50_000 < limit < 70_000  # ρ = 1.0014: ln(F32_MAX) / ln ρ ≈ 63,000, less the gain
+    accepted = result.sequence.max_length
+    assert accepted is not None and accepted <= limit
+    x = random_input(model, 1, min(accepted, 3000), seed=4)
+    assert (
+        rel_err(session(result.sequence.path).run(["y"], {"x": x.numpy()})[0], reference(model, x))
+        <= 1e-5
+    )
+
+
+def test_a_mode_too_unstable_for_float32_is_refused_with_what_to_do(tmp_path):
+    with pytest.raises(InputError, match=r"overflows float32.*clip_eigs"):
+        export(_unstable_s5(rho_step=1e3), tmp_path, scan="chunked")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_the_check_rejects_a_non_finite_constant_for_every_parser():
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Mul", ["x", "c"], ["y"])],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])],
+        initializer=[onnx.numpy_helper.from_array(np.array([1.0, np.inf], np.float32), "c")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    for version in ("10.3", "11"):
+        report = check_tensorrt(model, version)
+        assert not report.ok and any("NaN or inf" in p.detail for p in report.problems)

@@ -18,6 +18,7 @@ import types
 import jsonschema
 import numpy as np
 import pytest
+import torch
 from conftest import make_s4d, make_s5
 from conftest import run_cli as run
 
@@ -208,3 +209,15 @@ def test_the_trt_bundle_lowers_like_the_export_when_layers_differ(tmp_path, caps
     manifest = json.loads((tmp_path / "mixed.aire" / "bundle" / "manifest.json").read_text())
     scans = {g["role"]: g.get("scan") for g in manifest["graphs"].values()}
     assert scans["sequence"] == scans["sequence-fp16"] == "chunked,toeplitz"
+
+
+def test_the_report_warns_of_an_unstable_layer_and_its_float32_reach(tmp_path, capsys):
+    model = make_s5(seed=1, clip_eigs=False, state_sizes=(8, 4))
+    with torch.no_grad():
+        model.layers[1].seq.Lambda_re[:2] = 0.05
+    path = ax.save(model, tmp_path / "m.pt")
+    code, out, _ = run(capsys, path, "--ratio", "0.25", "--length", "32", "--no-latency", "--json")
+    report = check(json.loads(out))
+    assert code == 0
+    assert any(w.startswith("layer 1 is unstable") for w in report["warnings"])
+    assert any("|λ̄| ≥ 1" in w for w in report["warnings"])  # the plan's: kept regardless

@@ -192,6 +192,8 @@ def export_result(result: ExportResult) -> None:
             )
     if result.step_skipped:
         click.echo(f"no step graph: {result.step_skipped}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}")
     if result.check is not None:
         verdict = "passed" if result.check.ok else "FAILED"
         click.echo(f"TensorRT {result.check.trt_version} op-support check {verdict}")

@@ -191,6 +191,22 @@ class _Checker:
             self.add(node, "attribute", "Dropout's training_mode must be a False initializer")
 
 
+def nonfinite_initializers(graph: onnx.GraphProto) -> list[str]:
+    """Names of the float initializers (subgraphs included) holding NaN or inf: no runtime
+    computes anything useful from them, and TensorRT folds them silently."""
+    bad = []
+    for init in graph.initializer:
+        if init.data_type in FLOAT_TYPES:
+            values = onnx.numpy_helper.to_array(init).astype(np.float64)
+            if not np.isfinite(values).all():
+                bad.append(init.name)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                bad += nonfinite_initializers(attr.g)
+    return bad
+
+
 def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose large float initializers are graph inputs of the same type and shape:
     types are all the check needs, and shape inference then skips serializing the weights."""
@@ -230,6 +246,8 @@ def check_tensorrt(
         model = onnx.load(str(path))
     rules = RULES[trt_version]
     checker = _Checker(rules)
+    for name in nonfinite_initializers(model.graph):
+        checker.add(None, "value", f"initializer {name!r} holds NaN or inf")
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and not 9 <= opset.version <= rules.max_opset:
             checker.add(

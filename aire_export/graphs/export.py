@@ -28,9 +28,15 @@ from aire_export.errors import InputError, OutputError
 from aire_export.files import write_atomically
 from aire_export.graphs import auto
 from aire_export.graphs.builder import NUMPY_DTYPES
-from aire_export.graphs.check import CheckReport, check_tensorrt
+from aire_export.graphs.check import CheckReport, check_tensorrt, nonfinite_initializers
 from aire_export.graphs.core import lowering_for
-from aire_export.graphs.lowering import CHUNKED_MIN_LENGTH, FEEDTHROUGH, METHODS, LayerLowering
+from aire_export.graphs.lowering import (
+    CHUNKED_MIN_LENGTH,
+    FEEDTHROUGH,
+    METHODS,
+    LayerLowering,
+    growth_of,
+)
 from aire_export.graphs.sequence import sequence_graph
 from aire_export.graphs.step import step_graph
 from aire_export.targets import DEFAULT_TARGET, target_named
@@ -86,6 +92,7 @@ class ExportResult:
     step: ExportedGraph | None
     step_skipped: str | None  # why no step graph (e.g. "bidirectional model")
     check: CheckReport | None  # TensorRT op support, when the target needs it
+    warnings: tuple[str, ...] = ()  # e.g. the float32 reach of an unstable layer
 
     def to_json(self) -> dict:
         return {
@@ -93,6 +100,7 @@ class ExportResult:
             "step": None if self.step is None else self.step.to_json(),
             "step_skipped": self.step_skipped,
             "check": None if self.check is None else self.check.to_json(),
+            "warnings": list(self.warnings),
         }
 
 
@@ -161,7 +169,7 @@ def export_network(
         check = check_tensorrt(seq_model, rules_version)
         if step_result is not None:
             check = check.merged(check_tensorrt(step_model, rules_version))
-    return ExportResult(sequence, step_result, skipped, check)
+    return ExportResult(sequence, step_result, skipped, check, tuple(_growth_warnings(lowerings)))
 
 
 def check_lowering(
@@ -203,8 +211,33 @@ def _lowerings(
         else:
             method, chunks = scan, {}
         length = max_length or DEFAULT_MAX_LENGTH.get(method, CHUNKED_MIN_LENGTH)
-        result.append(LayerLowering(method, max_length=length, states=block.core.states, **chunks))
+        growth = growth_of(*lowering_for(block.core).modes(block.core))
+        lowering = LayerLowering(
+            method, max_length=length, states=block.core.states, growth=growth, **chunks
+        )
+        if growth is not None and growth.power_limit < max(lowering.chunk, lowering.toeplitz_chunk):
+            raise InputError(
+                f"layer {len(result)} has a mode with |λ̄| = {growth.rho:.6g}: λ̄^"
+                f"{max(lowering.chunk, lowering.toeplitz_chunk)} overflows float32, so no "
+                "lowering can hold it; retrain with eigenvalue clipping (clip_eigs)"
+            )
+        result.append(lowering)
     return result
+
+
+def _growth_warnings(lowerings: list[LayerLowering]) -> list[str]:
+    """What an unstable layer means for the graph: how far its output stays finite."""
+    out = []
+    for index, lowering in enumerate(lowerings):
+        growth = lowering.growth
+        if growth is not None:
+            out.append(
+                f"layer {index} is unstable (|λ̄| up to {growth.rho:.7g} > 1): its output grows "
+                f"like |λ̄|^T and stays finite in float32 for about {growth.output_limit:,} "
+                f"steps (inputs of magnitude ≤ 1); the graph accepts up to "
+                f"{lowering.accepted_length:,} steps"
+            )
+    return out
 
 
 def _scan_label(lowerings: list[LayerLowering]) -> str:
@@ -239,6 +272,9 @@ def count_nodes(graph: onnx.GraphProto) -> int:
 
 
 def _write(model, path: Path, mode, scan, precision, opset, max_length) -> ExportedGraph:
+    bad = nonfinite_initializers(model.graph)
+    if bad:  # every lowering keeps its constants finite: this is a bug, never a shipped graph
+        raise RuntimeError(f"{path.name} would hold non-finite constants: {', '.join(bad[:3])}")
     data = model.SerializeToString()
     onnx.checker.check_model(data)
     write_atomically(path, lambda f: f.write(data))

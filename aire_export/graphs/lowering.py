@@ -41,6 +41,42 @@ METHODS = ("chunked", "toeplitz", "logdepth", "scan")
 FEEDTHROUGH = "feedthrough"  # the "method" of a core without states
 CHUNKED_MIN_LENGTH = 1 << 20
 CARRY_CONSTANTS = 1 << 20  # floats of per-state chunk matrices allowed per chunked level
+LOG_F32_MAX = float(np.log(np.finfo(np.float32).max))
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How far an unstable core (a mode with ρ = |λ̄| > 1, a model trained without eigenvalue
+    clipping) can be lowered in float32.
+
+    power_limit: the largest m with ρ^m finite in float32, ⌊ln(F32_MAX) / ln ρ⌋: no constant
+        λ^m beyond it may enter a graph (chunked and Toeplitz carries and Hillis–Steele steps
+        hold λ^(Q^k), λ^(2^s)).
+    output_limit: the length up to which the output stays finite in float32 for inputs of
+        magnitude ≤ 1 per channel: the state of mode i grows like g_i ρ_i^T / (ρ_i − 1) with
+        g_i the mode's gain (its ‖B_i‖·‖C_i‖ and the output scale), so
+        T_i = ⌊(ln F32_MAX − ln(g_i / (ρ_i − 1))) / ln ρ_i⌋ and the limit is min_i T_i.
+    rho: the largest |λ̄|.
+    """
+
+    power_limit: int
+    output_limit: int
+    rho: float
+
+
+def growth_of(lam: np.ndarray, gain: np.ndarray) -> Growth | None:
+    """The Growth of a core with modes ``lam`` and gains ``gain`` (flat arrays), None when
+    every mode has |λ̄| ≤ 1."""
+    rho = np.abs(np.asarray(lam).ravel())
+    gain = np.asarray(gain, dtype=np.float64).ravel()
+    unstable = rho > 1
+    if not unstable.any():
+        return None
+    rho, gain = rho[unstable], np.maximum(gain[unstable], 1e-300)
+    log_rho = np.log(rho)
+    power = int(np.floor(LOG_F32_MAX / log_rho.max()))
+    reach = (LOG_F32_MAX - np.maximum(np.log(gain / (rho - 1)), 0.0)) / log_rho
+    return Growth(power, max(int(np.floor(reach.min())), 1), float(rho.max()))
 
 
 @dataclass(frozen=True)
@@ -56,6 +92,8 @@ class LayerLowering:
     states: stored states of the layer. Each chunked level holds a (2Q × 2Q) matrix per
         state; above CARRY_CONSTANTS floats per level (S4D: H·N = 8192 states) the states
         are carried across chunks by an ONNX Scan instead of more levels.
+    growth: for an unstable core, its float32 limits: levels and steps stop before a power
+        of λ̄ overflows, and the accepted length is capped where the output stays finite.
     """
 
     method: str
@@ -63,6 +101,7 @@ class LayerLowering:
     toeplitz_chunk: int = 16
     max_length: int = CHUNKED_MIN_LENGTH
     states: int = 0
+    growth: Growth | None = None
 
     @property
     def carry_by_scan(self) -> bool:
@@ -70,24 +109,48 @@ class LayerLowering:
         return self.method == "scan" or self.states * (2 * self.chunk) ** 2 > CARRY_CONSTANTS
 
     @property
+    def _inner(self) -> int:
+        """Steps per outer chunk: Q of the Toeplitz chunks, 1 for the chunked scan."""
+        return self.toeplitz_chunk if self.method == "toeplitz" else 1
+
+    @property
     def levels(self) -> int:
-        """Levels of the chunked scan (of the carry across Toeplitz chunks)."""
+        """Levels of the chunked scan (of the carry across Toeplitz chunks). The deepest
+        holds λ^(inner·chunk^levels), so an unstable core gets no more levels than keep it
+        finite in float32."""
         if self.carry_by_scan:
             return 2  # chunks, then the Scan across them
-        length = max(self.max_length, CHUNKED_MIN_LENGTH)
-        if self.method == "toeplitz":
-            length = -(-length // self.toeplitz_chunk)
-        return levels_for(length, self.chunk)
+        length = -(-max(self.max_length, CHUNKED_MIN_LENGTH) // self._inner)
+        levels = levels_for(length, self.chunk)
+        if self.growth is not None:
+            while levels > 1 and self._inner * self.chunk**levels > self.growth.power_limit:
+                levels -= 1
+        return levels
+
+    @property
+    def steps(self) -> int:
+        """Hillis–Steele steps: log2 of the maximum length, no more than keep λ^(2^s) finite."""
+        steps = steps_for(self.max_length)
+        if self.growth is not None:
+            while steps > 1 and 2**steps > self.growth.power_limit:
+                steps -= 1
+        return steps
 
     @property
     def accepted_length(self) -> int | None:
-        """The longest sequence the lowered graph is exact for (None: any length)."""
-        if self.method == FEEDTHROUGH or (self.method != "logdepth" and self.carry_by_scan):
+        """The longest sequence the lowered graph is exact for (None: any length); for an
+        unstable core also no longer than its output stays finite in float32."""
+        if self.method == FEEDTHROUGH:
             return None
         if self.method == "logdepth":
-            return 2 ** steps_for(self.max_length)
-        q = self.toeplitz_chunk if self.method == "toeplitz" else 1
-        return q * self.chunk**self.levels
+            exact = 2**self.steps
+        elif self.carry_by_scan:
+            exact = None
+        else:
+            exact = self._inner * self.chunk**self.levels
+        if self.growth is None:
+            return exact
+        return self.growth.output_limit if exact is None else min(exact, self.growth.output_limit)
 
 
 @dataclass(frozen=True)
@@ -101,6 +164,8 @@ class CoreLowering:
         float32 with a trailing (re, im) axis, laid out as ``state_shape`` says.
     state_shape(core): the step graph's state layout (``"batch"`` first), None without states.
     time_multiple(core, lowering): the length multiple the sequence form pads its input to.
+    modes(core) → (λ̄, gain): every mode's eigenvalue and output gain (flat arrays), what the
+        float32 limits of an unstable core are computed from (:func:`growth_of`).
     recurrent: False for a core without states (its lowering is FEEDTHROUGH).
     """
 
@@ -108,6 +173,7 @@ class CoreLowering:
     step: Callable[..., tuple[str, str | None]]
     state_shape: Callable[..., list[int | str] | None]
     time_multiple: Callable[..., int]
+    modes: Callable[..., tuple[np.ndarray, np.ndarray]] = lambda core: (np.zeros(0), np.zeros(0))
     recurrent: bool = True
 
 
@@ -123,7 +189,7 @@ def recurrence_states(
     """States x_t = λ ⊙ x_{t∓1} + v_t on the layout (*lead, T, 2) (recurrence.py), by the
     lowering's method; ``padded``: T is a multiple of ``lowering.chunk`` already."""
     if lowering.method == "logdepth":
-        return logdepth_recurrence(g, v, lam, rank, steps_for(lowering.max_length), reverse)
+        return logdepth_recurrence(g, v, lam, rank, lowering.steps, reverse)
     return chunked_recurrence(  # chunked, and scan (one level, carried by a Scan node)
         g,
         v,

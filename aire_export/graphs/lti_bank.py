@@ -142,4 +142,9 @@ def time_multiple(core: ir.SisoBankLTI, lowering: LayerLowering) -> int:
     return lowering.toeplitz_chunk if lowering.method in TOEPLITZ_METHODS else lowering.chunk
 
 
-LOWERING = CoreLowering(sequence, step, state_shape, time_multiple)
+def modes(core: ir.SisoBankLTI) -> tuple[np.ndarray, np.ndarray]:
+    """λ̄ and each mode's gain |b̄_hn|·Σ_d|c^d_hn| (flattened channel-major)."""
+    return core.lam.ravel(), (np.abs(core.b) * sum(np.abs(c) for c in core.c)).ravel()
+
+
+LOWERING = CoreLowering(sequence, step, state_shape, time_multiple, modes)
