@@ -10,6 +10,7 @@ checkpoint is only read. The exit code is the report's verdict.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -239,6 +240,7 @@ def revalidate(
         if not (folder / name).is_file():
             raise InputError(f"{folder} has no {name}: give a folder written by aire-export")
     model, pruned = load(original), load(folder / PRUNED_NAME)
+    warnings = _check_provenance(folder, Path(original), model, pruned)
     step = folder / STEP_FILE
     validation = validate(
         model,
@@ -255,8 +257,42 @@ def revalidate(
         verdict=verdict(validation, fail_on_parity=fail_on_parity),
         validation=validation,
         environment=environment(),
-        warnings=list(validation.warnings),
+        warnings=[*warnings, *validation.warnings],
     )
+
+
+def _check_provenance(folder: Path, original: Path, model: SSMNetwork, pruned: SSMNetwork):
+    """InputError unless ``original`` can be what ``folder`` was pruned from (architecture,
+    inputs and outputs, and the per-layer states plan.json records); a warning when its bytes
+    differ from those the report recorded (the same model re-saved, or another one)."""
+    keys = ("input_kind", "d_input", "d_output", "d_model")
+    mine = (model.arch, *(getattr(model.config, k) for k in keys))
+    theirs = (pruned.arch, *(getattr(pruned.config, k) for k in keys))
+    plan_path = folder / PLAN_NAME
+    states = [s.P for s in modal_systems(model)]
+    planned = None
+    if plan_path.is_file():
+        planned = [layer.states_before for layer in PrunePlan.load(plan_path).layers]
+    if mine != theirs or (planned is not None and planned != states):
+        raise InputError(
+            f"--original {original} is not the model {folder} was pruned from ("
+            + (
+                f"{mine[0]} {mine[1:]} vs {theirs[0]} {theirs[1:]}"
+                if mine != theirs
+                else f"states per layer {states} vs {planned} in plan.json"
+            )
+            + "): pass the checkpoint the folder was made from"
+        )
+    try:
+        recorded = json.loads((folder / "report.json").read_text())["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if recorded != file_sha256(original):
+        return [
+            f"--original {original} is not byte for byte the file {folder} was pruned from "
+            "(sha256 differs from report.json): the distortion and accuracy compare against it"
+        ]
+    return []
 
 
 def _model_record(

@@ -152,7 +152,8 @@ def _point(
     """Prune at ``ratio`` (no certificates: only accuracy matters here) and evaluate."""
     options = replace(options.with_ratio(ratio), certificates=False)
     pruned, plan = prune_with(model, options)
-    acc, distortion = evaluator.evaluate(pruned)
+    kept = tuple(tuple(int(u) for u in layer.kept) for layer in plan.layers)
+    acc, distortion = evaluator.evaluate(pruned, key=(kept, options.drop_empty_blocks))
     kept = [layer.states_after for layer in plan.layers]
     return SweepPoint(
         method=options.method,

@@ -161,3 +161,24 @@ def test_a_stopped_run_leaves_no_staging(tmp_path, model_file, signum):
     assert process.wait(timeout=60) == 128 + signum
     assert f"stopped by {signal.Signals(signum).name}" in rest
     assert _hidden(tmp_path) == [] and not (tmp_path / "model.aire").exists()
+
+
+def test_nvidias_polygraphy_checks_a_bundle_the_job_wrote(tmp_path, model_file, capsys):
+    """What a Jetson user runs (there with --trt): Polygraphy, on onnxruntime here, loads the
+    bundle's inputs and float64 references and passes with the bundle's fp32 tolerance."""
+    pytest.importorskip("polygraphy")
+    assert run(capsys, model_file, *FAST, "--target", "jetson")[0] == 0
+    bundle = tmp_path / "model.aire" / "bundle"
+    tol = json.loads((bundle / "manifest.json").read_text())["tolerances"]["fp32"]
+    script = Path(sys.executable).parent / "polygraphy"
+    command = [str(script)] if script.exists() else [
+        sys.executable, "-c", "import sys; from polygraphy.tools import main; sys.exit(main())"
+    ]  # fmt: skip
+    check = subprocess.run(
+        [*command, "run", "model.onnx", "--onnxrt", "--load-inputs", "polygraphy_inputs.json",
+         "--load-outputs", "polygraphy_outputs.json", "--atol", str(tol["atol"]), "--rtol",
+         str(tol["rtol"])],
+        cwd=bundle, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    assert "PASSED" in check.stdout + check.stderr

@@ -112,3 +112,18 @@ def test_a_sweep_reads_back_from_its_json_and_plots_as_panels(tmp_path, task):
     assert again == result
     plot_accuracy_panels({"a": result, "b": again}, tmp_path / "all.png")
     assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_sweep_evaluates_each_distinct_pruned_model_once(task, monkeypatch):
+    """Every method keeps every unit at ratio 0: that model is evaluated once, not per method
+    (a digits sweep of 5 methods spent 4 of its 15 evaluations on it)."""
+    from aire_export.validate.evaluate import Evaluator
+
+    calls = []
+    real = Evaluator.outputs
+    monkeypatch.setattr(Evaluator, "outputs", lambda self, m: calls.append(1) or real(self, m))
+    model, data = task
+    result = sweep(model, data, methods=("aire", "last", "random"), ratios=(0.0, 0.5))
+    distinct = {tuple(map(tuple, p.kept_units)) for p in result.points}
+    assert len(calls) == 1 + len(distinct) < 1 + len(result.points)
+    assert {p.accuracy for p in result.points if p.ratio == 0.0} == {1.0}

@@ -4,6 +4,7 @@ the result (cli/render.py). No workflow lives here."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from pathlib import Path
 
 import click
@@ -37,6 +38,12 @@ class PipelineGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
+            close = difflib.get_close_matches(args[0], list(self.commands), n=1, cutoff=0.7)
+            if close and not Path(args[0]).exists():  # a mistyped command, not a model file
+                raise click.UsageError(
+                    f"no command {args[0]!r} and no such model file: did you mean "
+                    f"`aire-export {close[0]}`?"
+                )
             args = ["run", *args]
         return super().parse_args(ctx, args)
 

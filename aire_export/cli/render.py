@@ -79,7 +79,8 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
     )
     console.print(
         f"input {cfg['input_kind']} ({cfg['d_input']}), output {cfg['d_output']} "
-        f"({cfg['output']}), pooling {cfg['pooling']}, norm {cfg['norm']}"
+        f"({cfg['output']}), pooling {cfg['pooling']}, norm {cfg['norm']} "
+        f"({'prenorm' if cfg['prenorm'] else 'postnorm'})"
         + "".join(f", {escape(option)}" for option in _family_options(cfg))
     )
     table = Table(show_header=True, header_style="bold")

@@ -228,8 +228,9 @@ def _warnings(
         if n and score_compat == "official":
             out.append(
                 f"layer {scores.index}: {n} unit(s) with |λ̄| ≥ 1 (marginal or unstable) scored "
-                "by the official formula: AIRE's denominator 1 − |λ̄|² + 1e-8 ≤ 0 makes their "
-                "energy negative and the official normalization ranks them as it falls out"
+                "by the official formula: its denominator 1 − |λ̄|² + 1e-8 is about 1e-8 at "
+                "|λ̄| = 1 (a huge energy) and negative above (a negative energy), and the "
+                "official normalization ranks them by that"
             )
         elif n:
             out.append(

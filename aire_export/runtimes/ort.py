@@ -109,7 +109,12 @@ class SessionLoader:
             from aire_export.graphs.emulate import emulate_reduced_precision
 
             source = emulate_reduced_precision(onnx.load(source)).SerializeToString()
-        session = ort.InferenceSession(source, options, providers=providers)
+        try:
+            session = ort.InferenceSession(source, options, providers=providers)
+        except Exception as e:  # onnxruntime's own error types: a graph it cannot load
+            raise InputError(
+                f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0][:300]}"
+            ) from None
         if self.provider == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
             raise RuntimeMissingError(
                 f"onnxruntime could not start its CUDA provider (CUDA or cuDNN libraries missing?): "

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from aire_export.errors import InputError
 from aire_export.runtimes.base import Runner
 from aire_export.runtimes.ort import OrtRunner, SessionLoader
 from aire_export.runtimes.shapes import ShapeRange
@@ -75,12 +76,28 @@ def not_run(runtime: str, reason: object) -> str:
 
 def graph_inputs(path: Path) -> list[tuple[str, tuple[int | str, ...]]]:
     """(name, shape) of a graph's inputs, symbolic dims by name, read from the ONNX file."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = read_graph(path)
     initializers = {t.name for t in graph.initializer}
-    return [
-        (v.name, tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim))
-        for v in graph.input
-        if v.name not in initializers
-    ]
+    return [_spec(v) for v in graph.input if v.name not in initializers]
+
+
+def graph_outputs(path: Path) -> list[tuple[str, tuple[int | str, ...]]]:
+    """(name, shape) of a graph's outputs."""
+    return [_spec(v) for v in read_graph(path).output]
+
+
+def _spec(value) -> tuple[str, tuple[int | str, ...]]:
+    return value.name, tuple(d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim)
+
+
+def read_graph(path: Path):
+    """The GraphProto of an ONNX file; InputError (exit 2) for a file that is not one."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False).graph
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        raise InputError(
+            f"{path} is not a readable ONNX graph ({e.__class__.__name__}): export it again"
+        ) from None

@@ -30,12 +30,19 @@ class Evaluator:
         self.device = device
         self.reference = self.outputs(original)
         self.baseline = accuracy(self.reference, data.y).accuracy
+        self._seen: dict[object, tuple[float, float]] = {}
 
     def outputs(self, model: SSMNetwork) -> np.ndarray:
         return predict(TorchRunner(model, self.device), self.data, batch_size=self.batch_size)
 
-    def evaluate(self, model: SSMNetwork) -> tuple[float, float]:
-        """(accuracy, distortion) of ``model``."""
+    def evaluate(self, model: SSMNetwork, key: object = None) -> tuple[float, float]:
+        """(accuracy, distortion) of ``model``. Models given the same ``key`` (e.g. the units
+        a prune kept: every method keeps every unit at ratio 0) are evaluated once."""
+        if key is not None and key in self._seen:
+            return self._seen[key]
         out = self.outputs(model)
         distortion = pruning_distortion(self.reference, out).normwise_rel
-        return accuracy(out, self.data.y).accuracy, distortion
+        result = accuracy(out, self.data.y).accuracy, distortion
+        if key is not None:
+            self._seen[key] = result
+        return result

@@ -25,7 +25,13 @@ from aire_export.graphs.export import check_lowering
 from aire_export.models import SSMNetwork, family_of
 from aire_export.runtimes.base import Runner
 from aire_export.runtimes.ort import OrtRunner, SessionLoader
-from aire_export.runtimes.registry import RunnerRequest, build_runner, graph_inputs, not_run
+from aire_export.runtimes.registry import (
+    RunnerRequest,
+    build_runner,
+    graph_inputs,
+    graph_outputs,
+    not_run,
+)
 from aire_export.runtimes.shapes import ShapeRange
 from aire_export.runtimes.torch_runner import TorchRunner
 from aire_export.runtimes.trt import TrtBuildOptions
@@ -218,6 +224,7 @@ def validate(
         raise InputError(f"no such graph: {graph_path}")
     if step_graph is None and getattr(graph, "step", None) is not None:
         step_graph = graph.step.path
+    check_graph_io(graph_path, pruned)
     length = options.lengths_for(data)
     if isinstance(inputs, np.ndarray):
         inputs = SequenceData(x=inputs, lengths=None, y=None, source="inputs")
@@ -304,6 +311,24 @@ def validate(
         if built_here:
             runtimes.close()
     return result
+
+
+def check_graph_io(graph: Path, model: SSMNetwork) -> None:
+    """InputError unless ``graph`` takes the model's inputs and gives its outputs (a graph of
+    another model is a bad input, not a parity failure)."""
+    cfg = model.config
+    inputs, outputs = dict(graph_inputs(graph)), dict(graph_outputs(graph))
+    want_x = ("batch", "length") if cfg.input_kind == "tokens" else ("batch", "length", cfg.d_input)
+    problems = []
+    if inputs.get("x") != want_x:
+        problems.append(f"takes x {inputs.get('x')}, the model {want_x}")
+    if outputs.get("y") != ("batch", cfg.d_output):
+        problems.append(f"gives y {outputs.get('y')}, the model ('batch', {cfg.d_output})")
+    if problems:
+        raise InputError(
+            f"{graph} is not a graph of this model: it " + "; ".join(problems) + ": export the "
+            "model again (aire-export export MODEL -o FOLDER)"
+        )
 
 
 STEP_PARITY_STEPS = 4096  # streamed steps at most (each one session run)
