@@ -221,3 +221,14 @@ def test_the_report_warns_of_an_unstable_layer_and_its_float32_reach(tmp_path, c
     assert code == 0
     assert any(w.startswith("layer 1 is unstable") for w in report["warnings"])
     assert any("|λ̄| ≥ 1" in w for w in report["warnings"])  # the plan's: kept regardless
+
+
+def test_the_max_drop_search_is_recorded_in_the_report(tmp_path, labelled, capsys):
+    model, data = labelled
+    code, out, err = run(capsys, model, "--max-drop", "5", "--data", data, "--no-latency", "--json")
+    assert code == 0, err
+    report = check(json.loads(out))
+    search = report["search"]
+    assert search["budget_pp"] == 5 and search["ratio"] == report["plan"]["ratio_requested"]
+    assert len(search["curve"]) >= 20 and search["drop_pp"] <= 5
+    assert report["accuracy"]["budget_pp"] == 5 and report["accuracy"]["passed"]
