@@ -126,18 +126,27 @@ def test_stages_left_by_killed_runs_are_removed_and_permissions_follow_the_umask
     assert (tmp_path / "model.aire").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
-def test_a_full_disk_exits_5_with_one_line_and_leaves_nothing(
-    tmp_path, model_file, capsys, monkeypatch
+@pytest.mark.parametrize(
+    "code, text, hint",
+    [
+        (errno.ENOSPC, "No space left on device", "free some space"),
+        (errno.EACCES, "Permission denied", ""),
+        (errno.EROFS, "Read-only file system", ""),
+    ],
+)
+def test_a_write_fault_exits_5_with_one_line_and_leaves_nothing(
+    tmp_path, model_file, capsys, monkeypatch, code, text, hint
 ):
+    """A full disk or a folder we may not write to is the environment's fault, not a bug."""
     import aire_export.report.write as report_write
 
-    def full(path, write):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def fault(path, write):
+        raise OSError(code, text, str(path))
 
-    monkeypatch.setattr(report_write, "write_atomically", full)
-    code, _, err = run(capsys, model_file, *FAST)
+    monkeypatch.setattr(report_write, "write_atomically", fault)
+    exit_code, _, err = run(capsys, model_file, *FAST)
     line = _one_error_line(err)
-    assert code == 5 and "No space left on device" in line and "free some space" in line
+    assert exit_code == 5 and text in line and hint in line
     assert not (tmp_path / "model.aire").exists() and _hidden(tmp_path) == []
 
 
