@@ -8,6 +8,8 @@ Public API (DESIGN §8)::
     ax.save(model, "model.pt")
     scores = ax.score(model, method="aire")
     pruned, plan = ax.prune(model, ratio=0.7, method="aire")
+    mamba = ax.import_checkpoint("hf-mamba", "state-spaces/mamba-130m-hf/")
+    pruned, plan = ax.prune(mamba, ratio=0.5, calib="calib.npz")  # selective: scored on data
     result = ax.export(pruned, "out/", target="onnx", scan="auto", precision="fp32")
     check = ax.validate(model, pruned, result, inputs=x)
 """

@@ -155,9 +155,12 @@ def check_data(data: SequenceData, model: SSMNetwork, *, need_labels: bool = Fal
             raise InputError(f"{where}: lengths must lie in [1, {x.shape[1]}]")
     if data.y is not None:
         y = data.y
-        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        shape = tuple(x.shape[:2]) if cfg.per_token else (x.shape[0],)  # per step or sequence
+        if y.shape != shape or not np.issubdtype(y.dtype, np.integer):
             raise InputError(
-                f"{where}: y must be integer labels of shape ({x.shape[0]},), got {y.dtype} {y.shape}"
+                f"{where}: y must be integer labels of shape {shape}"
+                + (" (the next token at every position)" if cfg.per_token else "")
+                + f", got {y.dtype} {y.shape}"
             )
         if y.min() < 0 or y.max() >= cfg.d_output:
             raise InputError(f"{where}: labels must lie in [0, {cfg.d_output})")
@@ -173,6 +176,18 @@ def _as_model_dtypes(data: SequenceData, model: SSMNetwork) -> SequenceData:
         y=None if data.y is None else data.y.astype(np.int64, copy=False),
         source=data.source,
     )
+
+
+def calibration_data(calib, model: SSMNetwork) -> SequenceData | None:
+    """Calibration sequences for ``model`` from what the API takes: a SequenceData, the path
+    of an npz (``x`` as in ``--data``), or the array ``x`` itself (token ids (N, L) or features
+    (N, L, d_input)); None stays None."""
+    if calib is None or isinstance(calib, SequenceData):
+        return calib
+    if isinstance(calib, (str, os.PathLike)):
+        return load_data(calib, model)
+    data = SequenceData(x=np.asarray(calib), lengths=None, y=None, source="calibration array")
+    return prepare_data(data, model)
 
 
 def with_full_lengths(data: SequenceData) -> SequenceData:

@@ -15,12 +15,14 @@ what differs is data (norm kind, GELU form, gate variant) and the core's layout:
 
 Core types (graphs/ has one lowering module per type and dispatches on it):
 
-    DenseLTI      a MIMO diagonal system over all H channels (S5)
-    SisoBankLTI   H independent SISO systems of N modes each (S4D); never expanded to (HN × H)
-    Feedthrough   no state left, y = D ⊙ u (a layer pruned to nothing: no recurrence is emitted)
+    DenseLTI       a MIMO diagonal system over all H channels (S5)
+    SisoBankLTI    H independent SISO systems of N modes each (S4D); never expanded to (HN × H)
+    Feedthrough    no state left, y = D ⊙ u (a layer pruned to nothing: no recurrence is emitted)
+    SelectiveCore  a Mamba-1 mixer: the input-dependent scan with its projections and conv
 
-A selective (input-dependent, Mamba) core is one more type with its own lowering module; the
-scoring view (``models/modal.py``'s ModalSystem) is separate and never enters a graph.
+Networks: ``Network`` (a classifier, pooled over time) and ``TokenLM`` (a causal language
+model, per token). The scoring views (``models/modal.py``) are separate and never enter a
+graph.
 
 The S4D output GLU (Linear(H, 2H) then GLU) is the ``full_glu`` gate with out1/out2 the two
 halves of the Linear. All arrays are float64 (complex128 for complex ones); matrices act on
@@ -65,7 +67,15 @@ class LayerNorm:
     eps: float
 
 
-Norm = Affine | LayerNorm
+@dataclass(frozen=True, eq=False)
+class RMSNorm:
+    """y = x / sqrt(mean(x²) + eps) ⊙ weight over the feature axis (Mamba)."""
+
+    weight: np.ndarray
+    eps: float
+
+
+Norm = Affine | LayerNorm | RMSNorm
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,7 +190,54 @@ class Feedthrough:
         return False
 
 
-Core = DenseLTI | SisoBankLTI | Feedthrough
+@dataclass(frozen=True, eq=False)
+class SelectiveCore:
+    """A Mamba-1 mixer: the selective scan with its projections (models/mamba.py), on the
+    normed residual stream h (…, H):
+
+        x, z = split(h @ in_proj, [E, E]);  x = silu(causal depthwise conv of x)
+        Δ_raw, B, C = split(x @ x_proj, [R, N, N]);  Δ = softplus(Δ_raw @ dt_proj)
+        s_t = exp(Δ_t ⊙ A) ⊙ s_{t−1} + (Δ_t ⊙ x_t) ⊗ B_t;  y_t = s_t C_t + D ⊙ x_t
+        out = (y ⊙ silu(z)) @ out_proj
+
+    conv_weight (E, K): out_t = Σ_k w[:, k] x_{t−K+1+k} + conv_bias; A (E, N) real, negative."""
+
+    in_proj: Dense
+    conv_weight: np.ndarray
+    conv_bias: np.ndarray
+    x_proj: Dense
+    dt_proj: Dense
+    A: np.ndarray
+    D: np.ndarray
+    out_proj: Dense
+    dt_rank: int
+
+    @property
+    def H(self) -> int:
+        return int(self.in_proj.weight.shape[0])
+
+    @property
+    def E(self) -> int:
+        return int(self.A.shape[0])
+
+    @property
+    def N(self) -> int:
+        return int(self.A.shape[1])
+
+    @property
+    def K(self) -> int:
+        return int(self.conv_weight.shape[1])
+
+    @property
+    def states(self) -> int:
+        return self.E * self.N
+
+    @property
+    def bidirectional(self) -> bool:
+        return False
+
+
+Core = DenseLTI | SisoBankLTI | Feedthrough | SelectiveCore
 
 
 # ---- blocks and the network ----------------------------------------------------------------------
@@ -189,7 +246,7 @@ class ResidualBlock:
     norm: Norm
     prenorm: bool
     core: Core
-    activation: GatedActivation
+    activation: GatedActivation | None  # None: the core's output is added as it is
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,6 +280,48 @@ class Network:
     @property
     def bidirectional(self) -> bool:
         return any(block.core.bidirectional for block in self.blocks)
+
+
+@dataclass(frozen=True, eq=False)
+class TokenLM:
+    """A causal language model: one next-token prediction per position.
+
+    h = embedding[x]                                   (B, L, H) from token ids (B, L)
+    per block:  h = h + core(norm(h))                  (float32 residual if asked)
+    logits = norm_f(h) @ lm_head                       (B, L, V); lm_head (H, V)
+
+    tied: lm_head is the embedding transposed (a graph may store the table once).
+    """
+
+    embedding: np.ndarray
+    blocks: tuple[ResidualBlock, ...]
+    norm_f: RMSNorm
+    lm_head: np.ndarray
+    residual_in_fp32: bool
+    tied: bool = False
+
+    @property
+    def d_input(self) -> int:
+        return int(self.embedding.shape[0])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.embedding.shape[1])
+
+    @property
+    def d_output(self) -> int:
+        return int(self.lm_head.shape[1])
+
+    @property
+    def tokens(self) -> bool:
+        return True
+
+    @property
+    def bidirectional(self) -> bool:
+        return False
+
+
+Graphable = Network | TokenLM
 
 
 # ---- how a core is lowered -------------------------------------------------------------------------

@@ -26,10 +26,14 @@ def export(model: SSMNetwork, out_dir: str | os.PathLike, **options) -> ExportRe
 
 
 def _check_state_layout(result: ExportResult, layout: list, family: str) -> None:
-    """The step graph's ``state_i`` inputs must be the model's own streaming states (what a
-    user feeds back): a family whose IR and model disagree is a bug, caught here."""
-    graph = [tuple(spec.shape[1:]) for spec in result.step.inputs if spec.name.startswith("state_")]
-    model = [shape for shape in layout if shape is not None]
+    """The step graph's state inputs must be the model's own streaming states (what a user
+    feeds back): a family whose IR and model disagree is a bug, caught here."""
+    graph = [
+        (spec.name, tuple(spec.shape[1:]))
+        for spec in result.step.inputs
+        if spec.name.startswith("state_")
+    ]
+    model = list(layout)
     if graph != model:
         raise RuntimeError(
             f"family {family!r}: the step graph's states {graph} differ from the model's {model}"

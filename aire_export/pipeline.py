@@ -21,7 +21,7 @@ from aire_export.errors import InputError
 from aire_export.files import check_destination, commit, file_sha256, staged_folder
 from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
 from aire_export.lower import export
-from aire_export.models import SSMNetwork, modal_systems, parameter_count
+from aire_export.models import SSMNetwork, family_of, modal_systems, parameter_count
 from aire_export.prune import (
     PLAN_NAME,
     PruneOptions,
@@ -62,7 +62,8 @@ class PipelineOptions:
         ``accuracy_gate=False`` reports accuracy without gating it.
     validate: target, precision and lowering of the graphs, and how they are validated.
     data: eval set (x, y, lengths) for accuracy and parity inputs; inputs: parity inputs
-        (x, lengths) instead. bundle: write bundle/ even when the target does not.
+        (x, lengths) instead; calib: calibration sequences (x) that selective layers (Mamba)
+        are scored on. bundle: write bundle/ even when the target does not.
     fail_on_parity: a failed parity gate exits 3 (the report is written either way).
     out: the output folder; force: replace it even when it holds files aire-export did not
         write there (an input inside it is refused all the same).
@@ -73,6 +74,7 @@ class PipelineOptions:
     max_drop: float | None = None
     accuracy_gate: bool = True
     data: Path | None = None
+    calib: Path | None = None
     inputs: Path | None = None
     bundle: bool = False
     fail_on_parity: bool = True
@@ -121,7 +123,8 @@ def run_pipeline(
     options.check()
     model_path = Path(model_path)
     out = options.destination(model_path)
-    check_destination(out, [model_path, options.data, options.inputs], force=options.force)
+    inputs_read = [model_path, options.data, options.inputs, options.calib]
+    check_destination(out, inputs_read, force=options.force)
     v = replace(options.validate, max_drop=accuracy_budget(options.max_drop, options.accuracy_gate))
 
     progress("load")
@@ -132,14 +135,15 @@ def run_pipeline(
         else None
     )
     inputs = load_data(options.inputs, model) if options.inputs else None
+    calib = load_data(options.calib, model) if options.calib else None
 
     progress("modal view")
-    systems = modal_view(model)
+    systems = modal_view(model, calib=calib)
     prune, search = options.prune, None
     if options.searches_ratio:
         progress(f"select: the largest ratio within {options.max_drop} accuracy points")
         search = search_max_drop(
-            model, data, options.max_drop, options=options.prune, progress=progress
+            model, data, options.max_drop, options=options.prune, calib=calib, progress=progress
         )
         prune = prune.with_ratio(search.ratio)
 
@@ -298,13 +302,14 @@ def _check_provenance(folder: Path, original: Path, model: SSMNetwork, pruned: S
 def _model_record(
     path: Path, model: SSMNetwork, pruned: SSMNetwork, plan: PrunePlan
 ) -> ModelRecord:
+    family = family_of(pruned)
     return ModelRecord(
         path=str(path),
         sha256=file_sha256(path),
         arch=model.arch,
         states_before=plan.states_before,
         states_after=plan.states_after,
-        physical_states_after=sum(s.P for s in modal_systems(pruned)),
+        physical_states_after=sum(len(family.units(b).ids) for b in pruned.layers),
         parameters_before=parameter_count(model),
         parameters_after=parameter_count(pruned),
     )

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from aire_export.json_values import finite_or_none
-from aire_export.models import SSMNetwork, modal_systems, parameter_count
+from aire_export.models import modal_systems, parameter_count
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class ModelSummary:
     layers: list[LayerSummary]
     parameters: int
     meta: dict[str, Any]
+    input_kind: str  # the model's I/O contract (ModelConfig)
+    d_input: int
+    d_output: int
+    per_token: bool
 
     @property
     def states(self) -> int:
@@ -53,7 +57,7 @@ class ModelSummary:
         return out
 
 
-def summarize(model: SSMNetwork) -> ModelSummary:
+def summarize(model) -> ModelSummary:
     layers = []
     for index, (block, system) in enumerate(zip(model.layers, modal_systems(model), strict=True)):
         mags = np.abs(system.lam)
@@ -82,4 +86,8 @@ def summarize(model: SSMNetwork) -> ModelSummary:
         layers=layers,
         parameters=parameter_count(model),
         meta=dict(model.meta),
+        input_kind=model.config.input_kind,
+        d_input=int(model.config.d_input),
+        d_output=int(model.config.d_output),
+        per_token=bool(model.config.per_token),
     )

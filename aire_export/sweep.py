@@ -21,8 +21,8 @@ import numpy as np
 from aire_export.data import SequenceData
 from aire_export.errors import InputError
 from aire_export.files import commit, staged_folder
-from aire_export.models import SSMNetwork, modal_systems, parameter_count
-from aire_export.prune import METHODS, PruneOptions, prune_with
+from aire_export.models import SSMNetwork, family_of, parameter_count
+from aire_export.prune import METHODS, PruneOptions, modal_view, prune_with
 from aire_export.validate.evaluate import Evaluator
 
 DEFAULT_RATIOS = tuple(round(0.05 * i, 2) for i in range(20))  # 0, 0.05, …, 0.95
@@ -147,11 +147,11 @@ def _mask_units(text: str) -> list[int]:
 
 
 def _point(
-    evaluator: Evaluator, model: SSMNetwork, options: PruneOptions, ratio: float
+    evaluator: Evaluator, model: SSMNetwork, options: PruneOptions, ratio: float, systems
 ) -> SweepPoint:
     """Prune at ``ratio`` (no certificates: only accuracy matters here) and evaluate."""
     options = replace(options.with_ratio(ratio), certificates=False)
-    pruned, plan = prune_with(model, options)
+    pruned, plan = prune_with(model, options, systems=systems)
     kept = tuple(tuple(int(u) for u in layer.kept) for layer in plan.layers)
     acc, distortion = evaluator.evaluate(pruned, key=(kept, options.drop_empty_blocks))
     kept = [layer.states_after for layer in plan.layers]
@@ -181,16 +181,19 @@ def sweep(
     balance_channels: bool = True,
     batch_size: int = 64,
     device: str = "cpu",
+    calib: SequenceData | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SweepResult:
-    """Accuracy and distortion for every (method, ratio), physically shrunk each time."""
+    """Accuracy and distortion for every (method, ratio), physically shrunk each time; the
+    modal view (selective layers: measured on ``calib``) is computed once."""
     evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
+    systems = modal_view(model, calib=calib)
     shared = dict(eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels)
     result = SweepResult(
         data=data.source,
         samples=data.count,
         baseline_accuracy=evaluator.baseline,
-        states=sum(s.P for s in modal_systems(model)),
+        states=sum(len(family_of(model).units(block).ids) for block in model.layers),
         parameters=parameter_count(model),
         **shared,
     )
@@ -199,7 +202,7 @@ def sweep(
         for ratio in ratios:
             if progress:
                 progress(f"{method} at ratio {ratio:.3f}")
-            result.points.append(_point(evaluator, model, options, ratio))
+            result.points.append(_point(evaluator, model, options, ratio, systems))
     return result
 
 
@@ -251,6 +254,7 @@ def search_max_drop(
     bisections: int = 4,
     batch_size: int = 64,
     device: str = "cpu",
+    calib: SequenceData | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> MaxDropResult:
     """Largest ratio whose accuracy drop is ≤ ``max_drop_pp`` points (grid scan + bisection),
@@ -264,11 +268,12 @@ def search_max_drop(
         raise InputError(f"--max-drop must be ≥ 0 points, got {max_drop_pp}")
     grid = sorted(set(float(r) for r in ratios))
     evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
+    systems = modal_view(model, calib=calib)
     curve = []
     for ratio in grid:
         if progress:
             progress(f"max-drop: {options.method} at ratio {ratio:.3f}")
-        curve.append(_point(evaluator, model, options, ratio))
+        curve.append(_point(evaluator, model, options, ratio, systems))
     within = [p for p in curve if p.drop_pp <= max_drop_pp + 1e-12]
     if not within:
         raise InputError(
@@ -284,13 +289,13 @@ def search_max_drop(
             mid = (lo + hi) / 2
             if progress:
                 progress(f"max-drop: bisection at ratio {mid:.4f}")
-            point = _point(evaluator, model, options, mid)
+            point = _point(evaluator, model, options, mid, systems)
             curve.append(point)
             if point.drop_pp <= max_drop_pp + 1e-12:
                 lo, best = mid, point
             else:
                 hi = mid
-    final = _point(evaluator, model, options, best.ratio)  # re-evaluated
+    final = _point(evaluator, model, options, best.ratio, systems)  # re-evaluated
     return MaxDropResult(
         ratio=final.ratio,
         accuracy=final.accuracy,

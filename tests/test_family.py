@@ -20,7 +20,7 @@ import aire_export as ax
 from aire_export import ir
 from aire_export.cli import main
 from aire_export.models import (
-    Family,
+    ClassifierFamily,
     ModalSystem,
     NetworkConfig,
     SSMBlock,
@@ -102,7 +102,7 @@ def _f64(t: torch.Tensor) -> np.ndarray:
     return t.detach().double().numpy()
 
 
-class ToyFamily(Family):
+class ToyFamily(ClassifierFamily):
     name = ARCH
     model_class = ToyModel
     lowering_rules = (
@@ -208,8 +208,10 @@ def test_the_toy_family_scores_prunes_and_shrinks_exactly(toy_family):
 def test_the_toy_step_graph_has_the_family_state_layout_and_streams(tmp_path, toy_family):
     pruned, _ = ax.prune(make_toy(seed=2), 0.4)
     result = ax.export(pruned, tmp_path)
-    shapes = [tuple(spec.shape[1:]) for spec in result.step.inputs if spec.name.startswith("state")]
-    assert shapes == [s for s in toy_family.state_layout(pruned) if s is not None]
+    shapes = [
+        (s.name, tuple(s.shape[1:])) for s in result.step.inputs if s.name.startswith("state")
+    ]
+    assert shapes == toy_family.state_layout(pruned)
     x = random_input(pruned, 2, 12, seed=3)
     assert rel_err(stream(result.step.path, pruned, x)[-1], reference(pruned, x)) <= 1e-5
     names = [node.name for node in onnx.load(str(result.sequence.path)).graph.node]

@@ -116,15 +116,17 @@ def import_cmd(kind: str, checkpoint: Path, config: Path | None, output: Path) -
 @cli.command("score")
 @opt.file_argument("model")
 @opt.SCORING
+@opt.CALIB
 @opt.AS_JSON
-def score_cmd(model: Path, scoring: PruneOptions, as_json: bool) -> None:
+def score_cmd(model: Path, scoring: PruneOptions, calib: Path | None, as_json: bool) -> None:
     """Score every state: per layer the energy head (largest) and tail (smallest), stability.
 
     \b
     Example:
       aire-export score model.pt --method aire --json
     """
-    layers = score_layers(modal_view(load(model)), scoring)
+    net = load(model)
+    layers = score_layers(modal_view(net, calib=load_data(calib, net) if calib else None), scoring)
     if as_json:
         s = scoring
         render.print_json(scores_to_json(layers, s.method, s.eps, s.score_compat, s.seed))
@@ -139,6 +141,7 @@ def score_cmd(model: Path, scoring: PruneOptions, as_json: bool) -> None:
     "--no-certificates", is_flag=True, help="Skip the per-layer H∞ bound / H∞ / H2 errors."
 )
 @opt.output_file("Where to write the pruned model; plan.json is written in the same folder.")
+@opt.CALIB
 @opt.FORCE
 @opt.AS_JSON
 def prune_cmd(
@@ -146,6 +149,7 @@ def prune_cmd(
     pruning: PruneOptions,
     no_certificates: bool,
     output: Path,
+    calib: Path | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -157,8 +161,9 @@ def prune_cmd(
       aire-export prune model.pt --ratio 0.3 --score-compat official -o pruned.pt
     """
     pruning = dataclasses.replace(pruning, certificates=not no_certificates)
-    check_file_outputs([output, output.with_name(PLAN_NAME)], [model], force=force)
-    pruned, plan = prune_with(load(model), pruning)
+    check_file_outputs([output, output.with_name(PLAN_NAME)], [model, calib], force=force)
+    net = load(model)
+    pruned, plan = prune_with(net, pruning, calib=load_data(calib, net) if calib else None)
     written = save_pruned(pruned, plan, output)
     record_outputs(output.parent, [p.name for p in written])
     if as_json:
@@ -212,6 +217,7 @@ def export_cmd(model: Path, out: Path, force: bool, as_json: bool, **options) ->
 @opt.NO_ACCURACY_GATE
 @opt.DATA
 @opt.INPUTS
+@opt.CALIB
 @opt.VALIDATION
 @opt.FAIL_ON_PARITY
 @click.option(
@@ -284,6 +290,7 @@ def run_cmd(
 @opt.BALANCE
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Eval batch size.")
 @opt.DEVICE
+@opt.CALIB
 @opt.output_folder(
     "Folder for sweep.csv, sweep.json, accuracy.png, kept_states.png (default MODEL.sweep)."
 )
@@ -308,11 +315,16 @@ def sweep_cmd(
     """
     chosen, grid = parse_methods(methods), parse_ratios(ratios)
     out = out or default_folder(model)
-    check_destination(out, [model, data], force=force)
+    calib = options.pop("calib")
+    check_destination(out, [model, data, calib], force=force)
     net = load(model)
     dataset = load_data(data, net, need_labels=True)
+    calibration = load_data(calib, net) if calib else None
     with render.counted_progress("sweep", len(chosen) * len(grid)) as progress:
-        result = sweep(net, dataset, methods=chosen, ratios=grid, progress=progress, **options)
+        result = sweep(
+            net, dataset, methods=chosen, ratios=grid, calib=calibration, progress=progress,
+            **options,
+        )  # fmt: skip
     written = write_sweep(result, out)
     if as_json:
         render.print_json(result.to_json())

@@ -306,6 +306,12 @@ INPUTS = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Inputs .npz (x, optional lengths) for the parity gate instead of --data or random inputs.",
 )
+CALIB = click.option(
+    "--calib",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Calibration sequences .npz (x, as --data) that selective layers (Mamba) are scored "
+    "on; LTI layers need none.",
+)
 DEVICE = click.option(
     "--device",
     type=click.Choice(DEVICES),

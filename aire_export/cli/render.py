@@ -7,7 +7,6 @@ escaped, so brackets such as ``aire-export[gpu]`` are printed, not read as marku
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +21,6 @@ from rich.progress import Progress
 from rich.table import Table
 
 from aire_export.graphs.export import ExportResult
-from aire_export.models import NetworkConfig
 from aire_export.prune import LayerScores, PrunePlan
 from aire_export.report import Report
 from aire_export.summary import ModelSummary
@@ -78,10 +76,9 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
         "parameters"
     )
     console.print(
-        f"input {cfg['input_kind']} ({cfg['d_input']}), output {cfg['d_output']} "
-        f"({cfg['output']}), pooling {cfg['pooling']}, norm {cfg['norm']} "
-        f"({'prenorm' if cfg['prenorm'] else 'postnorm'})"
-        + "".join(f", {escape(option)}" for option in _family_options(cfg))
+        f"input {summary.input_kind} ({summary.d_input}), output {summary.d_output} per "
+        f"{'token' if summary.per_token else 'sequence'}; "
+        + ", ".join(escape(option) for option in _config_options(cfg))
     )
     table = Table(show_header=True, header_style="bold")
     for col in ("layer", "states", "max |λ̄|", "|λ̄| ≥ 1", "slowest decay (steps)", "parameters"):
@@ -104,18 +101,18 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
         )
 
 
-def _family_options(config: dict) -> list[str]:
-    """The options a family adds to the network config: a flag's name when it is set, any
-    other value as it is (``zoh``, ``half_glu1``), numbers with their name."""
-    shared = {f.name for f in dataclasses.fields(NetworkConfig)}
+IO_FIELDS = ("d_model", "state_sizes", "d_input", "d_output", "input_kind")
+
+
+def _config_options(config: dict) -> list[str]:
+    """Every option of a model's config but its widths and I/O: a set flag by its name, an
+    unset one as ``name=false``, other values after their name."""
     out = []
     for name, value in config.items():
-        if name in shared:
+        if name in IO_FIELDS:
             continue
         if isinstance(value, bool):
-            out += [name] if value else []
-        elif isinstance(value, str):
-            out.append(value)
+            out.append(name if value else f"{name}=false")
         else:
             out.append(f"{name} {value}")
     return out

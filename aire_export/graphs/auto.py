@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aire_export.ir import Core, DenseLTI, LoweringRule, SisoBankLTI
+from aire_export.ir import Core, DenseLTI, LoweringRule, SelectiveCore, SisoBankLTI
 
 CPU_SOURCE = (
     "benchmarks/cpu_lowerings.py, 2026-11-23 (benchmarks/RESULTS.md, 'CPU: every lowering vs "
@@ -25,7 +25,21 @@ CPU_SISO_SOURCE = (
     "e.g. a pruned S4D) ran 2.5-4x slower with them at T=100 (keywords, B=8) and only "
     "1.0-1.2x faster at T=4k-16k, so the Scan carry is the robust choice"
 )
+CPU_SELECTIVE_SOURCE = (
+    "benchmarks/mamba_cpu.py, 2026-12-01 (benchmarks/RESULTS.md, 'CPU: Mamba'): blocks carried "
+    "by a Scan 1.0-1.3x faster than chunked levels at T=1024-4096, Q=16"
+)
 AUTO_TABLE: tuple[LoweringRule, ...] = (
+    LoweringRule("cpu", SelectiveCore, None, "scan", 16, 16, CPU_SELECTIVE_SOURCE),
+    LoweringRule(
+        "gpu",
+        SelectiveCore,
+        None,
+        "chunked",
+        16,
+        16,
+        "not measured: no Scan node (TensorRT loops and CUDA graphs), every step parallel",
+    ),
     LoweringRule("cpu", DenseLTI, None, "chunked", 16, 16, CPU_SOURCE),
     LoweringRule("cpu", SisoBankLTI, None, "scan", 16, 32, CPU_SISO_SOURCE),
     LoweringRule(

@@ -161,9 +161,11 @@ class GraphBuilder:
         e = ends if isinstance(ends, str) else self.ints(ends)
         return self.op("Slice", x, s, e, self.ints(axes))
 
-    def pad(self, x: str, pads: Sequence[int] | str) -> str:
-        """Zero padding; ``pads`` = [begin_0 … begin_{r−1}, end_0 … end_{r−1}] (list or tensor)."""
-        return self.op("Pad", x, pads if isinstance(pads, str) else self.ints(pads))
+    def pad(self, x: str, pads: Sequence[int] | str, value: str | None = None) -> str:
+        """Constant padding (zeros, or the scalar tensor ``value``); ``pads`` = [begin_0 …
+        begin_{r−1}, end_0 … end_{r−1}] (list or tensor)."""
+        pads = pads if isinstance(pads, str) else self.ints(pads)
+        return self.op("Pad", x, pads) if value is None else self.op("Pad", x, pads, value)
 
     def shape(self, x: str, start: int, end: int | None = None) -> str:
         """int64 (end − start,) slice of the shape of ``x`` (Shape with start/end, opset ≥ 15)."""

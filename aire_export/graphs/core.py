@@ -3,6 +3,7 @@
     DenseLTI     graphs/lti_dense.py     MIMO diagonal system (S5)
     SisoBankLTI  graphs/lti_bank.py      H SISO systems of N modes (S4D)
     Feedthrough  (here)                  y = D ⊙ u: a layer pruned to nothing emits no recurrence
+    SelectiveCore graphs/selective.py    Mamba-1 mixer: input-dependent scan, conv, projections
 
 A new core type (a selective scan) brings its own module with a :class:`CoreLowering` and
 one entry in :data:`CORE_LOWERINGS`; nothing else in graphs/ changes.
@@ -11,7 +12,7 @@ one entry in :data:`CORE_LOWERINGS`; nothing else in graphs/ changes.
 from __future__ import annotations
 
 from aire_export import ir
-from aire_export.graphs import lti_bank, lti_dense
+from aire_export.graphs import lti_bank, lti_dense, selective
 from aire_export.graphs.builder import GraphBuilder
 from aire_export.graphs.lowering import CoreLowering, LayerLowering
 
@@ -20,14 +21,14 @@ def _feedthrough_sequence(g, core: ir.Feedthrough, u, lowering, compute, padded=
     return g.mul(u, g.const(core.D, compute, "D"))
 
 
-def _feedthrough_step(g, core: ir.Feedthrough, u, state, compute) -> tuple[str, None]:
-    return g.mul(u, g.const(core.D, compute, "D")), None
+def _feedthrough_step(g, core: ir.Feedthrough, u, states, compute) -> tuple[str, list[str]]:
+    return g.mul(u, g.const(core.D, compute, "D")), []
 
 
 FEEDTHROUGH = CoreLowering(
     sequence=_feedthrough_sequence,
     step=_feedthrough_step,
-    state_shape=lambda core: None,
+    states=lambda core: [],
     time_multiple=lambda core, lowering: 1,
     recurrent=False,
 )
@@ -36,6 +37,7 @@ CORE_LOWERINGS: dict[type, CoreLowering] = {
     ir.DenseLTI: lti_dense.LOWERING,
     ir.SisoBankLTI: lti_bank.LOWERING,
     ir.Feedthrough: FEEDTHROUGH,
+    ir.SelectiveCore: selective.LOWERING,
 }
 
 

@@ -26,7 +26,7 @@ import onnx
 from aire_export import ir
 from aire_export.errors import InputError, OutputError
 from aire_export.files import write_atomically
-from aire_export.graphs import auto
+from aire_export.graphs import auto, language
 from aire_export.graphs.builder import NUMPY_DTYPES
 from aire_export.graphs.check import CheckReport, check_tensorrt, nonfinite_initializers
 from aire_export.graphs.core import lowering_for
@@ -105,7 +105,7 @@ class ExportResult:
 
 
 def export_network(
-    net: ir.Network,
+    net: ir.Graphable,
     out_dir: str | os.PathLike,
     *,
     target: str = DEFAULT_TARGET,
@@ -129,7 +129,8 @@ def export_network(
         graph grows with log2 of it. Chunked and Toeplitz graphs accept ≥ 2^20 steps whatever
         it is, scan any length. ``ExportedGraph.max_length`` states what the graph accepts.
     step: None = a step graph for unidirectional models, skipped for bidirectional ones.
-    lengths_input: add a ``lengths`` input (valid steps per sequence) for masked pooling.
+    lengths_input: add a ``lengths`` input (valid steps per sequence) for masked pooling
+        (a language model takes none: it is causal and predicts at every position).
     """
     opset, compute = check_lowering(target, scan, precision, opset, max_length)
     if step and net.bidirectional:
@@ -144,7 +145,10 @@ def export_network(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create {out}: {e.strerror}") from None
-    seq_model = sequence_graph(net, lowerings, compute, opset, lengths_input)
+    if isinstance(net, ir.TokenLM):  # per-token and causal: no lengths input, no pooling
+        seq_model = language.sequence_graph(net, lowerings, compute, opset)
+    else:
+        seq_model = sequence_graph(net, lowerings, compute, opset, lengths_input)
     limits = [lw.accepted_length for lw in lowerings if lw.accepted_length is not None]
     sequence = _write(
         seq_model,
@@ -161,7 +165,8 @@ def export_network(
     elif net.bidirectional:
         skipped = "bidirectional model: the backward scan reads the future"
     else:
-        step_model = step_graph(net, compute, opset)
+        graph_of = language.step_graph if isinstance(net, ir.TokenLM) else step_graph
+        step_model = graph_of(net, compute, opset)
         step_result = _write(step_model, out / STEP_FILE, "step", "step", precision, opset, None)
     check = None
     rules_version = target_named(target).tensorrt_rules
@@ -194,7 +199,7 @@ def check_lowering(
 
 
 def _lowerings(
-    net: ir.Network, device: str, scan: str, max_length: int | None, rules
+    net: ir.Graphable, device: str, scan: str, max_length: int | None, rules
 ) -> list[LayerLowering]:
     """Per layer: the method (``auto``: from the rules), its chunks and its length limit."""
     result = []
@@ -211,10 +216,10 @@ def _lowerings(
         else:
             method, chunks = scan, {}
         length = max_length or DEFAULT_MAX_LENGTH.get(method, CHUNKED_MIN_LENGTH)
-        growth = growth_of(*lowering_for(block.core).modes(block.core))
-        lowering = LayerLowering(
-            method, max_length=length, states=block.core.states, growth=growth, **chunks
-        )
+        layout = lowering_for(block.core)
+        growth = growth_of(*layout.modes(block.core))
+        states = block.core.states if layout.per_state_constants else 0
+        lowering = LayerLowering(method, max_length=length, states=states, growth=growth, **chunks)
         if growth is not None and growth.power_limit < max(lowering.chunk, lowering.toeplitz_chunk):
             raise InputError(
                 f"layer {len(result)} has a mode with |λ̄| = {growth.rho:.6g}: λ̄^"

@@ -35,12 +35,30 @@ def encode(g: GraphBuilder, net: ir.Network, x: str, compute: str) -> str:
 
 
 def dense(g: GraphBuilder, layer: ir.Dense, x: str, dtype: str) -> str:
-    return g.add(g.matmul(x, g.const(layer.weight, dtype, "W")), g.const(layer.bias, dtype, "b"))
+    y = g.matmul(x, g.const(layer.weight, dtype, "W"))
+    return g.add(y, g.const(layer.bias, dtype, "b")) if np.any(layer.bias) else y
+
+
+def silu(g: GraphBuilder, x: str) -> str:
+    """x ⊙ σ(x)."""
+    return g.mul(x, g.op("Sigmoid", x))
+
+
+def softplus(g: GraphBuilder, x: str) -> str:
+    """log(1 + eˣ) = relu(x) + log(1 + e^−|x|): never exp of a large positive number."""
+    tail = g.op("Log", g.add(g.op("Exp", g.op("Neg", g.op("Abs", x))), g.const(1.0, F32, "one")))
+    return g.add(g.op("Relu", x), tail)
 
 
 def norm(g: GraphBuilder, layer: ir.Norm, x: str, dtype: str) -> str:
     if isinstance(layer, ir.Affine):  # BatchNorm at inference: one Mul, one Add
         return g.add(g.mul(x, g.const(layer.scale, dtype, "scale")), g.const(layer.shift, dtype))
+    if isinstance(layer, ir.RMSNorm):  # x / √(mean(x²) + eps) ⊙ w, the statistic in float32
+        x32 = g.cast_if(x, dtype, F32)
+        mean = g.reduce("ReduceMean", g.mul(x32, x32), [-1], keepdims=True)
+        scale = g.op("Reciprocal", g.op("Sqrt", g.add(mean, g.const(layer.eps, F32, "eps"))))
+        normed = g.cast_if(g.mul(x32, scale), F32, dtype)
+        return g.mul(normed, g.const(layer.weight, dtype, "rms_weight"))
     return g.op(
         "LayerNormalization",
         x,
@@ -60,8 +78,10 @@ def gelu(g: GraphBuilder, kind: str, x: str, dtype: str) -> str:
     return g.mul(g.mul(x, g.add(erf, g.const(1.0, dtype))), g.const(0.5, dtype))
 
 
-def activate(g: GraphBuilder, act: ir.GatedActivation, y: str, dtype: str) -> str:
-    """The gated activation on the SSM output y (pointwise in time)."""
+def activate(g: GraphBuilder, act: ir.GatedActivation | None, y: str, dtype: str) -> str:
+    """The gated activation on the SSM output y (pointwise in time); None: y as it is."""
+    if act is None:
+        return y
     z = gelu(g, act.gelu, y, dtype)
     if act.gate == "none":
         return z

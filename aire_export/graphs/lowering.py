@@ -89,9 +89,10 @@ class LayerLowering:
     max_length: the longest sequence the graph must accept. It sets the Hillis–Steele steps
         (log2 of it); chunked levels always cover at least CHUNKED_MIN_LENGTH steps (the deep
         levels work on tiny tensors), so their graphs do not depend on it below that.
-    states: stored states of the layer. Each chunked level holds a (2Q × 2Q) matrix per
-        state; above CARRY_CONSTANTS floats per level (S4D: H·N = 8192 states) the states
-        are carried across chunks by an ONNX Scan instead of more levels.
+    states: stored states of the layer with chunk constants of their own (0 for a selective
+        core). Each chunked level holds a (2Q × 2Q) matrix per such state; above
+        CARRY_CONSTANTS floats per level (S4D: H·N = 8192 states) the states are carried
+        across chunks by an ONNX Scan instead of more levels.
     growth: for an unstable core, its float32 limits: levels and steps stop before a power
         of λ̄ overflows, and the accepted length is capped where the output stays finite.
     """
@@ -160,21 +161,27 @@ class CoreLowering:
 
     sequence(g, core, u, lowering, compute, padded) → y: u (B, L, H) → y (B, L, H) in the
         compute dtype; ``padded``: L is already a multiple of ``time_multiple``.
-    step(g, core, u, state, compute) → (y, new state): one step, u (B, H); states are
-        float32 with a trailing (re, im) axis, laid out as ``state_shape`` says.
-    state_shape(core): the step graph's state layout (``"batch"`` first), None without states.
+    step(g, core, u, states, compute) → (y, new states): one step, u (B, H); ``states`` the
+        names of the step graph's state inputs of this layer, in the order ``states`` lists.
+    states(core): the layer's step-graph states, (name suffix, shape with "batch" first)
+        each: "" (``state_i``) for an LTI core's state (float32, (re, im) last), none
+        without states, two for a selective core (``state_i_conv``, ``state_i_ssm``).
     time_multiple(core, lowering): the length multiple the sequence form pads its input to.
     modes(core) → (λ̄, gain): every mode's eigenvalue and output gain (flat arrays), what the
         float32 limits of an unstable core are computed from (:func:`growth_of`).
     recurrent: False for a core without states (its lowering is FEEDTHROUGH).
+    per_state_constants: each chunked level holds a (2Q × 2Q) matrix per state (LTI cores),
+        so big layers carry across chunks by a Scan (``LayerLowering.states``); a selective
+        core computes its decays in the graph and has none.
     """
 
     sequence: Callable[..., str]
-    step: Callable[..., tuple[str, str | None]]
-    state_shape: Callable[..., list[int | str] | None]
+    step: Callable[..., tuple[str, list[str]]]
+    states: Callable[..., list[tuple[str, list[int | str]]]]
     time_multiple: Callable[..., int]
     modes: Callable[..., tuple[np.ndarray, np.ndarray]] = lambda core: (np.zeros(0), np.zeros(0))
     recurrent: bool = True
+    per_state_constants: bool = True
 
 
 def recurrence_states(

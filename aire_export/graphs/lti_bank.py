@@ -119,20 +119,21 @@ def _toeplitz_chunks(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, comput
 
 
 def step(
-    g: GraphBuilder, core: ir.SisoBankLTI, u: str, state: str, compute: str
-) -> tuple[str, str]:
+    g: GraphBuilder, core: ir.SisoBankLTI, u: str, state: list[str], compute: str
+) -> tuple[str, list[str]]:
     """x' = λ̄ ⊙ x + b̄ u (B, H, N, 2); y = Σ_n Re(c x') + D ⊙ u (B, H) in ``compute``."""
+    (state,) = state
     feedthrough = g.mul(u, g.const(core.D, compute, "D"))
     u32 = g.unsqueeze(g.cast_if(u, compute, F32), [2, 3])  # (B, H, 1, 1)
     with g.scope("scan"):
         new = step_states(g, state, core.lam, g.mul(u32, g.const(pairs(core.b), F32, "b")), 4)
     c = np.stack([core.c[0].real, -core.c[0].imag], -1)  # Re(c x) = c_re x_re − c_im x_im
     y = g.reduce("ReduceSum", g.mul(new, g.const(c, F32, "c")), [2, 3])
-    return g.add(g.cast_if(y, F32, compute), feedthrough), new
+    return g.add(g.cast_if(y, F32, compute), feedthrough), [new]
 
 
-def state_shape(core: ir.SisoBankLTI) -> list[int | str]:
-    return ["batch", core.H, core.N, 2]
+def states(core: ir.SisoBankLTI) -> list[tuple[str, list[int | str]]]:
+    return [("", ["batch", core.H, core.N, 2])]
 
 
 def time_multiple(core: ir.SisoBankLTI, lowering: LayerLowering) -> int:
@@ -147,4 +148,4 @@ def modes(core: ir.SisoBankLTI) -> tuple[np.ndarray, np.ndarray]:
     return core.lam.ravel(), (np.abs(core.b) * sum(np.abs(c) for c in core.c)).ravel()
 
 
-LOWERING = CoreLowering(sequence, step, state_shape, time_multiple, modes)
+LOWERING = CoreLowering(sequence, step, states, time_multiple, modes)

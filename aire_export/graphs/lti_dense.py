@@ -137,8 +137,11 @@ def _toeplitz(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, pa
     return y if padded else g.slice(y, [0], length, [1])
 
 
-def step(g: GraphBuilder, core: ir.DenseLTI, u: str, state: str, compute: str) -> tuple[str, str]:
+def step(
+    g: GraphBuilder, core: ir.DenseLTI, u: str, state: list[str], compute: str
+) -> tuple[str, list[str]]:
     """x' = λ̄x + B̄u (B, P, 2); y = s·Re(C̃x') + D ⊙ u (B, H) in ``compute``."""
+    (state,) = state
     feedthrough = g.mul(u, g.const(core.D, compute, "D"))
     P = core.P
     v = g.matmul(u, g.const(input_matrix(core.B), compute, "B"))  # (B, 2P)
@@ -147,11 +150,11 @@ def step(g: GraphBuilder, core: ir.DenseLTI, u: str, state: str, compute: str) -
         new = step_states(g, state, core.lam, v, 3)  # (B, P, 2)
     flat = g.cast_if(g.reshape(new, [0, 2 * P]), F32, compute)
     y = g.matmul(flat, g.const(output_matrix(core.C[0], core.scale), compute, "C"))
-    return g.add(y, feedthrough), new
+    return g.add(y, feedthrough), [new]
 
 
-def state_shape(core: ir.DenseLTI) -> list[int | str]:
-    return ["batch", core.P, 2]
+def states(core: ir.DenseLTI) -> list[tuple[str, list[int | str]]]:
+    return [("", ["batch", core.P, 2])]
 
 
 def time_multiple(core: ir.DenseLTI, lowering: LayerLowering) -> int:
@@ -168,4 +171,4 @@ def modes(core: ir.DenseLTI) -> tuple[np.ndarray, np.ndarray]:
     return core.lam, core.scale * np.sqrt(core.H) * b * c
 
 
-LOWERING = CoreLowering(sequence, step, state_shape, time_multiple, modes)
+LOWERING = CoreLowering(sequence, step, states, time_multiple, modes)

@@ -67,7 +67,7 @@ def pool(g: GraphBuilder, kind: str, h: str, length: str, lengths: str | None) -
     return g.div(total, g.cast(valid, F32)) if kind == "mean" else total
 
 
-def time_multiple(net: ir.Network, lowerings: Sequence[LayerLowering]) -> int:
+def time_multiple(net: ir.Graphable, lowerings: Sequence[LayerLowering]) -> int:
     """The length multiple a unidirectional network pads its input to once, so that no layer
     pads or slices (1: none). Zero steps appended at the end change no earlier output of a
     causal layer; a backward scan would read them, so bidirectional networks pad per layer."""

@@ -46,23 +46,26 @@ def step_graph(net: ir.Network, compute: str, opset: int) -> onnx.ModelProto:
         if net.tokens
         else g.input("x", F32, ["batch", net.d_input])
     )
-    shapes = [lowering_for(block.core).state_shape(block.core) for block in net.blocks]
-    states = {
-        i: g.input(f"state_{i}", F32, shape) for i, shape in enumerate(shapes) if shape is not None
-    }
+    specs = [
+        [
+            (f"state_{i}{suffix}", shape)
+            for suffix, shape in lowering_for(block.core).states(block.core)
+        ]
+        for i, block in enumerate(net.blocks)
+    ]
+    states = [[g.input(name, F32, shape) for name, shape in layer] for layer in specs]
     pooled_sum = g.input("pooled_sum", F32, ["batch", H])
     steps = g.input("steps", F32, [1])
     with g.scope("encoder"):
         h = layers.encode(g, net, x, compute)
-    new_states: dict[int, str] = {}
+    new_states: list[list[str]] = []
     for i, block in enumerate(net.blocks):
         with g.scope(f"layers.{i}"):
             z = layers.norm(g, block.norm, h, compute) if block.prenorm else h
             with g.scope("ssm"):
                 core = block.core
-                y, new_state = lowering_for(core).step(g, core, z, states.get(i), compute)
-                if new_state is not None:
-                    new_states[i] = new_state
+                y, new = lowering_for(core).step(g, core, z, states[i], compute)
+                new_states.append(new)
             h = g.add(h, layers.activate(g, block.activation, y, compute))
             h = h if block.prenorm else layers.norm(g, block.norm, h, compute)
     with g.scope("head"):
@@ -72,8 +75,9 @@ def step_graph(net: ir.Network, compute: str, opset: int) -> onnx.ModelProto:
         z = h32 if net.pooling == "last" else g.div(new_sum, new_steps)
         y = layers.head(g, net, z)
     g.output("y", y, F32, ["batch", net.d_output])
-    for i, name in new_states.items():
-        g.output(f"state_{i}_out", name, F32, shapes[i])
+    for layer, new in zip(specs, new_states, strict=True):
+        for (name, shape), value in zip(layer, new, strict=True):
+            g.output(f"{name}_out", value, F32, shape)
     g.output("pooled_sum_out", new_sum, F32, ["batch", H])
     g.output("steps_out", new_steps, F32, [1])
     return g.model("aire-export", doc="step graph")

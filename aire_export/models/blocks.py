@@ -35,30 +35,20 @@ NORMS = ("batch", "layer")
 
 
 @dataclass(kw_only=True)
-class NetworkConfig:
-    """Architecture of a sequence classifier around diagonal SSM layers.
+class ModelConfig:
+    """What every architecture's config shares: the width, one state size per layer, and
+    (de)serialization. It also states the model's I/O contract, which generic code (data
+    checks, graph checks, the pipeline) reads instead of architecture fields:
 
-    d_input: features per step, or the vocabulary size when ``input_kind == "tokens"``
-        (token ids are one-hot encoded, as the reference does, so the encoder Dense is an
-        embedding lookup plus bias).
-    d_model: H, the width of every block.
-    d_output: number of classes.
-    state_sizes: stored states per layer (S5: P, halved when conj_sym; S4D: modes per channel).
-        A layer with 0 states has no scan left (its core is the feedthrough D·u).
+    input_kind: "features" (x float (N, L, d_input)) or "tokens" (x int (N, L) < d_input).
+    d_input: features per step, or the vocabulary size for tokens.
+    d_output: classes, or the vocabulary of a language model.
+    per_token: outputs and labels per step (B, L, d_output) / (N, L), not per sequence.
     """
 
-    d_input: int
     d_model: int
-    d_output: int
     state_sizes: list[int]
-    input_kind: str = "features"
-    pooling: str = "pool"
-    output: str = "log_softmax"
-    prenorm: bool = True
-    norm: str = "batch"
-    norm_eps: float = 1e-5
-    dropout: float = 0.0
-    gelu_approximate: str = "tanh"
+    per_token: ClassVar[bool] = False
 
     @property
     def n_layers(self) -> int:
@@ -66,19 +56,10 @@ class NetworkConfig:
 
     def validate(self) -> None:
         """Raise InputError naming the first bad field."""
-        for name in ("d_input", "d_model", "d_output"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"config.{name} must be ≥ 1, got {getattr(self, name)}")
+        if int(self.d_model) < 1:
+            raise InputError(f"config.d_model must be ≥ 1, got {self.d_model}")
         if any(int(p) < 0 for p in self.state_sizes):
             raise InputError(f"config.state_sizes must be ≥ 0, got {self.state_sizes}")
-        check_choices(
-            self,
-            input_kind=INPUT_KINDS,
-            pooling=POOLINGS,
-            output=OUTPUTS,
-            norm=NORMS,
-            gelu_approximate=("tanh", "none"),
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,6 +87,45 @@ class NetworkConfig:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(kw_only=True)
+class NetworkConfig(ModelConfig):
+    """Architecture of a sequence classifier around diagonal SSM layers.
+
+    d_input: features per step, or the vocabulary size when ``input_kind == "tokens"``
+        (token ids are one-hot encoded, as the reference does, so the encoder Dense is an
+        embedding lookup plus bias).
+    d_model: H, the width of every block.
+    d_output: number of classes.
+    state_sizes: stored states per layer (S5: P, halved when conj_sym; S4D: modes per channel).
+        A layer with 0 states has no scan left (its core is the feedthrough D·u).
+    """
+
+    d_input: int
+    d_output: int
+    input_kind: str = "features"
+    pooling: str = "pool"
+    output: str = "log_softmax"
+    prenorm: bool = True
+    norm: str = "batch"
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    gelu_approximate: str = "tanh"
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("d_input", "d_output"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"config.{name} must be ≥ 1, got {getattr(self, name)}")
+        check_choices(
+            self,
+            input_kind=INPUT_KINDS,
+            pooling=POOLINGS,
+            output=OUTPUTS,
+            norm=NORMS,
+            gelu_approximate=("tanh", "none"),
+        )
 
 
 def check_choices(config: Any, **allowed: tuple[str, ...]) -> None:

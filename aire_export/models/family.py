@@ -36,7 +36,7 @@ from torch import nn
 from aire_export import ir
 from aire_export.errors import InputError
 from aire_export.models.blocks import SequenceBatchNorm, SSMBlock, SSMNetwork, to_numpy64
-from aire_export.models.modal import ModalSystem
+from aire_export.models.modal import ScoringView
 from aire_export.threads import map_layers
 from aire_export.tolerance import Tolerance, default_tolerance
 
@@ -77,18 +77,25 @@ class UnitPolicy:
 
 class Family(abc.ABC):
     """The adapter of one architecture. Subclasses set the class attributes and implement the
-    per-block hooks; the defaults cover classifier networks built on :class:`SSMNetwork`."""
+    hooks; :class:`ClassifierFamily` implements the export of classifier networks built on
+    :class:`SSMNetwork` (S5, S4D), a language-model family its own (Mamba)."""
 
     name: ClassVar[str]
-    model_class: ClassVar[type[SSMNetwork]]
+    model_class: ClassVar[type[nn.Module]]
     importers: ClassVar[tuple[Importer, ...]] = ()
     lowering_rules: ClassVar[tuple[ir.LoweringRule, ...]] = ()
 
     # ---- modal view (scores, certificates, plots) ------------------------------------------
+    def calibrate(self, model: nn.Module, calib: Any) -> list[Any]:
+        """Per layer, what :meth:`modal_system` needs of the calibration data ``calib`` (a
+        SequenceData; None: none given). LTI layers need none."""
+        return [None] * len(model.layers)
+
     @abc.abstractmethod
-    def modal_system(self, block: nn.Module, *, calib: Any = None) -> ModalSystem:
-        """The layer's discrete diagonal system in float64. LTI families ignore ``calib``; a
-        selective family computes its view over the calibration data (DESIGN §3.5)."""
+    def modal_system(self, block: nn.Module, *, calib: Any = None) -> ScoringView:
+        """The layer's scoring view in float64: its discrete diagonal system (ModalSystem) for
+        an LTI layer, which ignores ``calib``; statistics of its states over the calibration
+        data (SelectiveView) for a selective one (DESIGN §3.5)."""
 
     # ---- pruning units, shrink and mask ----------------------------------------------------
     @abc.abstractmethod
@@ -110,6 +117,29 @@ class Family(abc.ABC):
         rows and/or output columns zeroed): the reference a shrunk block must equal."""
 
     # ---- export IR ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def export_ir(self, model: nn.Module) -> ir.Graphable:
+        """The whole network as float64 IR (what graphs/ lowers)."""
+
+    # ---- streaming, validation ----------------------------------------------------------------
+    @abc.abstractmethod
+    def state_layout(self, model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+        """The streaming state as the step graph takes it: (input name, shape without the
+        batch axis) of every state input, in the graph's order."""
+
+    def tolerance(self, precision: str, length: int) -> Tolerance:
+        """The lowering-fidelity gate for this family's graphs (default: by precision)."""
+        return default_tolerance(precision, length)
+
+
+class ClassifierFamily(Family):
+    """A family of :class:`SSMNetwork` classifiers: encoder → residual blocks (norm, core,
+    pointwise activation) → pooling → decoder. It gives its core and activation IR; the
+    network skeleton and the streaming state (one ``state_i`` per layer with states) are
+    shared."""
+
+    model_class: ClassVar[type[SSMNetwork]]
+
     @abc.abstractmethod
     def core_ir(self, block: nn.Module) -> ir.Core:
         """The block's SSM core in its layout (float64), or ir.Feedthrough without states."""
@@ -139,15 +169,13 @@ class Family(abc.ABC):
             log_softmax=cfg.output == "log_softmax",
         )
 
-    # ---- streaming, validation ----------------------------------------------------------------
-    def state_layout(self, model: SSMNetwork) -> list[tuple[int, ...] | None]:
-        """Per layer, the shape (without batch) of its streaming state, None for a layer
-        without states: what the step graph's ``state_i`` inputs hold."""
-        return [tuple(s.shape[1:]) if s.numel() else None for s in model.init_state(1).layers]
-
-    def tolerance(self, precision: str, length: int) -> Tolerance:
-        """The lowering-fidelity gate for this family's graphs (default: by precision)."""
-        return default_tolerance(precision, length)
+    def state_layout(self, model: SSMNetwork) -> list[tuple[str, tuple[int, ...]]]:
+        """``state_i`` of every layer with states, shaped like ``model.init_state``."""
+        return [
+            (f"state_{i}", tuple(s.shape[1:]))
+            for i, s in enumerate(model.init_state(1).layers)
+            if s.numel()
+        ]
 
 
 # ---- IR helpers shared by the adapters ---------------------------------------------------------
@@ -222,13 +250,18 @@ def importers() -> dict[str, Importer]:
 
 
 def modal_systems(
-    model: SSMNetwork, *, calib: Any = None, workers: int | None = None
-) -> list[ModalSystem]:
-    """The modal view of every layer, in float64 (DESIGN §2, step 2); layers are built side
-    by side on up to ``workers`` threads (default: the CPU count)."""
+    model: nn.Module, *, calib: Any = None, workers: int | None = None
+) -> list[ScoringView]:
+    """The scoring view of every layer, in float64 (DESIGN §2, step 2): an LTI layer's modal
+    system, a selective layer's statistics over ``calib`` (SequenceData of token ids or
+    features, as --data). Layers are built side by side on up to ``workers`` threads
+    (default: the CPU count)."""
     family = family_of(model)
+    traces = family.calibrate(model, calib)
     return map_layers(
-        lambda block: family.modal_system(block, calib=calib), list(model.layers), workers=workers
+        lambda item: family.modal_system(item[0], calib=item[1]),
+        list(zip(model.layers, traces, strict=True)),
+        workers=workers,
     )
 
 

@@ -32,6 +32,7 @@ unit is one continuous mode n across all channels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,3 +165,68 @@ def _squared_norms(x: np.ndarray, axis: int) -> np.ndarray:
         return np.einsum("ij,ij->i", v, v, dtype=np.float64)
     s = np.einsum("ij,ij->j", v, v, dtype=np.float64)
     return s[0::2] + s[1::2]
+
+
+@dataclass(frozen=True, eq=False)
+class SelectiveView:
+    """The scoring view of a selective layer (Mamba, DESIGN §3.5): its B_t, C_t and Δ_t depend
+    on the input, so the LTI quantities of :class:`ModalSystem` have no closed form and are
+    measured instead, per state n (one state spans the layer's d_inner channels d: it is
+    removed for the whole layer), in float64, over calibration sequences (b, t):
+
+        λ̄_{t,d,n} = exp(Δ_{t,d} A_{d,n}),   x_{t,d,n} = λ̄_{t,d,n} x_{t−1,d,n} + Δ_{t,d} B_{t,n} u_{t,d}
+        y_{t,d} = Σ_n C_{t,n} x_{t,d,n} + D_d u_{t,d}
+
+    energy (N,)     E_n = E_{b,t}[Σ_d (C_{t,n} x_{t,d,n})²]: the expected output energy state n
+                    contributes, eq. 10's AIRE energy generalized to the time-varying system
+                    (for an LTI mode driven by white noise it is ‖C_n‖²‖B_n‖²/(1 − |λ̄_n|²))
+    hankel (N,)     σ_n = Σ_d √(P_{d,n} Q_{d,n}), the diagonal of balanced truncation from
+                    forward-pass statistics (GHOST, arXiv 2602.11408): controllability
+                    P_{d,n} = E[x_{t,d,n}²] and observability Q_{d,n} = E[q_{t,d,n}] with the
+                    backward recursion q_t = C_{t,n}² + λ̄_{t+1,d,n}² q_{t+1} (the energy a unit
+                    state at t sends to all later outputs)
+    magnitude (N,)  E_{b,t,d}[λ̄_{t,d,n}] (slow states first)
+    max_abs_lambda (N,)  the largest λ̄_{t,d,n} seen (< 1: A < 0 and Δ > 0)
+
+    Without calibration data (``calibrated`` False) only the nominal magnitudes are known,
+    taken at Δ = softplus(dt_proj.bias) (the time step of a zero input); energy and hankel
+    are NaN. ``distortion(removed)``: the measured relative change of the layer's output on
+    the calibration data when the states ``removed`` are cut off (what the plan reports in
+    place of the LTI certificate).
+    """
+
+    energy: np.ndarray
+    hankel: np.ndarray
+    magnitude: np.ndarray
+    max_abs_lambda: np.ndarray
+    calibrated: bool
+    name: str = ""
+    distortion: Callable[[np.ndarray], float] | None = None
+
+    @property
+    def P(self) -> int:
+        return int(self.magnitude.shape[0])
+
+    @property
+    def units(self) -> None:
+        return None  # every state n is its own unit
+
+    @property
+    def unit_ids(self) -> np.ndarray:
+        return np.arange(self.P)
+
+    @property
+    def n_units(self) -> int:
+        return self.P
+
+    @property
+    def bidirectional(self) -> bool:
+        return False
+
+    @property
+    def lam(self) -> np.ndarray:
+        """|λ̄| per state for summaries (the largest seen, real)."""
+        return self.max_abs_lambda
+
+
+ScoringView = ModalSystem | SelectiveView

@@ -51,7 +51,7 @@ from aire_export.models.blocks import (
     zero_states,
 )
 from aire_export.models.discretize import METHODS, discretize
-from aire_export.models.family import Family, Importer, UnitPolicy, dense_ir, gelu_ir
+from aire_export.models.family import ClassifierFamily, Importer, UnitPolicy, dense_ir, gelu_ir
 from aire_export.models.modal import ModalSystem, conj_scale
 
 KERNEL_BLOCK = 1024  # kernel positions evaluated at once (bounds the Vandermonde's memory)
@@ -252,7 +252,7 @@ class S4DModel(SSMNetwork):
     config: S4DConfig
 
 
-class S4DFamily(Family):
+class S4DFamily(ClassifierFamily):
     """The S4D adapter: H SISO systems per layer (a SISO bank), a unit per (channel, mode), or
     per mode across channels with a shared A; channels can be balanced to one kept count."""
 

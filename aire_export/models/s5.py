@@ -58,7 +58,7 @@ from aire_export.models.blocks import (
     zero_states,
 )
 from aire_export.models.discretize import METHODS, discretize
-from aire_export.models.family import Family, Importer, UnitPolicy, dense_ir, gelu_ir
+from aire_export.models.family import ClassifierFamily, Importer, UnitPolicy, dense_ir, gelu_ir
 from aire_export.models.modal import ModalSystem, conj_scale
 from aire_export.models.scan import scan_chunked
 
@@ -226,7 +226,7 @@ class S5Model(SSMNetwork):
         return self.config.bidirectional
 
 
-class S5Family(Family):
+class S5Family(ClassifierFamily):
     """The S5 adapter: one MIMO core per layer, every stored state (a conjugate pair when
     conj_sym) its own unit, lowered as a dense diagonal system."""
 

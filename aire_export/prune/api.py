@@ -19,9 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from aire_export.checkpoints import save
+from aire_export.data import SequenceData, calibration_data
 from aire_export.errors import InputError, OutputError
 from aire_export.files import write_atomically
-from aire_export.models import ModalSystem, SSMNetwork, family_of, modal_systems
+from aire_export.models import (
+    ModalSystem,
+    ScoringView,
+    SelectiveView,
+    SSMNetwork,
+    family_of,
+    modal_systems,
+)
 from aire_export.prune.certificate import certify
 from aire_export.prune.plan import LayerPlan, PrunePlan
 from aire_export.prune.scores import LayerScores, check_options, get_method, score_systems
@@ -65,9 +73,12 @@ class PruneOptions:
         return replace(self, ratio=ratio, threshold=None)
 
 
-def modal_view(model: SSMNetwork, workers: int | None = None) -> list[ModalSystem]:
-    """Stage 2: the modal view of every layer, refusing a model with nothing to prune."""
-    systems = modal_systems(model, workers=workers)
+def modal_view(
+    model: SSMNetwork, workers: int | None = None, calib: SequenceData | None = None
+) -> list[ScoringView]:
+    """Stage 2: the scoring view of every layer (selective layers measured on ``calib``: a
+    SequenceData, an npz path or the array x), refusing a model with nothing to prune."""
+    systems = modal_systems(model, calib=calibration_data(calib, model), workers=workers)
     if not any(system.P for system in systems):
         raise InputError(
             "the model has no SSM states to score (no SSM layers, or every layer is already "
@@ -114,25 +125,42 @@ def score(
     eps: float = 0.0,
     score_compat: str = "default",
     seed: int = 0,
+    calib: SequenceData | None = None,
 ) -> list[LayerScores]:
-    """Per-layer scores of ``model`` by ``method`` (see :mod:`aire_export.prune.scores`)."""
+    """Per-layer scores of ``model`` by ``method`` (see :mod:`aire_export.prune.scores`);
+    selective layers are scored on ``calib``."""
     options = PruneOptions(method=method, eps=eps, score_compat=score_compat, seed=seed)
-    return score_layers(modal_view(model), options)
+    return score_layers(modal_view(model, calib=calib), options)
 
 
-def prune(model: SSMNetwork, ratio: float | None = None, **options) -> tuple[SSMNetwork, PrunePlan]:
+def prune(
+    model: SSMNetwork,
+    ratio: float | None = None,
+    *,
+    calib: SequenceData | None = None,
+    **options,
+) -> tuple[SSMNetwork, PrunePlan]:
     """Prune ``model`` by a global ``ratio`` ∈ [0, 1) or a ``threshold=`` (and the other
     :class:`PruneOptions` as keywords); returns the physically smaller model and its plan.
+    Selective layers (Mamba) are scored on the calibration data ``calib``.
 
     The input model is not modified.
     """
-    return prune_with(model, PruneOptions(ratio=ratio, **options))
+    return prune_with(model, PruneOptions(ratio=ratio, **options), calib=calib)
 
 
-def prune_with(model: SSMNetwork, options: PruneOptions) -> tuple[SSMNetwork, PrunePlan]:
-    """Stages 2–5 in order: modal view → score → select → shrink, and the plan."""
+def prune_with(
+    model: SSMNetwork,
+    options: PruneOptions,
+    calib: SequenceData | None = None,
+    *,
+    systems: list[ScoringView] | None = None,
+) -> tuple[SSMNetwork, PrunePlan]:
+    """Stages 2–5 in order: modal view → score → select → shrink, and the plan. ``systems``:
+    the modal view computed already (a sweep prunes one model at many ratios)."""
     options.check()
-    systems = modal_view(model, options.workers)
+    if systems is None:
+        systems = modal_view(model, options.workers, calib)
     layers = score_layers(systems, options)
     exact, selection = choose_units(model, layers, options)
     pruned = shrink_model(model, selection.kept, drop_empty_blocks=options.drop_empty_blocks)
@@ -157,7 +185,11 @@ def plan_pruning(
         live = np.isin(scores.state_units, kept)
         dropped = not live.any()
         removed_block = dropped and options.drop_empty_blocks
-        certificate = certify(system, np.flatnonzero(~live)) if options.certificates else None
+        certificate, distortion = None, None
+        if isinstance(system, SelectiveView):  # no LTI bound: the measured change instead
+            distortion = system.distortion(np.flatnonzero(~live)) if system.distortion else None
+        elif options.certificates:
+            certificate = certify(system, np.flatnonzero(~live))
         layer_plans.append(
             LayerPlan(
                 index=scores.index,
@@ -168,6 +200,7 @@ def plan_pruning(
                 energies=scores.energies,
                 scores=scores.scores,
                 certificate=certificate,
+                calib_distortion=distortion,
                 dropped=dropped,
                 physical_size=0 if removed_block else next(sizes),
                 size_before=block.state_size,

@@ -10,7 +10,11 @@ Schema (other tools and CI read it; extra keys beyond DESIGN §8 are marked +)::
                  "unstable"+: [unit indices with |λ̄| ≥ 1], "dropped"+, "block_removed"+,
                  "size_before"+, "physical_size"+,
                  "certificate": {"bound", "measured_hinf", "h2", "removed_states"+, "rho"+,
-                                 "omega_peak"+} or null}]}
+                                 "omega_peak"+} or null,
+                 "calib_distortion"+: ‖y_removed‖/‖y‖ on --calib (selective layers) or null}]}
+
+Selective layers (Mamba) have no LTI certificate (DESIGN §3.5): their plan records the
+measured relative change of the layer's scan output on the calibration data instead.
 
 Units are states, except for S4D with a shared A, where a unit is one mode across all channels
 (``kept`` then lists modes n). ``states_*`` count stored states of the modal view (S5: P, a
@@ -54,6 +58,7 @@ class LayerPlan:
     units_before: int = 0
     unstable: list[int] = field(default_factory=list)
     block_removed: bool = False  # drop_empty_blocks removed the whole residual block
+    calib_distortion: float | None = None  # selective layers: measured on the calibration data
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +76,7 @@ class LayerPlan:
             "size_before": self.size_before,
             "physical_size": self.physical_size,
             "certificate": None if self.certificate is None else self.certificate.to_json(),
+            "calib_distortion": finite_or_none(self.calib_distortion),
         }
 
     @classmethod
@@ -91,6 +97,7 @@ class LayerPlan:
             units_before=int(data.get("units_before", len(data.get("energies", [])))),
             unstable=[int(u) for u in data.get("unstable", [])],
             block_removed=bool(data.get("block_removed", False)),
+            calib_distortion=data.get("calib_distortion"),
         )
 
 

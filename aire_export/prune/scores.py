@@ -9,6 +9,13 @@ Notation (DESIGN §3; AIRE-Prune paper eq. 10–11): for state i of a layer (:cl
              s_(i) = E_(i) / (Σ_{j≤i} E_(j) + ε),  E sorted descending in the layer    (eq. 11)
     last     H_i = ‖C_i‖² ‖B_i‖² / (1 − |λ̄_i|)²  (the squared H∞ norm of state i's subsystem),
              with the same prefix normalization (LAST, Gwak et al. 2024)
+    ghost    σ_i = ‖C_i‖ ‖B_i‖ / (1 − |λ̄_i|²), the Hankel singular value of state i alone
+             (balanced truncation's diagonal), prefix-normalized (GHOST, arXiv 2602.11408)
+
+Selective layers (Mamba, models/modal.py's SelectiveView) have no closed form: aire, ghost and
+magnitude read the statistics measured on calibration data (energy, hankel, magnitude),
+random draws as everywhere, the other methods refuse them; then the same normalization and
+global τ.
     hinf-uniform   H_i, the same fraction kept in every layer
     hinf-global    H_i ranked across layers as is (no normalization)
     magnitude-uniform / magnitude-global   |λ̄_i| (slow modes first), per layer / across layers
@@ -55,7 +62,7 @@ import numpy as np
 
 from aire_export.errors import InputError
 from aire_export.json_values import finite_list
-from aire_export.models.modal import ModalSystem
+from aire_export.models.modal import ModalSystem, ScoringView, SelectiveView
 from aire_export.threads import map_layers
 
 COMPAT = ("default", "official")
@@ -144,6 +151,14 @@ def _divide_or_inf(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
+def hankel_diagonal(system: ModalSystem, compat: str = "default") -> np.ndarray:
+    """(P,) σ_i = ‖C_i‖ ‖B_i‖ / (1 − |λ̄_i|²): state i's Hankel singular value when its
+    controllability ‖B_i‖²/(1 − |λ̄_i|²) and observability ‖C_i‖²/(1 − |λ̄_i|²) Gramians are
+    taken alone (the diagonal of balanced truncation, the LTI form of GHOST's statistic)."""
+    num = np.sqrt(_c_term(system, compat) * system.b_norm2())
+    return _divide_or_inf(num, 1 - np.abs(system.lam) ** 2)
+
+
 def magnitude(system: ModalSystem, compat: str = "default") -> np.ndarray:
     """(P,) |λ̄_i|: slowly decaying modes rank first."""
     return np.abs(system.lam)
@@ -186,7 +201,10 @@ def official_normalize(energies: np.ndarray, eps: float) -> tuple[np.ndarray, np
 # ---- the registry -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ScoreMethod:
-    """One scoring method: a per-state quantity, how units combine, normalization, selection."""
+    """One scoring method: a per-state quantity, how units combine, normalization, selection.
+
+    ``selective``: the statistic of a selective layer's view (SelectiveView) the method reads
+    there (None: the method has no meaning for input-dependent layers, and says so)."""
 
     name: str
     quantity: Callable[[ModalSystem, str], np.ndarray] | None  # None: random draws per unit
@@ -195,13 +213,18 @@ class ScoreMethod:
     selection: str  # "global": one threshold over all layers; "uniform": a fraction per layer
     official: bool  # has an official-code compat mode
     summary: str
+    selective: str | None = None
 
 
 METHODS: dict[str, ScoreMethod] = {
     m.name: m
     for m in [
         ScoreMethod("aire", aire_energy, "sum", True, "global", True,
-                    "AIRE-Prune: impulse-response energy, prefix-normalized (default)"),
+                    "AIRE-Prune: impulse-response energy, prefix-normalized (default; selective "
+                    "layers: the output energy each state contributes on --calib)", "energy"),
+        ScoreMethod("ghost", hankel_diagonal, "sum", True, "global", False,
+                    "GHOST-style balanced truncation: controllability × observability per "
+                    "state, prefix-normalized (selective layers: measured on --calib)", "hankel"),
         ScoreMethod("last", hinf_energy, "max", True, "global", True,
                     "LAST: squared H∞ norm per state, prefix-normalized"),
         ScoreMethod("hinf-uniform", hinf_energy, "max", False, "uniform", False,
@@ -209,9 +232,9 @@ METHODS: dict[str, ScoreMethod] = {
         ScoreMethod("hinf-global", hinf_energy, "max", False, "global", False,
                     "H∞ norm per state, ranked across layers without normalization"),
         ScoreMethod("magnitude-uniform", magnitude, "max", False, "uniform", False,
-                    "|λ̄| per state, the same fraction kept in every layer"),
+                    "|λ̄| per state, the same fraction kept in every layer", "magnitude"),
         ScoreMethod("magnitude-global", magnitude, "max", False, "global", False,
-                    "|λ̄| per state, ranked across layers"),
+                    "|λ̄| per state, ranked across layers", "magnitude"),
         ScoreMethod("lamp", magnitude_squared, "max", True, "global", False,
                     "LAMP: |λ̄|² prefix-normalized per layer"),
         ScoreMethod("random", None, "max", False, "global", False,
@@ -258,8 +281,31 @@ def _combine(values: np.ndarray, units: np.ndarray | None, n_units: int, how: st
     return out
 
 
+SELECTIVE_METHODS = ("aire", "ghost", "magnitude-global", "magnitude-uniform", "random")
+
+
+def _selective_quantity(view: SelectiveView, method: ScoreMethod, score_compat: str) -> np.ndarray:
+    """A selective layer's per-state statistic for ``method`` (see SelectiveView)."""
+    if score_compat == "official":
+        raise InputError(
+            "score_compat='official' reproduces the LTI code; selective layers have none"
+        )
+    if method.selective is None:
+        raise InputError(
+            f"method {method.name!r} scores LTI layers; for selective layers (Mamba) choose "
+            f"one of {', '.join(SELECTIVE_METHODS)}"
+        )
+    values = getattr(view, method.selective)
+    if not np.isfinite(values).all():
+        raise InputError(
+            f"{view.name} is selective: its states are scored on calibration data: pass --calib "
+            "data.npz (x: token ids or features, like --data)"
+        )
+    return values
+
+
 def score_layer(
-    system: ModalSystem,
+    system: ScoringView,
     method: ScoreMethod,
     *,
     index: int = 0,
@@ -267,12 +313,14 @@ def score_layer(
     score_compat: str = "default",
     rng: np.random.Generator | None = None,
 ) -> LayerScores:
-    """The :class:`LayerScores` of one modal system."""
+    """The :class:`LayerScores` of one layer's scoring view (LTI or selective)."""
     units = system.units
     n_units = system.n_units
     max_abs = _combine(np.abs(system.lam), units, n_units, "max")
     if method.quantity is None:
         per_unit = (rng or np.random.default_rng(0)).random(n_units)
+    elif isinstance(system, SelectiveView):
+        per_unit = _selective_quantity(system, method, score_compat)
     else:
         per_unit = _combine(method.quantity(system, score_compat), units, n_units, method.combine)
     units = system.unit_ids

@@ -60,16 +60,31 @@ def render_markdown(report: Report) -> str:
             "",
             "## Pruning plan",
             "",
-            "| layer | states before | after | certificate bound ‖G−G̃‖∞ | measured H∞ | exact H2 |",
-            "|---|---|---|---|---|---|",
         ]
+        selective = any(layer.calib_distortion is not None for layer in plan.layers)
+        if selective:
+            lines += [
+                "Selective layers: the LTI certificate (a bound on ‖G−G̃‖∞) does not apply to "
+                "an input-dependent system; the relative change of each layer's scan output "
+                "when its pruned states are removed, measured on the calibration data "
+                "(--calib), is reported instead.",
+                "",
+                "| layer | states before | after | measured distortion on --calib |",
+                "|---|---|---|---|",
+            ]
+        else:
+            lines += [
+                "| layer | states before | after | certificate bound ‖G−G̃‖∞ | measured H∞ "
+                "| exact H2 |",
+                "|---|---|---|---|---|---|",
+            ]
         for layer in plan.layers:
             cert = layer.certificate
             bounds = (cert.bound, cert.measured_hinf, cert.h2) if cert else (None, None, None)
             lines.append(
                 f"| {layer.index} | {layer.states_before} | "
                 f"{layer.states_after}{' (dropped)' if layer.states_after == 0 else ''} | "
-                + " | ".join(fmt(b) for b in bounds)
+                + " | ".join(fmt(b) for b in ((layer.calib_distortion,) if selective else bounds))
                 + " |"
             )
     if v.distortion:

@@ -102,7 +102,8 @@ def checks_of(validation: Validation) -> list[Check]:
                 "pruned vs original (PyTorch float64)",
                 f"{d.samples} parity sequences",
                 None,
-                f"relative output error {d.normwise_rel:.3g}, top-1 agreement {d.top1_agreement}",
+                f"relative output error {d.normwise_rel:.3g}"
+                + ("" if d.top1_agreement is None else f", top-1 agreement {d.top1_agreement:.4f}"),
             )
         )
     for reason in validation.build_failures:

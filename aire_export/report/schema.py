@@ -56,6 +56,7 @@ _PLAN_LAYER = _closed(
         "size_before": {"type": "integer"},
         "physical_size": {"type": "integer"},
         "certificate": _CERTIFICATE,
+        "calib_distortion": _NUMBER,
     }
 )
 PLAN_SCHEMA = _closed(

@@ -41,9 +41,11 @@ class AccuracyResult:
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> AccuracyResult:
-    """Top-1 accuracy of (N, classes) outputs against (N,) labels."""
-    correct = int(np.sum(np.asarray(outputs).argmax(-1) == np.asarray(labels)))
-    return AccuracyResult(correct=correct, total=len(labels))
+    """Top-1 accuracy of (N, classes) outputs against (N,) labels, or of per-token outputs
+    (N, L, classes) against (N, L) labels (every position counts)."""
+    labels = np.asarray(labels)
+    correct = int(np.sum(np.asarray(outputs).argmax(-1) == labels))
+    return AccuracyResult(correct=correct, total=int(labels.size))
 
 
 @dataclass(frozen=True)

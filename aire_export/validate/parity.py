@@ -35,7 +35,7 @@ class OutputParity:
     mean_rel: float
     normwise_rel: float  # ||a − r||_2 / ||r||_2
     cosine: float
-    top1_agreement: float | None  # fraction of rows whose argmax agrees (2-D outputs)
+    top1_agreement: float | None  # fraction of predictions whose argmax agrees
     atol: float
     rtol: float
     failing: int  # elements failing the gate
@@ -90,9 +90,7 @@ def compare_output(
         if norm_a and norm_r
         else float(norm_a == norm_r)
     )
-    top1 = None
-    if a.ndim == 2 and a.shape[1] > 1:
-        top1 = float(np.mean(a.argmax(1) == r.argmax(1)))
+    top1 = top1_agreement(a, r)
     finite = np.isfinite(rel)
     return OutputParity(
         name=name,
@@ -184,6 +182,15 @@ def compare_outputs(
     )
 
 
+def top1_agreement(a: np.ndarray, r: np.ndarray) -> float | None:
+    """The fraction of predictions whose argmax over the last axis agrees: per sequence for a
+    classifier's (N, C), per position for a language model's (N, L, V); None for other
+    outputs."""
+    if a.ndim not in (2, 3) or a.shape[-1] < 2:
+        return None
+    return float(np.mean(a.argmax(-1) == r.argmax(-1)))
+
+
 @dataclass(frozen=True)
 class DistortionResult:
     """Pruning distortion: the pruned model against the original, both PyTorch float64."""
@@ -206,7 +213,7 @@ def pruning_distortion(original: np.ndarray, pruned: np.ndarray) -> DistortionRe
     o = np.asarray(original, dtype=np.float64)
     p = np.asarray(pruned, dtype=np.float64)
     norm = float(np.linalg.norm(o))
-    top1 = float(np.mean(o.argmax(-1) == p.argmax(-1))) if o.ndim == 2 and o.shape[1] > 1 else None
+    top1 = top1_agreement(p, o)
     return DistortionResult(
         normwise_rel=float(np.linalg.norm(p - o) / norm) if norm else float(np.linalg.norm(p - o)),
         max_abs=float(np.abs(p - o).max()) if o.size else 0.0,

@@ -322,8 +322,9 @@ def check_graph_io(graph: Path, model: SSMNetwork) -> None:
     problems = []
     if inputs.get("x") != want_x:
         problems.append(f"takes x {inputs.get('x')}, the model {want_x}")
-    if outputs.get("y") != ("batch", cfg.d_output):
-        problems.append(f"gives y {outputs.get('y')}, the model ('batch', {cfg.d_output})")
+    want_y = ("batch", "length", cfg.d_output) if cfg.per_token else ("batch", cfg.d_output)
+    if outputs.get("y") != want_y:
+        problems.append(f"gives y {outputs.get('y')}, the model {want_y}")
     if problems:
         raise InputError(
             f"{graph} is not a graph of this model: it " + "; ".join(problems) + ": export the "
@@ -339,17 +340,19 @@ def step_parity(
 ) -> ParityResult:
     """Lowering fidelity of the streaming graph: ``model.step.onnx`` driven one step at a time
     from the zero state over the parity sequences (up to their shortest valid length, at most
-    STEP_PARITY_STEPS), its last output against the float64 model on the same prefix."""
+    STEP_PARITY_STEPS), against the float64 model on the same prefix: its last output (a
+    classifier), or its output at every step (a per-token model: a language model decoding)."""
     steps = min(samples.length, STEP_PARITY_STEPS)
     if samples.lengths is not None:
         steps = min(steps, int(samples.lengths.min()))
     x = samples.x[:, :steps]
     reference = TorchRunner(pruned, dtype=torch.float64).run({"x": x})
     runner = OrtRunner(SessionLoader(graph, "cpu", emulate_bf16=options.precision == "bf16"))
-    actual = stream(runner, x)
+    outputs = stream(runner, x)
+    actual = np.stack(outputs, 1) if pruned.config.per_token else outputs[-1]
     return compare_outputs(
         runner.name,
-        {"y": actual["y"]},
+        {"y": actual},
         reference,
         parity_gate(pruned, options, steps),
         precision=options.precision,
@@ -359,20 +362,21 @@ def step_parity(
     )
 
 
-def stream(runner: OrtRunner, x: np.ndarray) -> dict[str, np.ndarray]:
+def stream(runner: OrtRunner, x: np.ndarray) -> list[np.ndarray]:
     """Run a step graph over x (B, T[, d]) from the zero state, feeding every ``name_out``
-    back as ``name``; the outputs after the last step."""
+    back as ``name``; the output ``y`` after each step."""
     batch = x.shape[0]
     feeds = {
         name: np.zeros([batch if d == "batch" else d for d in shape], np.float32)
         for name, shape in runner.input_shapes.items()
         if name != "x"
     }
-    outputs: dict[str, np.ndarray] = {}
+    ys = []
     for t in range(x.shape[1]):
         outputs = runner.run({**feeds, "x": x[:, t]})
         feeds = {name: outputs[f"{name}_out"] for name in feeds}
-    return outputs
+        ys.append(outputs["y"])
+    return ys
 
 
 def parity_gate(model: SSMNetwork, options: ValidateOptions, length: int) -> Tolerance:
