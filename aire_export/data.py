@@ -1,7 +1,9 @@
 """Sequence data: eval sets and inputs from an npz the user gives, or generated with a seed.
 
 An inputs/eval file is an ``.npz`` with ``x`` (token ids (N, L) or features (N, L, d_input)),
-optionally ``lengths`` (N,) for padded sequences and ``y`` (N,) labels for accuracy. Checks
+optionally ``lengths`` (N,) for padded sequences and ``y`` labels for accuracy: (N,) for a
+classifier, (N, L) for a language model (the target of every position; a negative label, e.g.
+transformers' −100, is not scored). Checks
 read the model's network config (input kind, widths, classes), so a bad file gets a one-line
 error before any work starts. Validation, the sweep and the edge bundle all read data here.
 """
@@ -145,6 +147,11 @@ def check_data(data: SequenceData, model: SSMNetwork, *, need_labels: bool = Fal
         raise InputError(f"{where}: x holds NaN or inf values")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise InputError(f"{where}: x is empty {x.shape}")
+    if data.lengths is not None and cfg.per_token:
+        raise InputError(
+            f"{where} has lengths, but a language model predicts at every position and is "
+            "causal: drop lengths and label the padded positions −100 (not scored)"
+        )
     if data.lengths is not None:
         lengths = data.lengths
         if lengths.shape != (x.shape[0],) or not np.issubdtype(lengths.dtype, np.integer):
@@ -162,8 +169,12 @@ def check_data(data: SequenceData, model: SSMNetwork, *, need_labels: bool = Fal
                 + (" (the next token at every position)" if cfg.per_token else "")
                 + f", got {y.dtype} {y.shape}"
             )
-        if y.min() < 0 or y.max() >= cfg.d_output:
+        if y.max() >= cfg.d_output or (not cfg.per_token and y.min() < 0):
             raise InputError(f"{where}: labels must lie in [0, {cfg.d_output})")
+        if cfg.per_token and y.max() < 0:
+            raise InputError(
+                f"{where}: every label is negative (not scored): nothing to measure accuracy on"
+            )
     elif need_labels:
         raise InputError(f"{where} has no labels 'y': accuracy needs them")
 

@@ -4,7 +4,7 @@ The eval files (``examples/data/*_eval.npz``) hold exactly these keys, the forma
 ``aire-export --data`` reads:
 
     x        (N, L, d_input) float features, or (N, L) integer token ids padded with 0
-    y        (N,) int64 class labels
+    y        (N,) int64 class labels, or (N, L) per-position labels (a language model)
     lengths  (N,) int64 valid steps per sequence (padded sets only; the model's masked pooling)
 """
 
@@ -41,7 +41,8 @@ class SequenceSet:
 
     def majority_accuracy(self) -> float:
         """Accuracy of always answering this set's most frequent class (the constant baseline)."""
-        return float(np.bincount(self.y).max() / len(self.y))
+        labels = self.y[self.y >= 0]  # per-position labels: every scored position counts
+        return float(np.bincount(labels.ravel()).max() / labels.size)
 
     def save(self, path: str | Path) -> Path:
         """Write the compressed npz (``x``, ``y``, and ``lengths`` when padded)."""
@@ -82,7 +83,8 @@ def predict(model: torch.nn.Module, data: SequenceSet, batch_size: int = 64) -> 
 
 
 def accuracy(model: torch.nn.Module, data: SequenceSet, batch_size: int = 64) -> float:
-    """Fraction of ``data`` that ``model`` classifies correctly."""
+    """Fraction of ``data``'s labels (sequences, or positions of a language model) that
+    ``model`` predicts correctly."""
     return float(np.mean(predict(model, data, batch_size) == data.y))
 
 

@@ -1,17 +1,21 @@
 """Train one of the example models, evaluate it on its held-out set, and save both.
 
-    python examples/train.py digits|listops|keywords [--epochs N] [--seed S] [--device cpu|cuda]
-                             [--threads T] [--out DIR]
+    python examples/train.py digits|listops|keywords|charlm [--epochs N] [--seed S]
+                             [--device cpu|cuda] [--threads T] [--out DIR]
 
-writes DIR/checkpoints/<model>.pt (``aire_export.save``), DIR/data/<task>_eval.npz and the
-model's entry in DIR/models.json (DIR defaults to this folder). Progress is printed per epoch.
+writes DIR/checkpoints/<model>.pt (``aire_export.save``), DIR/data/<task>_eval.npz (and
+<task>_calib.npz, the calibration set of a selective model) and the model's entry in
+DIR/models.json (DIR defaults to this folder). Progress is printed per epoch.
 
-Recipe (S5 reference ``train_helpers.py``; S4D reference ``example.py``), AdamW with two groups:
+Recipe (S5 reference ``train_helpers.py``; S4D reference ``example.py``; Mamba reference
+``mamba_simple.py``), AdamW with two groups:
 
-    SSM group:  Λ (Lambda_re, Lambda_im), B̃, log Δ (S5); log Δ, log A_re, A_im (S4D); and the
-                norms: lr = ssm_lr, no weight decay
+    SSM group:  Λ (Lambda_re, Lambda_im), B̃, log Δ (S5); log Δ, log A_re, A_im (S4D); A_log, D
+                (Mamba); and the norms: lr = ssm_lr, no weight decay
     the rest:   lr = lr, weight decay = weight_decay
     schedule:   both lrs × s(t): linear warm-up over the first warmup_epochs, then cosine to 0
+    loss:       cross-entropy per sequence (classifiers) or per position (the language model),
+                gradients clipped to norm ``clip`` where the task sets one
 
 The saved model is the one after the last epoch (no selection on the eval set).
 """
@@ -35,11 +39,13 @@ from sequence_set import SequenceSet, accuracy
 
 import aire_export
 from aire_export.models import S4DConfig, S4DModel, S5Config, S5Model, SSMNetwork
+from aire_export.models.mamba import MambaConfig, MambaLM, init_mamba
 from aire_export.models.s4d import init_s4d
 from aire_export.models.s5_init import init_s5
 
 HERE = Path(__file__).resolve().parent
 SSM_PARAMETERS = {"Lambda_re", "Lambda_im", "B", "log_step", "log_dt", "log_A_real", "A_imag"}
+MAMBA_PARAMETERS = {"A_log", "D"}  # mamba_simple.py: no weight decay on these
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,13 @@ class TrainingData:
     epoch(i): the training set of epoch i (fixed, or freshly drawn from a seed).
     epoch_size: sequences per epoch.
     held_out: the eval set, as stored in the npz (its measured accuracy is the one reported).
+    calibration: inputs x for ``--calib`` (selective models), drawn apart from both, or None.
     """
 
     epoch: Callable[[int], SequenceSet]
     epoch_size: int
     held_out: SequenceSet
+    calibration: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,8 @@ class Task:
     weight_decay: float
     warmup_epochs: float = 1.0
     eval_every: int = 1  # epochs between progress evaluations on the held-out set
+    ssm_parameters: frozenset[str] = frozenset(SSM_PARAMETERS)
+    clip: float | None = None  # gradient norm clipping
 
 
 # ---- the three tasks ------------------------------------------------------------------------
@@ -152,6 +162,27 @@ def keywords_data(seed: int) -> TrainingData:
     return TrainingData(epoch=stream.epoch, epoch_size=len(stream.labels), held_out=eval_set())
 
 
+def build_mamba_charlm(seed: int) -> MambaLM:
+    from data_charlm import VOCAB
+
+    config = MambaConfig(d_model=64, state_sizes=[16, 16], vocab_size=VOCAB, d_inner=128, dt_rank=4)
+    return init_mamba(MambaLM(config), seed=seed)
+
+
+CHARLM_PER_EPOCH, CHARLM_WINDOW = 16_000, 128
+
+
+def charlm_data(seed: int) -> TrainingData:
+    from data_charlm import TRAIN_MODULES, calibration_set, corpus, eval_set, windows
+
+    text = corpus(TRAIN_MODULES)
+
+    def epoch(i: int) -> SequenceSet:  # fresh random windows of the training text
+        return windows(text, CHARLM_PER_EPOCH, CHARLM_WINDOW, seed * 100_003 + i)
+
+    return TrainingData(epoch, CHARLM_PER_EPOCH, eval_set(), calibration_set())
+
+
 TASKS = {
     "digits": Task(
         model_name="s5_digits",
@@ -187,6 +218,22 @@ TASKS = {
         ssm_lr=0.001,
         weight_decay=0.01,
     ),
+    "charlm": Task(
+        model_name="mamba_charlm",
+        dataset="Python standard library source, bytes (vocabulary 128); eval: 128 windows of "
+        "256 characters from 5 modules never trained on",
+        build=build_mamba_charlm,
+        data=charlm_data,
+        epochs=8,
+        batch_size=32,
+        lr=0.003,
+        ssm_lr=0.003,
+        weight_decay=0.01,
+        warmup_epochs=0.2,
+        eval_every=2,
+        ssm_parameters=frozenset(MAMBA_PARAMETERS),
+        clip=1.0,
+    ),
 }
 
 
@@ -197,7 +244,7 @@ def parameter_groups(model: SSMNetwork, task: Task) -> list[dict]:
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
         is_norm = ".norm." in f".{name}"
-        (ssm if leaf in SSM_PARAMETERS or is_norm else rest).append(p)
+        (ssm if leaf in task.ssm_parameters or is_norm else rest).append(p)
     return [
         {"params": ssm, "lr": task.ssm_lr, "weight_decay": 0.0},
         {"params": rest, "lr": task.lr, "weight_decay": task.weight_decay},
@@ -241,23 +288,31 @@ def train(task: Task, epochs: int, seed: int, device: str) -> tuple[SSMNetwork, 
             x, y = x.to(device), y.to(device)
             lengths = None if lengths is None else lengths.to(device)
             out = model(x, lengths)
-            loss = F.cross_entropy(out, y)  # on log_softmax outputs too: log_softmax is idempotent
+            # per sequence (B, C) or per position (B, L, V); on log_softmax outputs too
+            loss = F.cross_entropy(out.flatten(0, -2), y.flatten(), ignore_index=-100)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if task.clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), task.clip)
             optimizer.step()
             schedule.step()
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss.item() * y.numel()
             correct += int((out.argmax(-1) == y).sum())
-            seen += len(y)
+            seen += y.numel()
         report = f"epoch {epoch + 1}/{epochs}  loss {loss_sum / seen:.4f}  train acc {correct / seen:.4f}"
         if (epoch + 1) % task.eval_every == 0 and epoch + 1 < epochs:  # main() measures the last
             report += f"  eval acc {accuracy(model, data.held_out):.4f}"
         print(f"{report}  ({time.perf_counter() - start:.0f} s)", flush=True)
-    return model.cpu().eval(), data.held_out
+    return model.cpu().eval(), data
 
 
 def summary(model: SSMNetwork) -> str:
     c = model.config
+    if isinstance(model, MambaLM):
+        return (
+            f"Mamba-1 language model, {c.n_layers} layers, d_model={c.d_model}, "
+            f"d_inner={c.d_inner}, d_state {c.state_sizes}, vocabulary {c.vocab_size}, tied head"
+        )
     kind = "bidirectional" if model.bidirectional else "unidirectional"
     return (
         f"{model.arch.upper()} {kind}, {c.n_layers} layers, H={c.d_model}, "
@@ -287,7 +342,8 @@ def main(argv: list[str] | None = None) -> None:
     epochs = args.epochs or task.epochs
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    model, held_out = train(task, epochs, args.seed, args.device)
+    model, data = train(task, epochs, args.seed, args.device)
+    held_out = data.held_out
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     eval_accuracy = accuracy(model, held_out)
     majority = held_out.majority_accuracy()
@@ -309,6 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     aire_export.save(model, checkpoint, meta=meta)
     held_out.save(eval_path)
+    calib_path = None
+    if data.calibration is not None:
+        calib_path = args.out / "data" / f"{args.task}_calib.npz"
+        np.savez_compressed(calib_path, x=data.calibration)
     entry = {
         "checkpoint": f"checkpoints/{checkpoint.name}",
         "eval_data": f"data/{eval_path.name}",
@@ -329,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
         "trained_on": date.today().isoformat(),
         "torch": torch.__version__,
     }
+    if calib_path is not None:
+        entry["calib_data"] = f"data/{calib_path.name}"
+        entry["python"] = sys.version.split()[0]  # the training text is its stdlib
     update_registry(args.out / "models.json", task.model_name, entry)
     print(
         f"{task.model_name}: eval accuracy {eval_accuracy:.4f} (majority class {majority:.4f}) "

@@ -38,3 +38,34 @@ def test_gpu_suite_smoke_run_on_the_cpu(tmp_path):
     assert {r["workload"] for r in rows} == {"stream", "listops"}
     parities = [r["parity"] for r in rows if r.get("parity") is not None]
     assert parities and max(parities) <= 1e-5
+
+
+def test_the_mamba_benchmark_smoke_run_writes_every_contender(tmp_path):
+    out = tmp_path / "mamba.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "mamba_cpu.py"),
+            "--quick",
+            "--lengths",
+            "40",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["decode_tokens_agree"] is True
+    contenders = {(r["mode"], r["contender"]) for r in result["timings"]}
+    for mode in ("sequence", "decode"):
+        for name in ("transformers", "eager", "onnx unpruned", "onnx 50%", "onnx 25%"):
+            assert (mode, name) in contenders
+    sizes = result["size"]
+    assert sizes["50%"]["parameters"] < sizes["unpruned"]["parameters"]
+    assert sum(sizes["25%"]["d_state_per_layer"]) < sum(sizes["50%"]["d_state_per_layer"])

@@ -21,7 +21,14 @@ from aire_export.cli import main
 from aire_export.errors import CheckpointError, InputError
 from aire_export.graphs import selective
 from aire_export.models import family_of
-from aire_export.models.mamba import MambaConfig, MambaLM, init_mamba, linear_scan, sequential_scan
+from aire_export.models.mamba import (
+    MambaConfig,
+    MambaLM,
+    init_mamba,
+    linear_scan,
+    selective_scan,
+    sequential_scan,
+)
 from aire_export.prune.shrink import mask_model
 
 transformers = pytest.importorskip("transformers")
@@ -115,6 +122,22 @@ def test_a_transformers_folder_imports_with_its_logits(hf_model, hf_folder):
     assert model.config.tie_embeddings and model.meta["source_format"] == "hf-mamba"
     x = _tokens(2, 40)
     assert np.abs(_ours(model, x, torch.float32) - _hf_logits(hf_model, x)).max() <= 1e-4
+
+
+def test_the_import_needs_no_transformers_at_run_time(hf_folder):
+    """``ax.import_checkpoint("hf-mamba", DIR)`` in a fresh process never imports transformers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aire_export as ax; "
+        f"m = ax.import_checkpoint('hf-mamba', {str(hf_folder)!r}); "
+        "assert 'transformers' not in sys.modules, 'transformers was imported'; "
+        "print(m.config.state_sizes)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert done.stdout.strip() == "[8, 8]"
 
 
 def test_pytorch_model_bin_and_mamba_ssm_names_import_the_same_model(hf_model, tmp_path):
@@ -220,6 +243,20 @@ def test_the_chunked_torch_scan_is_the_sequential_scan(length):
     a = torch.rand(2, length, 3, 4, generator=g, dtype=torch.float64)
     b = torch.randn(2, length, 3, 4, generator=g, dtype=torch.float64)
     assert torch.allclose(linear_scan(a, b), sequential_scan(a, b), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("length", [1, 31, 32, 33, 100, 1025])
+def test_the_inference_scan_reads_out_what_the_states_give(length):
+    g = torch.Generator().manual_seed(length)
+    delta = torch.rand(2, length, 5, generator=g, dtype=torch.float64)
+    inputs = torch.randn(2, length, 5, generator=g, dtype=torch.float64)
+    B, C = (torch.randn(2, length, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    A = -torch.rand(3, 5, generator=g, dtype=torch.float64) * 3
+    states = sequential_scan(
+        torch.exp(delta[:, :, None, :] * A), B[..., None] * inputs[:, :, None, :]
+    )
+    want = (C[:, :, None, :] @ states).squeeze(2)
+    assert torch.allclose(selective_scan(delta, inputs, B, C, A), want, rtol=0, atol=1e-12)
 
 
 def small_mamba(seed: int = 0, state_sizes=(8, 6)) -> MambaLM:
@@ -335,11 +372,12 @@ def test_the_decode_graph_matches_float64_over_64_steps(tmp_path):
     assert rel(_decode(result.step.path, x), _ours(pruned, x)) <= 1e-5
 
 
-def test_greedy_decoding_with_the_step_graph_is_transformers_generate(
-    hf_model, hf_folder, tmp_path
-):
+def test_the_graphs_match_transformers_forward_and_greedy_generate(hf_model, hf_folder, tmp_path):
     model = import_hf_mamba(hf_folder)
     result = ax.export(model, tmp_path)
+    x = _tokens(2, 50, seed=12)  # the sequence graph against transformers' own forward
+    (y,) = _session(result.sequence.path).run(None, {"x": x})
+    assert np.abs(y - _hf_logits(hf_model, x)).max() <= 1e-4
     prompt = _tokens(1, 6, seed=9)
     with torch.no_grad():
         want = hf_model.generate(
@@ -449,3 +487,50 @@ def test_the_job_without_calibration_data_says_to_pass_calib(tmp_path, capsys):
     code = main([str(path), "--ratio", "0.5"])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert code == 2 and len(errors) == 1 and "pass --calib data.npz" in errors[0]
+
+
+def test_negative_labels_are_not_scored_and_lengths_are_refused(tmp_path):
+    from aire_export.data import load_data
+    from aire_export.validate.accuracy import accuracy
+
+    model = small_mamba()
+    x = _tokens(2, 10)
+    logits = _ours(model, x)
+    y = np.full(x.shape, -100)
+    y[:, -3:] = logits[:, -3:].argmax(-1)
+    y[0, -1] = (y[0, -1] + 1) % VOCAB  # one of the six scored answers is wrong
+    result = accuracy(logits, y)
+    assert (result.correct, result.total) == (5, 6)
+    np.savez(tmp_path / "lengths.npz", x=x, y=y, lengths=np.array([10, 8]))
+    with pytest.raises(InputError, match="label the padded positions −100"):
+        load_data(tmp_path / "lengths.npz", model)
+    np.savez(tmp_path / "none.npz", x=x, y=np.full(x.shape, -100))
+    with pytest.raises(InputError, match="nothing to measure accuracy on"):
+        load_data(tmp_path / "none.npz", model)
+
+
+def test_a_sweep_of_a_mamba_model_compares_the_selective_scores(tmp_path, capsys):
+    model = small_mamba(seed=8)
+    path = ax.save(model, tmp_path / "mamba.pt")
+    x = _tokens(6, 32, seed=13)
+    np.savez(tmp_path / "c.npz", x=x[:3])
+    np.savez(tmp_path / "eval.npz", x=x[3:], y=_ours(model, x[3:]).argmax(-1))
+    args = [
+        "sweep",
+        str(path),
+        "--data",
+        str(tmp_path / "eval.npz"),
+        "--ratios",
+        "0,0.5",
+        "--out",
+        str(tmp_path / "sweep"),
+        "--json",
+    ]
+    assert main(args) == 2  # without --calib: one line saying to pass it
+    assert "pass --calib" in capsys.readouterr().err
+    assert main([*args, "--calib", str(tmp_path / "c.npz")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    points = {(p["method"], p["ratio"]): p for p in result["points"]}
+    assert {method for method, _ in points} == {"aire", "ghost", "magnitude-global", "random"}
+    assert all(points[(m, 0.0)]["accuracy"] == 1.0 for m in ("aire", "ghost"))
+    assert all(points[(m, 0.5)]["states_kept"] == 7 for m in ("aire", "ghost", "random"))

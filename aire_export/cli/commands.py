@@ -17,6 +17,7 @@ from aire_export.errors import AireError
 from aire_export.files import check_destination, check_file_outputs, record_outputs
 from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
 from aire_export.lower import export
+from aire_export.models import family_of
 from aire_export.pipeline import PipelineOptions, revalidate, run_pipeline
 from aire_export.prune import PLAN_NAME, PruneOptions, prune_with, save_pruned, score_layers
 from aire_export.prune.api import modal_view
@@ -270,9 +271,9 @@ def run_cmd(
 )
 @click.option(
     "--methods",
-    default="aire,last,hinf-global,magnitude-global,random",
-    show_default=True,
-    help="Comma-separated scoring methods.",
+    default=None,
+    help="Comma-separated scoring methods (default: the family's: aire,last,hinf-global,"
+    "magnitude-global,random; a Mamba model: aire,ghost,magnitude-global,random).",
 )
 @click.option(
     "--ratios", default="0:0.95:0.05", show_default=True, help="START:STOP:STEP or a comma list."
@@ -313,11 +314,13 @@ def sweep_cmd(
     Example:
       aire-export sweep examples/checkpoints/s5_digits.pt --data examples/data/digits_eval.npz
     """
-    chosen, grid = parse_methods(methods), parse_ratios(ratios)
+    grid = parse_ratios(ratios)
+    chosen = parse_methods(methods) if methods is not None else None
     out = out or default_folder(model)
     calib = options.pop("calib")
     check_destination(out, [model, data, calib], force=force)
     net = load(model)
+    chosen = chosen or family_of(net).sweep_methods
     dataset = load_data(data, net, need_labels=True)
     calibration = load_data(calib, net) if calib else None
     with render.counted_progress("sweep", len(chosen) * len(grid)) as progress:

@@ -16,6 +16,7 @@ never branches on architecture names or infers a layout from the data:
                          residual template ``block_ir`` and ``export_ir(model)`` → ir.Network
     step-state layout    ``state_layout(model)``: per layer the streaming state's shape
     preferred lowering   ``lowering_rules``: tried before the generic ``auto`` table
+    sweep methods        ``sweep_methods``: what ``aire-export sweep`` compares by default
     tolerances           ``tolerance(precision, length)``: the parity gate for this family
 
 A new architecture is one module that defines its model and one Family subclass, and one
@@ -84,6 +85,9 @@ class Family(abc.ABC):
     model_class: ClassVar[type[nn.Module]]
     importers: ClassVar[tuple[Importer, ...]] = ()
     lowering_rules: ClassVar[tuple[ir.LoweringRule, ...]] = ()
+    sweep_methods: ClassVar[tuple[str, ...]] = (
+        "aire", "last", "hinf-global", "magnitude-global", "random"
+    )  # fmt: skip
 
     # ---- modal view (scores, certificates, plots) ------------------------------------------
     def calibrate(self, model: nn.Module, calib: Any) -> list[Any]:

@@ -42,10 +42,11 @@ class AccuracyResult:
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> AccuracyResult:
     """Top-1 accuracy of (N, classes) outputs against (N,) labels, or of per-token outputs
-    (N, L, classes) against (N, L) labels (every position counts)."""
+    (N, L, classes) against (N, L) labels; negative labels (−100) are not scored."""
     labels = np.asarray(labels)
-    correct = int(np.sum(np.asarray(outputs).argmax(-1) == labels))
-    return AccuracyResult(correct=correct, total=int(labels.size))
+    scored = labels >= 0
+    correct = int(np.sum((np.asarray(outputs).argmax(-1) == labels) & scored))
+    return AccuracyResult(correct=correct, total=int(scored.sum()))
 
 
 @dataclass(frozen=True)
