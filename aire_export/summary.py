@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from aire_export.json_values import finite_or_none
-from aire_export.models import modal_systems, parameter_count
+from aire_export.models import SelectiveView, modal_systems, parameter_count
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class LayerSummary:
         float  # steps for the slowest mode to decay by e: −1/log|λ̄|max (inf if ≥ 1)
     )
     parameters: int
+    selective: bool = False  # λ̄ depends on the input: the figures are at a zero input's Δ
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def summarize(model) -> ModelSummary:
                 unstable=int((mags >= 1).sum()),
                 slowest_decay_steps=decay,
                 parameters=parameter_count(block),
+                selective=isinstance(system, SelectiveView),
             )
         )
     return ModelSummary(

@@ -1,6 +1,6 @@
-"""The GPU suite cannot run here (no GPU), but its own logic can: a smoke run on tiny sizes on
-the CPU must finish and write its JSON, so a session that gets a GPU does not spend device time
-on a script error."""
+"""The benchmarks cannot be timed in a unit test, but their own logic can: a smoke run on tiny
+sizes on the CPU must finish, check what it compares and write its JSON, so a session that gets
+a GPU (or an idle machine) does not spend its time on a script error."""
 
 from __future__ import annotations
 
@@ -13,26 +13,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_suite_smoke_run_on_the_cpu(tmp_path):
+def _benchmark(script: str, *args: str, **env: str) -> None:
+    """Run benchmarks/<script> with one thread; fail with its stderr if it fails."""
     run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "gpu_suite.py"),
-            "--smoke",
-            "--workloads",
-            "stream",
-            "listops",
-            "--keeps",
-            "1.0",
-            "--no-compile",
-            "--no-jax",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_gpu_suite_smoke_run_on_the_cpu(tmp_path):
+    _benchmark(
+        "gpu_suite.py",
+        "--smoke",
+        "--workloads",
+        "stream",
+        "listops",
+        "--keeps",
+        "1.0",
+        "--no-compile",
+        "--no-jax",
+        OUT=str(tmp_path),
+    )
     result = json.loads((tmp_path / "gpu_suite.json").read_text())
     rows = result["rows"]
     assert {r["workload"] for r in rows} == {"stream", "listops"}
@@ -42,24 +47,7 @@ def test_gpu_suite_smoke_run_on_the_cpu(tmp_path):
 
 def test_the_mamba_benchmark_smoke_run_writes_every_contender(tmp_path):
     out = tmp_path / "mamba.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "mamba_cpu.py"),
-            "--quick",
-            "--lengths",
-            "40",
-            "--rounds",
-            "1",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    _benchmark("mamba_cpu.py", "--quick", "--lengths", "40", "--rounds", "1", "--out", str(out))
     result = json.loads(out.read_text())
     assert result["decode_tokens_agree"] is True
     contenders = {(r["mode"], r["contender"]) for r in result["timings"]}
@@ -69,3 +57,11 @@ def test_the_mamba_benchmark_smoke_run_writes_every_contender(tmp_path):
     sizes = result["size"]
     assert sizes["50%"]["parameters"] < sizes["unpruned"]["parameters"]
     assert sum(sizes["25%"]["d_state_per_layer"]) < sum(sizes["50%"]["d_state_per_layer"])
+
+
+def test_the_selective_forms_benchmark_checks_every_form_against_float64(tmp_path):
+    out = tmp_path / "forms.json"
+    _benchmark("selective_forms.py", "--lengths", "37", "--rounds", "1", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["form"] for r in rows} == {"chunked", "scan", "chunked (E,N)", "hillis-steele"}
+    assert max(r["max_rel_error"] for r in rows) <= 1e-5

@@ -19,7 +19,6 @@ import aire_export as ax
 from aire_export.checkpoints.hf_mamba import import_hf_mamba
 from aire_export.cli import main
 from aire_export.errors import CheckpointError, InputError
-from aire_export.graphs import selective
 from aire_export.models import family_of
 from aire_export.models.mamba import (
     MambaConfig,
@@ -342,10 +341,7 @@ def _decode(path, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("scan", ["chunked", "scan"])
-def test_the_sequence_graph_holds_1e5_of_float64_at_1_17_and_1024_steps(
-    tmp_path, monkeypatch, scan
-):
-    monkeypatch.setattr(selective, "MAX_BLOCK_CHUNKS", 4)  # several blocks at 1024 steps
+def test_the_sequence_graph_holds_1e5_of_float64_at_1_17_and_1024_steps(tmp_path, scan):
     model = small_mamba(seed=3)
     result = ax.export(model, tmp_path, scan=scan)
     assert result.sequence.scan == scan and result.check is None

@@ -94,6 +94,11 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
             f"{layer.parameters:,}",
         )
     console.print(table)
+    if any(layer.selective for layer in summary.layers):
+        console.print(
+            "selective layers: λ̄ = exp(Δ A) changes with the input; shown at the step of a zero "
+            "input, Δ = softplus(dt_proj.bias). States are scored on data (--calib)."
+        )
     if summary.unstable:
         console.print(
             f"[yellow]warning:[/yellow] {summary.unstable} state(s) have |λ̄| ≥ 1 (marginal or "

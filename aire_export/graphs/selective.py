@@ -18,10 +18,13 @@ kernels) do not apply. What does, with δ ≥ 0 and A < 0 so that every factor i
               (levels cover Q^levels steps); a second sweep starts every chunk from h_{c−1} and
               reads y out step by step (one batched MatMul C_k s_k). Only decays of the form
               exp(A ⊙ (a sum of δ ≥ 0)) ≤ 1 appear: never exp(+cumsum). No Scan node.
-``scan``      the same inside blocks of up to Q·n_b steps (:func:`block_chunks`), one ONNX Scan
-              iteration per block carrying the state (B, N, E) to the next: any length, and
-              the working set of a block stays cache-sized however long the sequence is. A
-              sequence shorter than a block is one block (padded to Q only).
+``scan``      one ONNX Scan iteration per chunk of Q steps carries the state (B, N, E) to the
+              next chunk, and inside it the Q steps run from that state one after the other,
+              each a few elementwise nodes over (B, N, E): half the arithmetic of the sweeps
+              (no end states from zero), tensors that stay in cache, any length. Its cost is
+              per-node dispatch, Q·~8 nodes per chunk: 1.4-1.6x faster than ``chunked`` on the
+              CPU (benchmarks/mamba_cpu.py); the iterations run one after another, so it leaves
+              a GPU idle where ``chunked`` has work for all of it.
 
 States are laid out (…, N, E): the broadcasts δ ⊗ A and (δ ⊙ x) ⊗ B then run along E, 4-5×
 faster in onnxruntime than along N = 16 (measured). Projections, the conv and the gate run in
@@ -51,11 +54,6 @@ from aire_export.graphs.recurrence import RECURRENCE_DTYPE, pad_time
 
 F32 = RECURRENCE_DTYPE
 METHODS = ("chunked", "scan")
-# ``scan`` blocks: one step's slice of a block, (n_b, N, E) float32, stays within 2 MB (the
-# L2 cache of the CPUs measured); a 4096-step sequence ran 1.3x faster in 256-512-step blocks
-# than as one block (benchmarks/mamba_cpu.py, the chunked rows).
-BLOCK_FLOATS = 1 << 19
-MAX_BLOCK_CHUNKS = 32
 
 
 # ---- the projections around the scan ---------------------------------------------------------
@@ -146,33 +144,30 @@ def _chunk_states(
     return _sweep(g, decays, drives, g.unsqueeze(carry(spans, ends), [2]))
 
 
-def _level_carry(
-    g: GraphBuilder, A: str, core: ir.SelectiveCore, q: int, levels: int, start: str | None = None
-) -> Carry:
+def _level_carry(g: GraphBuilder, A: str, core: ir.SelectiveCore, q: int, levels: int) -> Carry:
     """The carry by the chunked scheme one level up (chunks of q chunks), ``levels`` levels
-    deep (covering q^levels chunks). ``start`` (B, N, E): the state entering the first chunk
-    (None: zeros); only with one level."""
+    deep (covering q^levels chunks)."""
     N, E = core.N, core.E
 
     def carry(spans: str, ends: str) -> str:
         spans_p, count = pad_time(g, spans, 3, 1, q)
         blocks = g.reshape(pad_time(g, ends, 4, 1, q)[0], [0, -1, q, N, E])
         inner = _level_carry(g, A, core, q, levels - 1) if levels > 1 else None
-        first = None if start is None else g.unsqueeze(start, [1, 2])
         states = _chunk_states(
-            g, spans_p, lambda k: g.slice(blocks, [k], [k + 1], [2]), A, core, q, inner, first
+            g, spans_p, lambda k: g.slice(blocks, [k], [k + 1], [2]), A, core, q, inner
         )
         carried = g.slice(g.reshape(g.concat(states, 2), [0, -1, N, E]), [0], count, [1])
-        if start is None:  # h_{c−1}: zeros enter the first chunk
-            return g.slice(g.pad(carried, [0, 1, 0, 0, 0, 0, 0, 0]), [0], [-1], [1])
-        return g.concat([g.unsqueeze(start, [1]), g.slice(carried, [0], [-1], [1])], axis=1)
+        return g.slice(g.pad(carried, [0, 1, 0, 0, 0, 0, 0, 0]), [0], [-1], [1])  # h_{c−1}
 
     return carry
 
 
-def _chunk_scan(g, core: ir.SelectiveCore, delta, inputs, B, C, q: int, carry_of) -> str:
-    """y_t = C_t s_t (B, L, E) float32 for δ, δ ⊙ x (B, L, E) and B, C (B, L, N), L a multiple
-    of q; ``carry_of(A)`` gives the chunk-to-chunk carry (or None) for the constant A."""
+def _chunk_scan(
+    g, core: ir.SelectiveCore, delta, inputs, B, C, q: int, carry_of, start: str | None = None
+) -> tuple[str, str]:
+    """(y_t = C_t s_t (B, L, E) float32, the last step's states) for δ, δ ⊙ x (B, L, E) and
+    B, C (B, L, N), L a multiple of q; ``carry_of(A)`` gives the chunk-to-chunk carry for the
+    constant A, or None for one chunk, which starts from ``start`` (B, 1, 1, N, E)."""
     E, N = core.E, core.N
     A = g.const(core.A.T, F32, "A")  # (N, E): states are laid out (…, N, E)
     inputs = g.reshape(inputs, [0, -1, q, E])  # (B, n, Q, E)
@@ -183,7 +178,7 @@ def _chunk_scan(g, core: ir.SelectiveCore, delta, inputs, B, C, q: int, carry_of
         u = g.unsqueeze(g.slice(inputs, [k], [k + 1], [2]), [3])
         return g.mul(u, g.unsqueeze(g.slice(B, [k], [k + 1], [2]), [4]))
 
-    states = _chunk_states(g, delta, drive, A, core, q, carry_of(A))
+    states = _chunk_states(g, delta, drive, A, core, q, carry_of(A), start)
     ys = [  # C_k s_k: (B, n, 1, 1, N) @ (B, n, 1, N, E) → (B, n, 1, 1, E)
         g.matmul(g.unsqueeze(g.slice(C, [k], [k + 1], [2]), [3]), s) for k, s in enumerate(states)
     ]
@@ -200,54 +195,35 @@ def _chunked(g, core: ir.SelectiveCore, delta, inputs, B, C, lowering: LayerLowe
     return _chunk_scan(g, core, delta, inputs, B, C, q, carry_of)[0]
 
 
-def block_chunks(core: ir.SelectiveCore) -> int:
-    """Chunks per block of the ``scan`` method: as many as keep one step's slice of a block,
-    (n, N, E) float32 at batch 1, within BLOCK_FLOATS, a power of two in [1, MAX_BLOCK_CHUNKS]."""
-    fit = max(BLOCK_FLOATS // (core.N * core.E), 1)
-    return int(min(2 ** int(np.log2(fit)), MAX_BLOCK_CHUNKS))
-
-
-def _blocked(g, core: ir.SelectiveCore, delta, inputs, B, C, lowering: LayerLowering) -> str:
-    """The ``scan`` method: time in blocks of up to q·n_b steps, one ONNX Scan iteration per
-    block carrying the state (B, N, E) from block to block; inside a block the chunked sweeps,
-    the carry across its ≤ n_b chunks one sweep from the entering state. A sequence shorter
-    than a block is one block of its own length (padding only to q)."""
-    q, nb = lowering.chunk, block_chunks(core)
-    E, N = core.E, core.N
-    length = g.shape(delta, 1, 2)  # (1,), a multiple of q
-    block = g.op("Min", length, g.ints([q * nb]))
-    padded = g.mul(g.div(g.sub(g.add(length, block), g.ints([1])), block), block)
-    pads = g.concat([g.ints([0, 0, 0, 0]), g.sub(padded, length), g.ints([0])], axis=0)
-
-    def blocks(t: str, width: int) -> str:  # (B, L, w) → (B, n_blocks, block, w)
-        shape = g.concat([g.ints([0, -1]), block, g.ints([width])], axis=0)
-        return g.reshape(g.pad(t, pads), shape)
-
-    body = g.body("block_body")
+def _stepped(g, core: ir.SelectiveCore, delta, inputs, B, C, lowering: LayerLowering) -> str:
+    """The ``scan`` method: one ONNX Scan iteration per chunk of q steps carries the state
+    (B, N, E) to the next chunk; inside, the q steps run one after the other from it (a single
+    sweep: no end states from zero, no second pass)."""
+    q, E, N = lowering.chunk, core.E, core.N
+    body = g.body("chunk_body")
     h = body.input("h", F32, [None, N, E])
     spec = [("delta", E), ("inputs", E), ("B", N), ("C", N)]
-    block_in = [body.input(name, F32, [None, None, width]) for name, width in spec]
-
-    def carry_of(A: str) -> Carry:
-        return _level_carry(body, A, core, nb, 1, start=h)
-
-    y, last = _chunk_scan(body, core, *block_in, q, carry_of)
-    h_out = body.squeeze(body.slice(last, [-1], [INT64_MAX], [1]), [1, 2])  # (B, N, E)
-    body.output("h_out", h_out, F32, [None, N, E])
-    body.output("y_block", y, F32, [None, None, E])
+    chunk_in = [body.input(name, F32, [None, q, width]) for name, width in spec]
+    y, last = _chunk_scan(body, core, *chunk_in, q, lambda A: None, body.unsqueeze(h, [1, 2]))
+    body.output("h_out", body.squeeze(last, [1, 2]), F32, [None, N, E])
+    body.output("y_chunk", y, F32, [None, q, E])
     first = g.slice(g.mul(delta, g.const(0.0, F32, "zero")), [0], [1], [1])  # (B, 1, E) zeros
     zero = g.mul(first, g.const(np.zeros((N, 1)), F32, "zeros"))  # (B, N, E)
+    chunks = [
+        g.reshape(t, [0, -1, q, width])
+        for t, (_, width) in zip((delta, inputs, B, C), spec, strict=True)
+    ]
     _, ys = g.op(
         "Scan",
         zero,
-        *(blocks(t, width) for t, (_, width) in zip((delta, inputs, B, C), spec, strict=True)),
+        *chunks,
         outputs=2,
         body=body.graph(),
         num_scan_inputs=4,
         scan_input_axes=[1, 1, 1, 1],
         scan_output_axes=[1],
     )
-    return g.slice(g.reshape(ys, [0, -1, E]), [0], length, [1])
+    return g.reshape(ys, [0, -1, E])
 
 
 def sequence(
@@ -269,7 +245,7 @@ def sequence(
     x = layers.silu(g, _conv(g, core, layers.dense(g, in_x, u, compute), compute))
     delta, B, C = _selection(g, core, x, compute)
     inputs = g.mul(delta, g.cast_if(x, compute, F32))  # δ ⊙ x (B, L, E)
-    scan = _blocked if lowering.method == "scan" else _chunked
+    scan = _stepped if lowering.method == "scan" else _chunked
     if padded:
         y = scan(g, core, delta, inputs, B, C, lowering)
     else:
