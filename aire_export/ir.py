@@ -18,6 +18,7 @@ Core types (graphs/ has one lowering module per type and dispatches on it):
     DenseLTI       a MIMO diagonal system over all H channels (S5)
     SisoBankLTI    H independent SISO systems of N modes each (S4D); never expanded to (HN × H)
     Feedthrough    no state left, y = D ⊙ u (a layer pruned to nothing: no recurrence is emitted)
+    Bypassed       an LTI core on some channels, the others pass through (pruned operators)
     SelectiveCore  a Mamba-1 mixer: the input-dependent scan with its projections and conv
 
 Networks: ``Network`` (a classifier, pooled over time) and ``TokenLM`` (a causal language
@@ -237,7 +238,46 @@ class SelectiveCore:
         return False
 
 
-Core = DenseLTI | SisoBankLTI | Feedthrough | SelectiveCore
+@dataclass(frozen=True, eq=False)
+class Bypassed:
+    """An LTI core on some channels only, the others passing through (S4oP's pruned operators,
+    DESIGN §3.6): with u (…, H) and ``active`` the kept channels (ascending, 1 ≤ |active| < H),
+
+        y[…, active] = core(u[…, active]),     y_h = u_h for every other channel h
+
+    ``core`` acts on the |active| channels (its H is their count)."""
+
+    core: DenseLTI | SisoBankLTI
+    active: np.ndarray
+    width: int
+
+    def __post_init__(self) -> None:
+        active = np.asarray(self.active)
+        if not 1 <= active.size < self.width or np.any(np.diff(active) <= 0):
+            raise ValueError("Bypassed needs 1 ≤ |active| < width ascending channels")
+        if active[0] < 0 or active[-1] >= self.width or self.core.H != active.size:
+            raise ValueError(
+                f"Bypassed: active channels of 0..{self.width - 1}, one per core channel"
+            )
+
+    @property
+    def H(self) -> int:
+        return self.width
+
+    @property
+    def states(self) -> int:
+        return self.core.states
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.core.bidirectional
+
+    @property
+    def bypassed(self) -> np.ndarray:
+        return np.setdiff1d(np.arange(self.width), self.active)
+
+
+Core = DenseLTI | SisoBankLTI | Feedthrough | SelectiveCore | Bypassed
 
 
 # ---- blocks and the network ----------------------------------------------------------------------
@@ -341,6 +381,9 @@ class LoweringRule:
     source: str
 
     def matches(self, core: Core, device: str) -> bool:
+        """The rule applies to ``core`` on ``device`` (a Bypassed core by its inner core)."""
+        if isinstance(core, Bypassed):
+            core = core.core
         return (
             self.device == device
             and isinstance(core, self.core)

@@ -1,6 +1,6 @@
 """The whole job, as the paper's Algorithm 1 followed by deployment (DESIGN §2):
 
-    load → modal view → score → select → shrink → lower → build → validate → report
+    load → modal view → score → select → shrink [→ fine-tune] → lower → build → validate → report
 
 ``run_pipeline`` reads top to bottom in that order; every stage is a library call on typed
 values. The outputs are built in a staging folder beside the destination and renamed into
@@ -19,6 +19,7 @@ from aire_export.checkpoints import load, save
 from aire_export.data import load_data
 from aire_export.errors import InputError
 from aire_export.files import check_destination, commit, file_sha256, staged_folder
+from aire_export.finetune import FinetuneOptions, finetune
 from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
 from aire_export.lower import export
 from aire_export.models import SSMNetwork, family_of, modal_systems, parameter_count
@@ -30,7 +31,8 @@ from aire_export.prune import (
     modal_view,
     plan_pruning,
     score_layers,
-    shrink_model,
+    shrink_selected,
+    unit_views,
 )
 from aire_export.report import ModelRecord, Report, environment, verdict, write_report
 from aire_export.runtimes.bundle import BUNDLE_NAME, bundle_model
@@ -44,6 +46,10 @@ from aire_export.validate.validation import (
 )
 
 PRUNED_NAME = "pruned.pt"
+FINETUNE_SELECTION_NOTE = (
+    "fine-tuning kept its best epoch on {data}, so the pruned accuracy measured on that set is "
+    "optimistic by the selection: measure it on held-out data with `aire-export validate`"
+)
 Progress = Callable[[str], None]
 
 
@@ -64,6 +70,8 @@ class PipelineOptions:
     data: eval set (x, y, lengths) for accuracy and parity inputs; inputs: parity inputs
         (x, lengths) instead; calib: calibration sequences (x) that selective layers (Mamba)
         are scored on. bundle: write bundle/ even when the target does not.
+    finetune: labelled training sequences: fine-tune the pruned model on them, keeping the
+        best epoch on ``data`` (aire_export/finetune.py; ``finetuning`` says how).
     fail_on_parity: a failed parity gate exits 3 (the report is written either way).
     out: the output folder; force: replace it even when it holds files aire-export did not
         write there (an input inside it is refused all the same).
@@ -76,6 +84,8 @@ class PipelineOptions:
     data: Path | None = None
     calib: Path | None = None
     inputs: Path | None = None
+    finetune: Path | None = None
+    finetuning: FinetuneOptions = field(default_factory=FinetuneOptions)
     bundle: bool = False
     fail_on_parity: bool = True
     out: Path | None = None
@@ -95,8 +105,15 @@ class PipelineOptions:
                 "--max-drop is an accuracy budget: it needs --data eval.npz (with labels y) and "
                 "a number of points ≥ 0"
             )
+        if self.finetune is not None and self.data is None:
+            raise InputError(
+                "--finetune keeps the best epoch on the eval set: give --data eval.npz (with "
+                "labels y) too"
+            )
         (self.prune if given else self.prune.with_ratio(0.0)).check()
         self.validate.check()
+        if self.finetune is not None:
+            self.finetuning.check()
         return self
 
     @property
@@ -136,6 +153,9 @@ def run_pipeline(
     )
     inputs = load_data(options.inputs, model) if options.inputs else None
     calib = load_data(options.calib, model) if options.calib else None
+    train = load_data(options.finetune, model, need_labels=True) if options.finetune else None
+    if train is not None and data.y is None:
+        raise InputError(f"--finetune needs labels in --data {options.data} (array y)")
 
     progress("modal view")
     systems = modal_view(model, calib=calib)
@@ -148,14 +168,20 @@ def run_pipeline(
         prune = prune.with_ratio(search.ratio)
 
     progress("score")
+    systems = unit_views(model, systems, prune)
     layers = score_layers(systems, prune)
 
     progress("select")
     exact, selection = choose_units(model, layers, prune)
 
     progress("shrink")
-    pruned = shrink_model(model, selection.kept, drop_empty_blocks=prune.drop_empty_blocks)
+    pruned = shrink_selected(model, selection, prune)
     plan = plan_pruning(model, pruned, systems, layers, exact, selection, prune)
+    tuned = None
+    if train is not None:
+        progress("fine-tune")
+        tuned = finetune(pruned, train, data, options.finetuning, progress=progress)
+        pruned = tuned.model
 
     with staged_folder(out) as stage:
         progress("write pruned.pt and plan.json")
@@ -200,8 +226,10 @@ def run_pipeline(
             export=exported,
             target=v.target,
             environment=environment(),
-            warnings=[*validation.warnings, *plan.warnings, *exported.warnings],
+            warnings=[*validation.warnings, *plan.warnings, *exported.warnings]
+            + ([] if tuned is None else [FINETUNE_SELECTION_NOTE.format(data=options.data)]),
             search=search,
+            finetune=None if tuned is None else tuned.to_json(),
         )
         if options.bundle or target_named(v.target).bundle:
             progress("write the edge bundle")

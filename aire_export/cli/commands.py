@@ -219,6 +219,8 @@ def export_cmd(model: Path, out: Path, force: bool, as_json: bool, **options) ->
 @opt.DATA
 @opt.INPUTS
 @opt.CALIB
+@opt.FINETUNE
+@opt.FINETUNING
 @opt.VALIDATION
 @opt.FAIL_ON_PARITY
 @click.option(
@@ -245,6 +247,7 @@ def run_cmd(
       aire-export model.pt --ratio 0.7                      # ONNX on the CPU
       aire-export model.pt --ratio 0.7 --target trt --precision fp16
       aire-export model.pt --max-drop 1.0 --data eval.npz   # largest ratio within 1 point
+      aire-export model.pt --ratio 0.5 --unit channel --finetune train.npz --data eval.npz
     \b
     Writes OUT/: pruned.pt, plan.json, model.onnx, model.step.onnx (unidirectional models),
     model.engine (trt), bundle/ (trt, jetson, --bundle), report.json, report.md, plots.

@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
+from aire_export.finetune import FinetuneOptions
 from aire_export.graphs.export import PRECISIONS, SCANS
 from aire_export.models import importers
-from aire_export.prune import COMPAT, METHODS, PruneOptions
+from aire_export.prune import COMPAT, METHODS, UNITS, PruneOptions
 from aire_export.runtimes.shapes import ShapeRange
 from aire_export.runtimes.torch_runner import DEVICES
 from aire_export.runtimes.trt import TrtBuildOptions
@@ -127,6 +128,15 @@ DROP_EMPTY = click.option(
     is_flag=True,
     help="Remove the whole residual block of a layer that keeps no state.",
 )
+UNIT = click.option(
+    "--unit",
+    type=click.Choice(UNITS),
+    default="state",
+    show_default=True,
+    help="What is pruned. state: SSM states (AIRE-Prune). channel: whole operators, S4oP's "
+    "unit (S4D): a pruned channel's SSM is removed and its input passes through (y = u); "
+    "--ratio is then the fraction of channels, each scored by its modes together.",
+)
 SCORING = option_group(
     "scoring",
     lambda method, eps, score_compat, seed: PruneOptions(
@@ -148,6 +158,7 @@ PRUNING = option_group(
     SEED,
     BALANCE,
     DROP_EMPTY,
+    UNIT,
 )
 
 # ---- lowering ----------------------------------------------------------------------------------
@@ -311,6 +322,52 @@ CALIB = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Calibration sequences .npz (x, as --data) that selective layers (Mamba) are scored "
     "on; LTI layers need none.",
+)
+FINETUNE = click.option(
+    "--finetune",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Training set .npz (x, y, optional lengths): fine-tune the pruned model on it and keep "
+    "the epoch with the best accuracy on --data (recovery fine-tuning, as S4oP does).",
+)
+
+
+def _finetuning(**values) -> FinetuneOptions:
+    """FinetuneOptions from the --finetune-* options (and --patience)."""
+    return FinetuneOptions(
+        epochs=values["finetune_epochs"],
+        lr=values["finetune_lr"],
+        weight_decay=values["finetune_wd"],
+        patience=values["patience"],
+        batch_size=values["finetune_batch"],
+        seed=values["finetune_seed"],
+        device=values["finetune_device"],
+    )
+
+
+FINETUNING = option_group(
+    "finetuning",
+    _finetuning,
+    click.option(
+        "--finetune-epochs", type=int, default=5, show_default=True, help="Epochs at most."
+    ),
+    click.option("--finetune-lr", type=float, default=1e-4, show_default=True, help="AdamW lr."),
+    click.option(
+        "--finetune-wd", type=float, default=1e-5, show_default=True, help="AdamW weight decay."
+    ),
+    click.option(
+        "--patience",
+        type=int,
+        default=2,
+        show_default=True,
+        help="Stop after this many epochs without a better accuracy on --data.",
+    ),
+    click.option("--finetune-batch", type=int, default=32, show_default=True, help="Batch size."),
+    click.option(
+        "--finetune-seed", type=int, default=0, show_default=True, help="Shuffling and dropout."
+    ),
+    click.option(
+        "--finetune-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+    ),
 )
 DEVICE = click.option(
     "--device",

@@ -175,9 +175,16 @@ def plan(plan: PrunePlan, written: Iterable[Path]) -> None:
         )
     console.print(table)
     threshold = "" if plan.threshold is None else f", threshold τ = {plan.threshold:.6g}"
+    if plan.unit == "channel":
+        kept = sum(len(layer.kept) for layer in plan.layers)
+        console.print(
+            f"kept {kept} of {sum(layer.units_before for layer in plan.layers)} channels "
+            "(operators); the others pass their input through (y = u)"
+        )
     console.print(
         f"{plan.method}: kept {plan.states_after} of {plan.states_before} states, pruned "
         f"{plan.ratio_achieved:.1%}"
+        + (" of the channels" if plan.unit == "channel" else "")
         + ("" if plan.ratio_requested is None else f" (requested {plan.ratio_requested:.1%})")
         + threshold
     )
@@ -263,6 +270,15 @@ def run_report(report: Report, out: Path) -> None:
         + f", {m.parameters_before:,} → {m.parameters_after:,} parameters "
         f"(ratio achieved {report.plan.ratio_achieved:.3f})"
     )
+    if report.finetune is not None:
+        f = report.finetune
+        console.print(
+            f"fine-tuned on {escape(f['train_data'])}: eval accuracy "
+            f"{100 * f['accuracy_before']:.2f} % → {100 * f['accuracy_after']:.2f} % (best of "
+            f"{len(f['history']) - 1} epoch(s): epoch {f['best_epoch']}"
+            + (", stopped early" if f["stopped_early"] else "")
+            + ")"
+        )
     checks(console, report)
     notes(console, "warning", report.warnings)
     console.print(f"wrote {escape(str(out))}/ (report.md, report.json)")

@@ -4,6 +4,7 @@
     SisoBankLTI  graphs/lti_bank.py      H SISO systems of N modes (S4D)
     Feedthrough  (here)                  y = D ⊙ u: a layer pruned to nothing emits no recurrence
     SelectiveCore graphs/selective.py    Mamba-1 mixer: input-dependent scan, conv, projections
+    Bypassed     graphs/bypass.py        an LTI core on some channels, the others pass through
 
 A new core type (a selective scan) brings its own module with a :class:`CoreLowering` and
 one entry in :data:`CORE_LOWERINGS`; nothing else in graphs/ changes.
@@ -12,7 +13,7 @@ one entry in :data:`CORE_LOWERINGS`; nothing else in graphs/ changes.
 from __future__ import annotations
 
 from aire_export import ir
-from aire_export.graphs import lti_bank, lti_dense, selective
+from aire_export.graphs import bypass, lti_bank, lti_dense, selective
 from aire_export.graphs.builder import GraphBuilder
 from aire_export.graphs.lowering import CoreLowering, LayerLowering
 
@@ -42,7 +43,9 @@ CORE_LOWERINGS: dict[type, CoreLowering] = {
 
 
 def lowering_for(core: ir.Core) -> CoreLowering:
-    """The lowering module of ``core``'s type."""
+    """The lowering module of ``core``'s type (a Bypassed core's wraps its inner core's)."""
+    if isinstance(core, ir.Bypassed):
+        return bypass.bypassing(lowering_for(core.core))
     try:
         return CORE_LOWERINGS[type(core)]
     except KeyError:

@@ -100,6 +100,9 @@ class NetworkConfig(ModelConfig):
     d_output: number of classes.
     state_sizes: stored states per layer (S5: P, halved when conj_sym; S4D: modes per channel).
         A layer with 0 states has no scan left (its core is the feedthrough D·u).
+    bypassed_channels: per layer, the channels whose SSM operator was pruned (S4oP, DESIGN
+        §3.6): on them the core's output is its input, y_h = u_h, and the layer holds SSM
+        parameters for the other (active) channels only. Empty: no channel is bypassed.
     """
 
     d_input: int
@@ -112,9 +115,18 @@ class NetworkConfig(ModelConfig):
     norm_eps: float = 1e-5
     dropout: float = 0.0
     gelu_approximate: str = "tanh"
+    bypassed_channels: list[list[int]] = dataclasses.field(default_factory=list)
+
+    def active_channels(self, layer: int) -> list[int] | None:
+        """The channels of ``layer`` whose operator is kept, ascending; None when all are."""
+        if not self.bypassed_channels or not self.bypassed_channels[layer]:
+            return None
+        bypassed = set(self.bypassed_channels[layer])
+        return [h for h in range(self.d_model) if h not in bypassed]
 
     def validate(self) -> None:
         super().validate()
+        self._check_bypassed()
         for name in ("d_input", "d_output"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"config.{name} must be ≥ 1, got {getattr(self, name)}")
@@ -126,6 +138,24 @@ class NetworkConfig(ModelConfig):
             norm=NORMS,
             gelu_approximate=("tanh", "none"),
         )
+
+    def _check_bypassed(self) -> None:
+        bypassed = self.bypassed_channels
+        if not bypassed:
+            return
+        if len(bypassed) != self.n_layers:
+            raise InputError(
+                f"config.bypassed_channels lists {len(bypassed)} layers, the model has "
+                f"{self.n_layers}"
+            )
+        for index, channels in enumerate(bypassed):
+            if sorted(set(channels)) != list(channels) or any(
+                not 0 <= int(h) < self.d_model for h in channels
+            ):
+                raise InputError(
+                    f"config.bypassed_channels[{index}] must be ascending distinct channels in "
+                    f"0..{self.d_model - 1}"
+                )
 
 
 def check_choices(config: Any, **allowed: tuple[str, ...]) -> None:
@@ -368,6 +398,8 @@ def as_real(x: torch.Tensor) -> torch.Tensor:
 
 def as_complex(x: torch.Tensor) -> torch.Tensor:
     """Real tensor with a trailing (re, im) axis → complex."""
+    if x.numel() == 0:  # view_as_complex refuses empty tensors (a layer without channels)
+        return torch.complex(x[..., 0], x[..., 0])
     return torch.view_as_complex(x.contiguous())
 
 

@@ -12,6 +12,8 @@ never branches on architecture names or infers a layout from the data:
     unit policy          ``units(block)`` → UnitPolicy: the unit of each state, and the channel
                          of each unit where units may be balanced per channel (S4D)
     shrink and mask      ``shrunk_parameters(block, kept)``, ``masked_parameters(block, kept)``
+    operators (S4oP)     ``channel_units``, ``channel_width``, ``bypassed_parameters``,
+                         ``bypass_masked_parameters``: a channel's whole SSM pruned, y_h = u_h
     IR export            ``core_ir(block)`` (its layout), ``activation_ir(block)``; the
                          residual template ``block_ir`` and ``export_ir(model)`` → ir.Network
     step-state layout    ``state_layout(model)``: per layer the streaming state's shape
@@ -119,6 +121,28 @@ class Family(abc.ABC):
     ) -> dict[str, torch.Tensor]:
         """Same shapes, with every other unit's states cut off from the output (their input
         rows and/or output columns zeroed): the reference a shrunk block must equal."""
+
+    # ---- operator (channel) pruning, S4oP (DESIGN §3.6) ---------------------------------------
+    def channel_units(self, block: nn.Module) -> np.ndarray | None:
+        """(P,) the operator of each state of the block's modal view: the position of its
+        channel among the block's active channels. None: the family has no channel unit."""
+        return None
+
+    def channel_width(self, block: nn.Module) -> int:
+        """How many operators (active channels) the block has."""
+        raise InputError(f"{self.name} models have no operator (channel) pruning")
+
+    def bypassed_parameters(self, block: nn.Module, kept: np.ndarray) -> dict[str, torch.Tensor]:
+        """{parameter name: new value} of the block keeping the operators ``kept`` (sorted
+        positions among its active channels) and bypassing the others (y_h = u_h)."""
+        raise InputError(f"{self.name} models have no operator (channel) pruning")
+
+    def bypass_masked_parameters(
+        self, block: nn.Module, kept: np.ndarray
+    ) -> dict[str, torch.Tensor]:
+        """Same shapes, the other operators turned into the identity: the reference a
+        channel-pruned block must equal."""
+        raise InputError(f"{self.name} models have no operator (channel) pruning")
 
     # ---- export IR ---------------------------------------------------------------------------
     @abc.abstractmethod

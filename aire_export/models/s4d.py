@@ -99,12 +99,15 @@ def causal_conv(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 class S4DKernel(nn.Module):
-    """The diagonal SSM parameters of one S4D layer (reference `S4DKernel`)."""
+    """The diagonal SSM parameters of one S4D layer (reference `S4DKernel`), for its
+    ``channels`` active channels (all H unless operators were pruned, S4oP)."""
 
-    def __init__(self, config: S4DConfig, state_size: int) -> None:
+    def __init__(self, config: S4DConfig, state_size: int, channels: int | None = None) -> None:
         super().__init__()
-        H, N = config.d_model, state_size
+        H = config.d_model if channels is None else channels
+        N = state_size
         self.config = config
+        self.channels = H
         a_rows = 1 if config.shared_A else H
         self.log_dt = nn.Parameter(torch.full((H,), float(np.log(0.01))))
         self.log_A_real = nn.Parameter(torch.full((a_rows, N), float(np.log(0.5))))
@@ -126,7 +129,7 @@ class S4DKernel(nn.Module):
             value = getattr(self, name)
             return value if dtype is None else value.to(dtype)
 
-        H = self.config.d_model
+        H = self.channels
         A = torch.complex(-torch.exp(param("log_A_real")), param("A_imag")).expand(H, -1)
         dt = torch.exp(param("log_dt"))[:, None]
         lam_bar, gain = discretize(A, dt, self.config.discretization)
@@ -136,7 +139,7 @@ class S4DKernel(nn.Module):
     def unit_ids(self) -> np.ndarray:
         """(H·N,) unit of state (h, n) (flattened h-major): n when ``shared_A`` (a continuous
         mode is pruned from every channel), else h·N + n (each SISO mode on its own)."""
-        H, N = self.config.d_model, self.state_size
+        H, N = self.channels, self.state_size
         return np.tile(np.arange(N), H) if self.config.shared_A else np.arange(H * N)
 
     def state_axes(self) -> dict[str, int]:
@@ -155,7 +158,7 @@ class S4DKernel(nn.Module):
         exactly and the modes are stable. Forcing one common count per channel instead would
         change Algorithm 1's global choice; padding changes nothing but the width.
         """
-        H, N = self.config.d_model, self.state_size
+        H, N = self.channels, self.state_size
         if self.config.shared_A:
             index, pad = np.asarray(kept_units, dtype=np.int64), None
             size = len(index)
@@ -174,13 +177,19 @@ class S4DKernel(nn.Module):
 
 
 class S4DCore(nn.Module):
-    """Reference `S4D`: the SSM (kernel + D), GELU, output GLU."""
+    """Reference `S4D`: the SSM (kernel + D), GELU, output GLU.
 
-    def __init__(self, config: S4DConfig, state_size: int) -> None:
+    With pruned operators (``active``: the kept channels, S4oP's structural layer) the SSM
+    runs on the active channels only and every other channel passes its input through,
+    y_h = u_h; the GELU and the output GLU stay full width."""
+
+    def __init__(self, config: S4DConfig, state_size: int, active: list[int] | None = None) -> None:
         super().__init__()
         self.config = config
-        self.kernel = S4DKernel(config, state_size)
-        self.D = nn.Parameter(torch.zeros(config.d_model))
+        self.active = None if active is None else tuple(int(h) for h in active)
+        channels = config.d_model if active is None else len(active)
+        self.kernel = S4DKernel(config, state_size, channels)
+        self.D = nn.Parameter(torch.zeros(channels))
         self.drop = nn.Dropout(config.dropout)
         self.output_linear = nn.Linear(config.d_model, 2 * config.d_model)
 
@@ -190,11 +199,23 @@ class S4DCore(nn.Module):
 
     def ssm(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, H) → SSM output (B, L, H), before the activation."""
+        return self._bypass(u, self._active_ssm)
+
+    def _active_ssm(self, u: torch.Tensor) -> torch.Tensor:
         if self.kernel.state_size == 0:
             return self.D * u
         lam_bar, b_bar, C = self.kernel.discrete()
         K = s4d_kernel(lam_bar, C * b_bar, u.shape[1], self.output_scale).to(u.dtype)
         return causal_conv(u, K) + self.D * u
+
+    def _bypass(self, u: torch.Tensor, core) -> torch.Tensor:
+        """core on the active channels of u (…, H); the others pass through (y_h = u_h)."""
+        if self.active is None:
+            return core(u)
+        index = torch.as_tensor(self.active, device=u.device)
+        if index.numel() == 0:
+            return u
+        return u.index_copy(-1, index, core(u.index_select(-1, index)))
 
     def activate(self, y: torch.Tensor) -> torch.Tensor:
         y = self.drop(gelu(y, self.config.gelu_approximate))
@@ -204,13 +225,19 @@ class S4DCore(nn.Module):
         return self.activate(self.ssm(u))
 
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """u (B, H), state (B, H, N, 2) → output (B, H), new state."""
-        if self.kernel.state_size == 0:
-            return self.activate(self.D * u), state
+        """u (B, H), state (B, H_active, N, 2) → output (B, H), new state."""
+        if self.kernel.state_size == 0 or self.kernel.channels == 0:
+            return self.activate(self._bypass(u, lambda v: self.D * v)), state
         lam_bar, b_bar, C = self.kernel.discrete()
-        x = lam_bar * as_complex(state) + b_bar * u[..., None]
-        y = self.output_scale * (C * x).real.sum(-1) + self.D * u
-        return self.activate(y), as_real(x)
+        new = []
+
+        def core(v: torch.Tensor) -> torch.Tensor:
+            x = lam_bar * as_complex(state) + b_bar * v[..., None]
+            new.append(as_real(x))
+            return self.output_scale * (C * x).real.sum(-1) + self.D * v
+
+        y = self._bypass(u, core)
+        return self.activate(y), new[0] if new else state
 
 
 class S4DBlock(SSMBlock):
@@ -221,7 +248,7 @@ class S4DBlock(SSMBlock):
         self.config = config
         self.index = index
         self.norm = make_norm(config)
-        self.ssm = S4DCore(config, state_size)
+        self.ssm = S4DCore(config, state_size, config.active_channels(index))
         self.drop = nn.Dropout(config.dropout)
 
     @property
@@ -239,7 +266,7 @@ class S4DBlock(SSMBlock):
 
     def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return torch.zeros(
-            batch, self.config.d_model, self.state_size, 2, dtype=dtype, device=device
+            batch, self.ssm.kernel.channels, self.state_size, 2, dtype=dtype, device=device
         )
 
 
@@ -289,7 +316,7 @@ class S4DFamily(ClassifierFamily):
         """Per-channel A: each (channel, mode) is a unit, and channels may be balanced; a shared
         A: a unit is one mode across every channel (nothing to balance)."""
         kernel = block.ssm.kernel
-        H, N = block.config.d_model, kernel.state_size
+        H, N = kernel.channels, kernel.state_size
         channels = None if block.config.shared_A else np.repeat(np.arange(H), N)
         return UnitPolicy(ids=kernel.unit_ids(), channels=channels)
 
@@ -299,7 +326,7 @@ class S4DFamily(ClassifierFamily):
 
     def masked_parameters(self, block: S4DBlock, kept_units: np.ndarray):
         kernel = block.ssm.kernel
-        drop = ~np.isin(kernel.unit_ids(), kept_units).reshape(block.config.d_model, -1)  # (H, N)
+        drop = ~np.isin(kernel.unit_ids(), kept_units).reshape(kernel.channels, -1)  # (H, N)
         names = ["C"] + (["B"] if block.config.learn_B else [])  # b̄ and C of the dropped modes
         return {
             f"ssm.kernel.{name}": zero_states(getattr(kernel, name).detach(), 1, drop)
@@ -319,17 +346,56 @@ class S4DFamily(ClassifierFamily):
 
     def core_ir(self, block: S4DBlock) -> ir.Core:
         """The bank as (H, N) arrays with the output scale folded into c, or the feedthrough
-        D·u when the layer has no modes left."""
+        D·u when the layer has no modes left. With pruned operators the bank covers the
+        active channels (ir.Bypassed); without modes the bypassed channels get D = 1."""
         system = self.modal_system(block)
-        if system.P == 0:
-            return ir.Feedthrough(D=system.D)
+        active = block.ssm.active
+        if system.P == 0 or active == ():
+            return ir.Feedthrough(D=self._full_width(block, system.D))
         H = system.H
-        return ir.SisoBankLTI(
+        bank = ir.SisoBankLTI(
             lam=system.lam.reshape(H, -1),
             b=system.B[:, 0].reshape(H, -1),
             c=(system.output_scale * np.asarray(system.C[0][0], complex).reshape(H, -1),),
             D=system.D,
         )
+        if active is None:
+            return bank
+        return ir.Bypassed(bank, np.asarray(active), block.config.d_model)
+
+    @staticmethod
+    def _full_width(block: S4DBlock, D: np.ndarray) -> np.ndarray:
+        """D over all H channels: 1 on the bypassed ones (y_h = u_h)."""
+        active = block.ssm.active
+        if active is None:
+            return D
+        full = np.ones(block.config.d_model)
+        full[list(active)] = D
+        return full
+
+    # ---- operators (S4oP): a channel's whole SISO system ---------------------------------------
+    def channel_units(self, block: S4DBlock) -> np.ndarray:
+        kernel = block.ssm.kernel
+        return np.repeat(np.arange(kernel.channels), kernel.state_size)
+
+    def channel_width(self, block: S4DBlock) -> int:
+        return block.ssm.kernel.channels
+
+    def bypassed_parameters(self, block: S4DBlock, kept: np.ndarray):
+        """S4oP's structural layer: C, log Δ, A (unless shared), B and D of the kept channels."""
+        kernel, index = block.ssm.kernel, np.asarray(kept, dtype=np.int64)
+        names = ["log_dt", "C"] + (["B"] if block.config.learn_B else [])
+        names += [] if block.config.shared_A else ["log_A_real", "A_imag"]
+        out = {f"ssm.kernel.{n}": take_states(getattr(kernel, n).detach(), 0, index) for n in names}
+        out["ssm.D"] = take_states(block.ssm.D.detach(), 0, index)
+        return out
+
+    def bypass_masked_parameters(self, block: S4DBlock, kept: np.ndarray):
+        """The other channels' kernels zeroed (C = 0) and D = 1: y_h = u_h exactly."""
+        drop = ~np.isin(np.arange(block.ssm.kernel.channels), kept)
+        C = zero_states(block.ssm.kernel.C.detach(), 0, drop)
+        D = torch.where(torch.as_tensor(drop), torch.ones_like(block.ssm.D), block.ssm.D.detach())
+        return {"ssm.kernel.C": C, "ssm.D": D}
 
 
 FAMILY = S4DFamily()

@@ -31,12 +31,14 @@ from aire_export.models import (
     modal_systems,
 )
 from aire_export.prune.certificate import certify
+from aire_export.prune.channels import channel_views
 from aire_export.prune.plan import LayerPlan, PrunePlan
 from aire_export.prune.scores import LayerScores, check_options, get_method, score_systems
 from aire_export.prune.select import Selection, check_ratio_threshold, select_units
-from aire_export.prune.shrink import shrink_model
+from aire_export.prune.shrink import shrink_channels, shrink_model
 
 PLAN_NAME = "plan.json"
+UNITS = ("state", "channel")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class PruneOptions:
     channel. ``certificates=False`` skips the per-layer H∞/H2 certificates (their cost grows
     with the removed states × the width). Layers are scored on up to ``workers`` threads
     (default: the CPU count; 1: sequential).
+
+    ``unit="channel"`` prunes whole operators instead of states (S4oP, prune/channels.py):
+    ``ratio`` is then the fraction of the active channels bypassed, each channel scored by
+    its modes together; a bypass changes D too, so no LTI certificate is computed for it.
     """
 
     ratio: float | None = None
@@ -62,11 +68,18 @@ class PruneOptions:
     balance_channels: bool = True
     certificates: bool = True
     workers: int | None = None
+    unit: str = "state"
 
     def check(self) -> PruneOptions:
         """InputError for any option the methods do not take; returns the options."""
         check_options(get_method(self.method), self.eps, self.score_compat)
         check_ratio_threshold(self.ratio, self.threshold)
+        if self.unit not in UNITS:
+            raise InputError(f"unit must be one of {', '.join(UNITS)}, got {self.unit!r}")
+        if self.unit == "channel" and self.score_compat == "official":
+            raise InputError(
+                "score_compat='official' scores states; channels have no official code"
+            )
         return self
 
     def with_ratio(self, ratio: float) -> PruneOptions:
@@ -105,7 +118,7 @@ def choose_units(
     """Stage 4: (Algorithm 1's selection, the kept selection), balanced per channel where the
     family's unit policy allows it and the options ask for it."""
     channels = None
-    if options.balance_channels:
+    if options.balance_channels and options.unit == "state":
         family = family_of(model)
         channels = [family.units(block).channels for block in model.layers]
     return select_units(
@@ -161,10 +174,26 @@ def prune_with(
     options.check()
     if systems is None:
         systems = modal_view(model, options.workers, calib)
+    systems = unit_views(model, systems, options)
     layers = score_layers(systems, options)
     exact, selection = choose_units(model, layers, options)
-    pruned = shrink_model(model, selection.kept, drop_empty_blocks=options.drop_empty_blocks)
+    pruned = shrink_selected(model, selection, options)
     return pruned, plan_pruning(model, pruned, systems, layers, exact, selection, options)
+
+
+def unit_views(
+    model: SSMNetwork, systems: list[ScoringView], options: PruneOptions
+) -> list[ScoringView]:
+    """The views the options' unit is scored on: the layers' own (states), or one unit per
+    active channel grouping its modes (``unit="channel"``, prune/channels.py)."""
+    return channel_views(model, systems) if options.unit == "channel" else systems
+
+
+def shrink_selected(model: SSMNetwork, selection: Selection, options: PruneOptions) -> SSMNetwork:
+    """Stage 5: the physically smaller model keeping the selected states or channels."""
+    if options.unit == "channel":
+        return shrink_channels(model, selection.kept)
+    return shrink_model(model, selection.kept, drop_empty_blocks=options.drop_empty_blocks)
 
 
 def plan_pruning(
@@ -188,7 +217,7 @@ def plan_pruning(
         certificate, distortion = None, None
         if isinstance(system, SelectiveView):  # no LTI bound: the measured change instead
             distortion = system.distortion(np.flatnonzero(~live)) if system.distortion else None
-        elif options.certificates:
+        elif options.certificates and options.unit == "state":
             certificate = certify(system, np.flatnonzero(~live))
         layer_plans.append(
             LayerPlan(
@@ -211,11 +240,17 @@ def plan_pruning(
         )
     before = sum(p.states_before for p in layer_plans)
     after = sum(p.states_after for p in layer_plans)
+    if options.unit == "channel":  # the fraction of (active) channels bypassed
+        achieved = 1.0 - sum(len(p.kept) for p in layer_plans) / sum(
+            p.units_before for p in layer_plans
+        )
+    else:
+        achieved = 1.0 - after / before
     ratio = options.ratio
     plan = PrunePlan(
         method=options.method,
         ratio_requested=None if ratio is None else float(ratio),
-        ratio_achieved=1.0 - after / before,
+        ratio_achieved=achieved,
         threshold=selection.threshold,
         eps=float(options.eps),
         score_compat=options.score_compat,
@@ -223,8 +258,9 @@ def plan_pruning(
         seed=int(options.seed),
         arch=model.arch,
         target_units=selection.target_units,
-        drop_empty_blocks=options.drop_empty_blocks,
-        balance_channels=options.balance_channels,
+        drop_empty_blocks=options.drop_empty_blocks and options.unit == "state",
+        balance_channels=options.balance_channels and options.unit == "state",
+        unit=options.unit,
         warnings=_warnings(
             layers,
             exact,
@@ -235,6 +271,7 @@ def plan_pruning(
         ),
     )
     pruned.meta["pruning"] = {
+        "unit": options.unit,
         "method": options.method,
         "score_compat": options.score_compat,
         "ratio_requested": plan.ratio_requested,

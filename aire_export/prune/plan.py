@@ -5,6 +5,7 @@ Schema (other tools and CI read it; extra keys beyond DESIGN §8 are marked +)::
     {"format"+: "aire-export-plan/1", "method", "ratio_requested", "ratio_achieved",
      "threshold", "eps", "score_compat"+, "seed"+, "arch"+, "target_units"+,
      "states_before"+, "states_after"+, "drop_empty_blocks"+, "balance_channels"+, "warnings"+: [str],
+     "unit"+: "state" | "channel",
      "layers": [{"index", "name"+, "states_before", "states_after", "units_before"+,
                  "kept": [unit indices, input order], "energies": [per unit], "scores": [per unit],
                  "unstable"+: [unit indices with |λ̄| ≥ 1], "dropped"+, "block_removed"+,
@@ -16,7 +17,9 @@ Schema (other tools and CI read it; extra keys beyond DESIGN §8 are marked +)::
 Selective layers (Mamba) have no LTI certificate (DESIGN §3.5): their plan records the
 measured relative change of the layer's scan output on the calibration data instead.
 
-Units are states, except for S4D with a shared A, where a unit is one mode across all channels
+With ``unit = "channel"`` (S4oP's operators) a unit is one active channel of the layer (its
+position among the active channels before the prune) and ``states_*`` still count states.
+Otherwise units are states, except for S4D with a shared A, where a unit is one mode across all channels
 (``kept`` then lists modes n). ``states_*`` count stored states of the modal view (S5: P, a
 conjugate pair counting once; S4D: channels × modes). ``physical_size`` is the layer's state
 size in the pruned model's config (S4D: modes per channel, which can exceed the live count
@@ -116,6 +119,7 @@ class PrunePlan:
     drop_empty_blocks: bool = False
     balance_channels: bool = False
     warnings: list[str] = field(default_factory=list)
+    unit: str = "state"  # or "channel": kept and scores are per active channel (S4oP)
 
     @property
     def states_before(self) -> int:
@@ -141,6 +145,7 @@ class PrunePlan:
             "states_after": self.states_after,
             "drop_empty_blocks": self.drop_empty_blocks,
             "balance_channels": self.balance_channels,
+            "unit": self.unit,
             "warnings": list(self.warnings),
             "layers": [layer.to_json() for layer in self.layers],
         }
@@ -166,6 +171,7 @@ class PrunePlan:
             drop_empty_blocks=bool(data.get("drop_empty_blocks", False)),
             balance_channels=bool(data.get("balance_channels", False)),
             warnings=[str(w) for w in data.get("warnings", [])],
+            unit=str(data.get("unit", "state")),
         )
 
     def summary(self) -> dict[str, Any]:

@@ -10,6 +10,13 @@ ids layer ℓ keeps (a state, a conjugate pair, or an S4D mode shared by all cha
     mask_model(model, kept)     same shapes, pruned states cut off from the output: the reference
                                 the shrunk model must equal (tests)
 
+Operators (S4oP, DESIGN §3.6): ``kept[ℓ]`` holds the positions of the channels layer ℓ keeps
+among its active channels; every other channel's SSM is removed and bypassed (y_h = u_h):
+
+    shrink_channels(model, kept)   parameters of the kept channels only, the bypassed ones
+                                   recorded in ``config.bypassed_channels``
+    mask_channels(model, kept)     same shapes, the other channels turned into the identity
+
 ``drop_empty_blocks=True`` also removes every block whose layer kept nothing (the whole residual
 block, not just its scan). That changes the function (the block's D·u, activation and residual
 are gone); its effect is measured by validation, not assumed.
@@ -30,24 +37,26 @@ from aire_export.models import SSMNetwork, family_of
 _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(.*)$")
 
 
-def check_kept(model: SSMNetwork, kept: list[np.ndarray]) -> list[np.ndarray]:
-    """``kept`` as sorted int arrays, one per layer, each a set of valid unit ids."""
+def check_kept(model: SSMNetwork, kept: list[np.ndarray], unit: str = "state") -> list[np.ndarray]:
+    """``kept`` as sorted int arrays, one per layer, each a set of valid ids: unit ids of
+    the layer's states (``unit="state"``), or positions among its active channels."""
     family = family_of(model)
     if len(kept) != len(model.layers):
         raise InputError(
             f"kept lists {len(kept)} layers but the model has {len(model.layers)} SSM layers"
         )
+    what = "unit" if unit == "state" else "channel"
     out = []
     for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
         units = np.asarray(units)
-        n_units = family.units(block).n_units
+        count = family.units(block).n_units if unit == "state" else family.channel_width(block)
         if units.size and (units.ndim != 1 or not np.issubdtype(units.dtype, np.integer)):
-            raise InputError(f"kept[{index}] must be a 1-D array of unit indices")
+            raise InputError(f"kept[{index}] must be a 1-D array of {what} indices")
         units = np.unique(units.astype(np.int64))  # sorted, duplicates removed
-        if units.size and (units[0] < 0 or units[-1] >= n_units):
+        if units.size and (units[0] < 0 or units[-1] >= count):
             raise InputError(
-                f"kept[{index}] has unit indices outside 0..{n_units - 1} (layer {index} has "
-                f"{n_units} units)"
+                f"kept[{index}] has {what} indices outside 0..{count - 1} (layer {index} has "
+                f"{count} {what}s)"
             )
         out.append(units)
     return out
@@ -75,9 +84,17 @@ def shrink_model(
     kept_blocks = [i for i, size in enumerate(sizes) if size > 0 or not drop_empty_blocks]
     if drop_empty_blocks:
         state = _renumber_blocks(state, kept_blocks)
-    config = model.config.replace(state_sizes=[sizes[i] for i in kept_blocks])
+    changes = {"state_sizes": [sizes[i] for i in kept_blocks]}
+    if drop_empty_blocks and getattr(model.config, "bypassed_channels", None):
+        changes["bypassed_channels"] = [model.config.bypassed_channels[i] for i in kept_blocks]
+    return _rebuild(model, model.config.replace(**changes), state)
+
+
+def _rebuild(model: SSMNetwork, config, state: dict[str, torch.Tensor]) -> SSMNetwork:
+    """A model of ``model``'s class with ``config``, its tensors taken from ``state``;
+    dtype, device, train/eval mode and ``meta`` carried over."""
     with torch.device("meta"):  # no allocation or random init: every tensor comes from `state`
-        shrunk = family.model_class(config)
+        shrunk = family_of(model).model_class(config)
     shrunk.load_state_dict(state, assign=True)
     if any(t.is_meta for t in itertools.chain(shrunk.parameters(), shrunk.buffers())):
         raise RuntimeError(f"{type(model).__name__} holds tensors outside its state_dict")
@@ -87,15 +104,45 @@ def shrink_model(
 
 def mask_model(model: SSMNetwork, kept: list[np.ndarray]) -> SSMNetwork:
     """A copy of ``model`` with the same shapes whose pruned states cannot reach the output."""
-    kept = check_kept(model, kept)
-    family = family_of(model)
+    return _masked(model, check_kept(model, kept), family_of(model).masked_parameters)
+
+
+def _masked(model: SSMNetwork, kept: list[np.ndarray], parameters) -> SSMNetwork:
+    """A copy of ``model`` with each block's ``parameters(block, kept)`` loaded into it."""
     masked = copy.deepcopy(model)
     updates: dict[str, torch.Tensor] = {}
     for index, (block, units) in enumerate(zip(model.layers, kept, strict=True)):
-        for name, value in family.masked_parameters(block, units).items():
+        for name, value in parameters(block, units).items():
             updates[f"layers.{index}.{name}"] = value
     masked.load_state_dict(updates, strict=False)
     return masked
+
+
+def shrink_channels(model: SSMNetwork, kept: list[np.ndarray]) -> SSMNetwork:
+    """A new model of ``model``'s class whose layers keep the operators of the ``kept``
+    channel positions and bypass every other channel (y_h = u_h)."""
+    kept = check_kept(model, kept, unit="channel")
+    family = family_of(model)
+    config = model.config
+    updates: dict[str, torch.Tensor] = {}
+    bypassed = []
+    for index, (block, channels) in enumerate(zip(model.layers, kept, strict=True)):
+        active = config.active_channels(index) or list(range(config.d_model))
+        dropped = set(active) - {active[c] for c in channels}
+        before = set(config.bypassed_channels[index]) if config.bypassed_channels else set()
+        bypassed.append(sorted(before | dropped))
+        params = family.bypassed_parameters(block, channels)
+        updates |= {f"layers.{index}.{name}": value for name, value in params.items()}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in updates}
+    state |= updates
+    new_config = config.replace(bypassed_channels=bypassed if any(bypassed) else [])
+    return _rebuild(model, new_config, state)
+
+
+def mask_channels(model: SSMNetwork, kept: list[np.ndarray]) -> SSMNetwork:
+    """A copy of ``model`` with the same shapes whose other operators are the identity."""
+    kept = check_kept(model, kept, unit="channel")
+    return _masked(model, kept, family_of(model).bypass_masked_parameters)
 
 
 def _renumber_blocks(state: dict[str, torch.Tensor], kept_blocks: list[int]) -> dict:

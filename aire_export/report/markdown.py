@@ -56,7 +56,14 @@ def render_markdown(report: Report) -> str:
             "",
             f"Method `{plan.method}`, ratio requested {plan.ratio_requested}, achieved "
             f"{fmt(plan.ratio_achieved, '.4f')}, threshold τ = {fmt(plan.threshold)}, "
-            f"eps = {plan.eps}.",
+            f"eps = {plan.eps}."
+            + (
+                " Unit: whole operators (channels, S4oP): a pruned channel's SSM is removed "
+                "and its input passes through (y = u); the ratio counts channels, and no LTI "
+                "certificate is given (the bypass changes D too)."
+                if plan.unit == "channel"
+                else ""
+            ),
             "",
             "## Pruning plan",
             "",
@@ -87,6 +94,25 @@ def render_markdown(report: Report) -> str:
                 + " | ".join(fmt(b) for b in ((layer.calib_distortion,) if selective else bounds))
                 + " |"
             )
+    if r.finetune is not None:
+        f = r.finetune
+        lines += [
+            "",
+            "## Recovery fine-tuning",
+            "",
+            f"On `{f['train_data']}`, AdamW lr {f['lr']:g}, weight decay {f['weight_decay']:g}, "
+            f"batch {f['batch_size']}, seed {f['seed']}, {f['device']}; the best epoch on "
+            f"`{f['eval_data']}` was kept (patience {f['patience']}). Because that set chose "
+            "the epoch, the pruned accuracy measured on it is optimistic.",
+            "",
+            "| epoch | train loss | eval accuracy |",
+            "|---|---|---|",
+            *(
+                f"| {h['epoch']}{' (kept)' if h['epoch'] == f['best_epoch'] else ''} | "
+                f"{fmt(h['train_loss'], '.4f')} | {100 * h['eval_accuracy']:.2f} % |"
+                for h in f["history"]
+            ),
+        ]
     if v.distortion:
         d = v.distortion
         lines += [

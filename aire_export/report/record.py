@@ -217,6 +217,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     plots: list[str] | None = None
     search: MaxDropResult | None = None  # how --max-drop chose the ratio
+    finetune: dict[str, Any] | None = None  # FinetuneResult.to_json(): --finetune's record
 
     @property
     def unverified(self) -> list[str]:
@@ -236,6 +237,8 @@ class Report:
             data["plan"] = self.plan.to_json()
         if self.search is not None:
             data["search"] = self.search.to_json()
+        if self.finetune is not None:
+            data["finetune"] = dict(self.finetune)
         data["distortion"] = None if v.distortion is None else v.distortion.to_json()
         data["accuracy"] = None if v.accuracy is None else v.accuracy.to_json()
         if self.export is not None:

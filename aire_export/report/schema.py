@@ -75,6 +75,7 @@ PLAN_SCHEMA = _closed(
         "states_after": {"type": "integer"},
         "drop_empty_blocks": {"type": "boolean"},
         "balance_channels": {"type": "boolean"},
+        "unit": {"enum": ["state", "channel"]},
         "warnings": _STRINGS,
         "layers": {"type": "array", "items": _PLAN_LAYER},
     }
@@ -168,6 +169,34 @@ _SEARCH = _closed(
         },
     }
 )
+_FINETUNE = _closed(
+    {
+        "train_data": {"type": "string"},
+        "eval_data": {"type": "string"},
+        "epochs": {"type": "integer"},
+        "lr": {"type": "number"},
+        "weight_decay": {"type": "number"},
+        "patience": {"type": "integer"},
+        "batch_size": {"type": "integer"},
+        "seed": {"type": "integer"},
+        "device": {"type": "string"},
+        "best_epoch": {"type": "integer"},
+        "stopped_early": {"type": "boolean"},
+        "accuracy_before": {"type": "number"},
+        "accuracy_after": {"type": "number"},
+        "history": {
+            "type": "array",
+            "items": _closed(
+                {
+                    "epoch": {"type": "integer"},
+                    "train_loss": _NUMBER,
+                    "eval_accuracy": {"type": "number"},
+                    "seconds": {"type": "number"},
+                }
+            ),
+        },
+    }
+)
 _LATENCY = _closed(
     {
         "name": {"type": "string"},
@@ -244,6 +273,7 @@ REPORT_SCHEMA = {
             "model": _MODEL,
             "plan": PLAN_SCHEMA,
             "search": _SEARCH,
+            "finetune": _FINETUNE,
             "distortion": {
                 "oneOf": [
                     {"type": "null"},

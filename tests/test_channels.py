@@ -1,0 +1,146 @@
+"""Operators (channels) as the pruning unit, S4oP's bypass (DESIGN §3.6): shrunk == masked in
+float64, a pruned channel passes its input through, graphs hold only the active channels and
+match the model, the S4oP budget and draws, and the command line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import make_s4d, make_s5, rel_err, run_cli
+from lowering import random_input, reference, run_sequence, session, stream
+
+import aire_export as ax
+from aire_export.errors import InputError
+from aire_export.models import modal_systems
+from aire_export.prune import mask_channels, shrink_channels
+from aire_export.prune.channels import s4op_budget, s4op_draw
+from aire_export.prune.scores import aire_energy
+
+VARIANTS = [{}, {"shared_A": True}, {"learn_B": True}, {"prenorm": False}]
+KEPT = [np.array([0, 2, 3]), np.array([4])]  # of 5 channels: layer 1 keeps one
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(o) or "default")
+def test_channel_pruned_model_equals_the_masked_model_in_float64(options):
+    model = make_s4d(seed=1, **options).double()
+    x = random_input(model, 3, 41).double()
+    with torch.no_grad():
+        shrunk, masked = shrink_channels(model, KEPT)(x), mask_channels(model, KEPT)(x)
+        full = model(x)
+    assert rel_err(shrunk, masked) <= 1e-12
+    assert rel_err(masked, full) > 1e-3  # the bypass really changes the model
+
+
+def test_a_bypassed_channel_passes_its_input_through_and_only_active_channels_hold_parameters():
+    model = shrink_channels(make_s4d(seed=2).double(), KEPT)
+    core = model.layers[0].ssm
+    assert model.config.bypassed_channels == [[1, 4], [0, 1, 2, 3]]
+    assert core.kernel.C.shape[0] == 3 and core.D.shape == (3,) and core.kernel.log_dt.shape == (3,)
+    u = torch.randn(2, 17, 5, dtype=torch.float64)
+    with torch.no_grad():
+        y = core.ssm(u)
+    assert torch.equal(y[..., [1, 4]], u[..., [1, 4]])
+    assert not torch.allclose(y[..., [0, 2, 3]], u[..., [0, 2, 3]])
+
+
+def test_channel_pruning_composes_with_itself_and_with_state_pruning(tmp_path):
+    base = make_s4d(seed=3).double()
+    first = shrink_channels(base, KEPT)
+    second = shrink_channels(first, [np.array([0, 2]), np.array([], dtype=np.int64)])
+    assert second.config.bypassed_channels == [[1, 2, 4], [0, 1, 2, 3, 4]]
+    states, _ = ax.prune(second, 0.5)
+    assert states.config.bypassed_channels == second.config.bypassed_channels
+    x = random_input(base, 2, 30).double()
+    reloaded = ax.load(ax.save(states, tmp_path / "p.pt")).double()
+    with torch.no_grad():
+        assert rel_err(reloaded(x), states(x)) == 0
+
+
+@pytest.mark.parametrize("scan", ["chunked", "toeplitz", "scan", "logdepth"])
+def test_graphs_of_a_channel_pruned_model_match_it(tmp_path, scan):
+    model = shrink_channels(make_s4d(seed=4, state_sizes=(6, 4, 3), d_model=5), [*KEPT, []])
+    result = ax.export(model, tmp_path, scan=scan)
+    x = random_input(model, 2, 70, seed=1)
+    want = reference(model, x)
+    assert rel_err(run_sequence(result.sequence.path, x), want) <= 1e-5
+    assert rel_err(stream(result.step.path, model, x)[-1], want) <= 1e-5
+    graph = onnx.load(result.sequence.path)
+    assert sum(n.op_type == "Gather" for n in graph.graph.node) >= 3
+    step_inputs = {i.name: i for i in session(result.step.path).get_inputs()}
+    assert step_inputs["state_0"].shape[1] == 3  # only the active channels carry states
+    assert "state_2" not in step_inputs  # a layer without channels has no state
+
+
+def test_channel_scores_are_the_modes_scores_summed_and_every_layer_keeps_its_top_channel():
+    model = make_s4d(seed=5, state_sizes=(6, 4), d_model=5).double()
+    pruned, plan = ax.prune(model, 0.7, unit="channel")
+    systems = modal_systems(model)
+    for layer, system in zip(plan.layers, systems, strict=True):
+        energy = np.bincount(np.repeat(np.arange(5), system.P // 5), aire_energy(system))
+        assert np.allclose(layer.energies, energy, rtol=1e-12)
+        assert int(np.argmax(energy)) in layer.kept
+    assert plan.unit == "channel"
+    assert plan.ratio_achieved == pytest.approx(1 - sum(len(p.kept) for p in plan.layers) / 10)
+    assert [len(b) for b in pruned.config.bypassed_channels] == [
+        5 - len(p.kept) for p in plan.layers
+    ]
+
+
+def test_s4op_budget_follows_its_exponential_split():
+    for ratio in (0.1, 0.3, 0.5, 0.7, 0.9):
+        budget = s4op_budget(ratio, 4, 64)
+        assert sum(budget) == round(ratio * 256) and max(budget) <= 63
+        assert budget == sorted(budget)  # deeper layers pruned more
+        assert budget[0] == 0 or min(budget[1:]) == 63  # layer 0 only once the others are full
+    assert s4op_budget(0.3, 4, 64) == [0, 11, 22, 44]
+    steps = [s4op_budget(r, 6, 32) for r in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    assert all(
+        a <= b for prev, nxt in itertools.pairwise(steps) for a, b in zip(prev, nxt, strict=True)
+    )
+
+
+def test_s4op_draws_are_seeded_and_contain_the_previous_step():
+    first = s4op_draw([[], [], []], 16, 0.3, np.random.default_rng(7))
+    again = s4op_draw([[], [], []], 16, 0.3, np.random.default_rng(7))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    bypassed = [sorted(set(range(16)) - set(k.tolist())) for k in first]
+    assert [len(b) for b in bypassed] == s4op_budget(0.3, 3, 16)
+    second = s4op_draw(bypassed, 16, 0.6, np.random.default_rng(8))
+    assert [16 - len(b) - len(k) for b, k in zip(bypassed, second, strict=True)] == [
+        t - len(b) for t, b in zip(s4op_budget(0.6, 3, 16), bypassed, strict=True)
+    ]
+    with pytest.raises(InputError, match="larger ratio"):
+        s4op_draw(bypassed, 16, 0.1, np.random.default_rng(0))
+
+
+def test_prune_unit_channel_on_the_command_line(tmp_path, capsys):
+    path = ax.save(make_s4d(seed=6), tmp_path / "m.pt")
+    code, out, err = run_cli(
+        capsys, "prune", path, "--ratio", "0.5", "--unit", "channel", "-o", tmp_path / "p.pt"
+    )
+    assert code == 0, err
+    assert "channels (operators)" in out
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["unit"] == "channel" and plan["balance_channels"] is False
+    assert all(layer["certificate"] is None for layer in plan["layers"])
+    s5 = ax.save(make_s5(), tmp_path / "s5.pt")
+    code, _, err = run_cli(
+        capsys, "prune", s5, "--ratio", "0.5", "--unit", "channel", "-o", tmp_path / "q.pt"
+    )
+    assert code == 2 and "S4D" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "bypassed",
+    [[[0]], [[5], []], [[2, 1], []], [[1, 1], []]],
+    ids=["layers", "range", "order", "dup"],
+)
+def test_a_config_with_bad_bypassed_channels_is_refused(bypassed):
+    config = make_s4d().config.to_dict() | {"bypassed_channels": bypassed}
+    with pytest.raises(InputError, match="bypassed_channels"):
+        type(make_s4d().config).from_dict(config)
