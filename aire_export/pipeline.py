@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aire_export.checkpoints import load, save
-from aire_export.data import load_data
+from aire_export.data import SequenceData, load_data
 from aire_export.errors import InputError
 from aire_export.files import check_destination, commit, file_sha256, staged_folder
-from aire_export.finetune import FinetuneOptions, finetune
+from aire_export.finetune import FinetuneOptions, FinetuneResult, finetune
 from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
 from aire_export.lower import export
 from aire_export.models import SSMNetwork, family_of, modal_systems, parameter_count
@@ -36,7 +36,7 @@ from aire_export.prune import (
 )
 from aire_export.report import ModelRecord, Report, environment, verdict, write_report
 from aire_export.runtimes.bundle import BUNDLE_NAME, bundle_model
-from aire_export.sweep import search_max_drop
+from aire_export.sweep import MaxDropResult, search_max_drop
 from aire_export.targets import target_named
 from aire_export.validate.validation import (
     ValidateOptions,
@@ -140,9 +140,8 @@ def run_pipeline(
     options.check()
     model_path = Path(model_path)
     out = options.destination(model_path)
-    inputs_read = [model_path, options.data, options.inputs, options.calib]
+    inputs_read = [model_path, options.data, options.inputs, options.calib, options.finetune]
     check_destination(out, inputs_read, force=options.force)
-    v = replace(options.validate, max_drop=accuracy_budget(options.max_drop, options.accuracy_gate))
 
     progress("load")
     model = load(model_path)
@@ -183,6 +182,44 @@ def run_pipeline(
         tuned = finetune(pruned, train, data, options.finetuning, progress=progress)
         pruned = tuned.model
 
+    return deploy(
+        Deployment(model_path, model, pruned, plan, search=search, tuned=tuned),
+        out,
+        options,
+        data=data,
+        inputs=inputs,
+        progress=progress,
+    )
+
+
+@dataclass
+class Deployment:
+    """A pruned model ready for stages 6–9, and how it was made."""
+
+    model_path: Path
+    model: SSMNetwork
+    pruned: SSMNetwork
+    plan: PrunePlan
+    search: MaxDropResult | None = None
+    tuned: FinetuneResult | None = None
+
+
+def deploy(
+    job: Deployment,
+    out: Path,
+    options: PipelineOptions,
+    *,
+    data: SequenceData | None,
+    inputs: SequenceData | None,
+    progress: Progress = _quiet,
+) -> PipelineResult:
+    """Stages 6–9 for a pruned model: write it and its plan, lower, build, validate, report,
+    bundle, all staged and committed to ``out`` at once (``run_pipeline`` and the S4oP search
+    share it)."""
+    model_path, model, pruned, plan, search, tuned = (
+        job.model_path, job.model, job.pruned, job.plan, job.search, job.tuned
+    )  # fmt: skip
+    v = replace(options.validate, max_drop=accuracy_budget(options.max_drop, options.accuracy_gate))
     with staged_folder(out) as stage:
         progress("write pruned.pt and plan.json")
         save(pruned, stage / PRUNED_NAME, meta={"source": str(model_path), "plan": PLAN_NAME})

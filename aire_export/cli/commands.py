@@ -22,6 +22,7 @@ from aire_export.pipeline import PipelineOptions, revalidate, run_pipeline
 from aire_export.prune import PLAN_NAME, PruneOptions, prune_with, save_pruned, score_layers
 from aire_export.prune.api import modal_view
 from aire_export.prune.scores import scores_to_json
+from aire_export.s4op import SCHEDULE, SEEDS, SELECTIONS, S4opOptions, run_s4op
 from aire_export.summary import summarize
 from aire_export.sweep import default_folder, parse_methods, parse_ratios, sweep, write_sweep
 from aire_export.validate.speed import profile
@@ -98,10 +99,9 @@ def inspect_cmd(model: Path, as_json: bool) -> None:
 @cli.command("import", help=f"Import a foreign checkpoint. Kinds: {opt.importers_help()}.")
 @opt.IMPORT_KIND
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option(
+@opt.file_option(
     "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="JSON options of the import (the kind's help above says which).",
+    "JSON options of the import (the kind's help above says which).",
 )
 @opt.output_file("Where to write the model in our format (model.pt).")
 def import_cmd(kind: str, checkpoint: Path, config: Path | None, output: Path) -> None:
@@ -266,11 +266,10 @@ def run_cmd(
 
 @cli.command("sweep")
 @opt.file_argument("model")
-@click.option(
+@opt.file_option(
     "--data",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "Eval set .npz with x, y (and lengths for padded sequences).",
     required=True,
-    help="Eval set .npz with x, y (and lengths for padded sequences).",
 )
 @click.option(
     "--methods",
@@ -338,13 +337,117 @@ def sweep_cmd(
         render.sweep_table(result, list(chosen), grid, max_drop, [out / w for w in written])
 
 
+@cli.command("s4op")
+@opt.file_argument("model")
+@opt.file_option(
+    "--train",
+    "Training set .npz (x, y, optional lengths) every candidate is fine-tuned on.",
+    required=True,
+)
+@opt.file_option(
+    "--data",
+    "Validation set .npz (x, y): chooses each candidate's epoch and each step's seed.",
+    required=True,
+)
+@opt.file_option(
+    "--test",
+    "Held-out set .npz scored once per step, never used for a choice.",
+)
+@click.option(
+    "--schedule",
+    default=",".join(f"{r:g}" for r in SCHEDULE),
+    show_default=True,
+    help="The channel ratios, step by step (each step starts from the previous best).",
+)
+@click.option(
+    "--seeds",
+    default=",".join(map(str, SEEDS)),
+    show_default=True,
+    help="One candidate per seed and step (select random): S4oP's five.",
+)
+@click.option(
+    "--select",
+    type=click.Choice(SELECTIONS),
+    default="random",
+    show_default=True,
+    help="random: S4oP's draws (per-layer budget ∝ 2^i). energy: our channel scores (AIRE "
+    "energy of each channel's modes, Algorithm 1), one candidate per step, no seeds.",
+)
+@opt.FINETUNING
+@opt.MAX_DROP
+@opt.NO_ACCURACY_GATE
+@opt.VALIDATION
+@opt.output_folder("Output folder (default: MODEL without its suffix, plus .s4op).")
+@opt.FORCE
+@opt.AS_JSON
+@click.pass_context
+def s4op_cmd(
+    ctx: click.Context,
+    model: Path,
+    train: Path,
+    data: Path,
+    test: Path | None,
+    schedule: str,
+    seeds: str,
+    select: str,
+    finetuning,
+    validation: ValidateOptions,
+    out: Path | None,
+    force: bool,
+    as_json: bool,
+    **gates,
+) -> None:
+    """S4oP's search: prune whole operators (channels) step by step, fine-tune every candidate,
+    carry the best forward; each step's best is written as a normal output folder.
+
+    \b
+    Examples:
+      aire-export s4op model.pt --train train.npz --data val.npz --test test.npz
+      aire-export s4op model.pt --train train.npz --data val.npz --select energy
+    \b
+    Writes OUT/s4op.json and s4op.md (every trial: step, seed, ratio, accuracy before and
+    after fine-tuning; every step: accuracy, latency side by side with the input model) and
+    OUT/step_NN/ per step. Use --batch 1 for S4oP's latency protocol (batch 1, full length).
+    Exit 0 when the search ran (each step's verdict is in its report), 3 when a step's
+    graphs failed parity.
+    """
+    options = S4opOptions(
+        schedule=parse_ratios(schedule),
+        seeds=_seeds(seeds),
+        select=select,
+        finetuning=finetuning,
+        deploy=PipelineOptions(validate=validation, force=force, command=_command(ctx), **gates),
+    )
+    with render.stage_status() as progress:
+        result = run_s4op(
+            model,
+            train,
+            data,
+            options,
+            out=out or model.with_name(model.name.rsplit(".", 1)[0] + ".s4op"),
+            test_path=test,
+            progress=progress,
+        )
+    if as_json:
+        render.print_json(result.to_json())
+    else:
+        render.s4op_table(result)
+    ctx.exit(result.exit_code)
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"seeds are integers separated by commas, got {text!r}") from None
+
+
 @cli.command("validate")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
+@opt.file_option(
     "--original",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "The unpruned checkpoint the folder was made from.",
     required=True,
-    help="The unpruned checkpoint the folder was made from.",
 )
 @click.option(
     "--data", type=click.Path(dir_okay=False, path_type=Path), help="Eval set .npz for accuracy."

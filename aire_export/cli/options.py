@@ -54,6 +54,13 @@ def file_argument(name: str, **kwargs) -> Callable:
     return click.argument(name, type=click.Path(dir_okay=False, path_type=Path), **kwargs)
 
 
+def file_option(flag: str, help: str, required: bool = False) -> Callable:
+    """An input file option (an .npz data set, a JSON config)."""
+    return click.option(
+        flag, type=click.Path(dir_okay=False, path_type=Path), required=required, help=help
+    )
+
+
 def output_file(help: str) -> Callable:
     """``-o/--output FILE`` (required): where a command writes its one file."""
     return click.option(

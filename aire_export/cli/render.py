@@ -291,6 +291,49 @@ def validate_report(report: Report) -> None:
     verdict_line(console, report)
 
 
+def s4op_table(result) -> None:
+    """The S4oP search: one row per step (the chosen candidate) and where it was written."""
+    console = stdout()
+    table = Table(
+        title=f"S4oP ({result.options.select}); unpruned {100 * result.baseline_accuracy:.2f} % "
+        "on --data",
+        header_style="bold",
+    )
+    for col in (
+        "step",
+        "ratio",
+        "seed",
+        "accuracy",
+        "test",
+        "parameters",
+        "latency p50",
+        "verdict",
+    ):
+        table.add_column(col, justify="right")
+    for s in result.steps:
+        latency = ", ".join(
+            f"{name.split('-')[0]} {v['p50_ms_pruned']:.3g} ms ({100 * v['reduction']:+.0f} %)"
+            for name, v in s.latency.items()
+        )
+        table.add_row(
+            str(s.step),
+            f"{s.ratio:.0%}",
+            "–" if s.seed is None else str(s.seed),
+            f"{100 * s.accuracy:.2f} %",
+            "–" if s.test_accuracy is None else f"{100 * s.test_accuracy:.2f} %",
+            f"{s.parameters:,}",
+            latency or "–",
+            {0: "passed", 3: "parity failed", 7: "not fit to ship"}.get(
+                s.exit_code, str(s.exit_code)
+            ),
+        )
+    console.print(table)
+    console.print(
+        f"{len(result.trials)} fine-tuned candidate(s); --data chose the epochs and seeds (its "
+        f"accuracy is optimistic); wrote {escape(str(result.out))}/ (s4op.json, s4op.md, step_NN/)"
+    )
+
+
 # ---- sweep and profile ------------------------------------------------------------------------------
 def sweep_table(result, methods: list[str], ratios, max_drop: float, written: list[Path]) -> None:
     console = stdout()

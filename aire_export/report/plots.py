@@ -61,38 +61,39 @@ def write_plots(report: Report, folder: Path) -> tuple[list[str], str | None]:
         plt.close(fig)
         written.append("kept_states.png")
 
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        tau = finite_or_none(report.plan.threshold)
-        for layer in layers:
-            scores = _descending_finite(layer.scores)
-            energies = _descending_finite(layer.energies)
-            if scores.size:
-                axes[0].plot(
-                    np.arange(1, scores.size + 1),
-                    scores,
-                    marker=".",
-                    label=f"layer {layer.index}",
-                )
-            if energies.size:
-                axes[1].plot(
-                    np.arange(1, energies.size + 1),
-                    np.where(energies > 0, energies, np.nan),
-                    marker=".",
-                )
-        if tau is not None:
-            axes[0].axhline(tau, color="k", linestyle="--", label="τ")
-        axes[0].set_yscale("log")
-        axes[0].set_xlabel("rank in layer")
-        axes[0].set_ylabel("normalized score s (eq. 11)")
-        axes[0].legend(fontsize=7)
-        axes[1].set_yscale("log")
-        axes[1].set_xlabel("rank in layer")
-        axes[1].set_ylabel("energy E (eq. 10)")
-        fig.suptitle("per-layer spectrum: a layer keeps its prefix with s ≥ τ")
-        fig.tight_layout()
-        fig.savefig(folder / "scores.png", dpi=110)
-        plt.close(fig)
-        written.append("scores.png")
+        if any(layer.scores.size for layer in layers):  # an S4oP draw has no scores
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+            tau = finite_or_none(report.plan.threshold)
+            for layer in layers:
+                scores = _descending_finite(layer.scores)
+                energies = _descending_finite(layer.energies)
+                if scores.size:
+                    axes[0].plot(
+                        np.arange(1, scores.size + 1),
+                        scores,
+                        marker=".",
+                        label=f"layer {layer.index}",
+                    )
+                if energies.size:
+                    axes[1].plot(
+                        np.arange(1, energies.size + 1),
+                        np.where(energies > 0, energies, np.nan),
+                        marker=".",
+                    )
+            if tau is not None:
+                axes[0].axhline(tau, color="k", linestyle="--", label="τ")
+            axes[0].set_yscale("log")
+            axes[0].set_xlabel("rank in layer")
+            axes[0].set_ylabel("normalized score s (eq. 11)")
+            axes[0].legend(fontsize=7)
+            axes[1].set_yscale("log")
+            axes[1].set_xlabel("rank in layer")
+            axes[1].set_ylabel("energy E (eq. 10)")
+            fig.suptitle("per-layer spectrum: a layer keeps its prefix with s ≥ τ")
+            fig.tight_layout()
+            fig.savefig(folder / "scores.png", dpi=110)
+            plt.close(fig)
+            written.append("scores.png")
     latency = report.validation.latency
     if latency:
         fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(latency) + 2), 3.4))
