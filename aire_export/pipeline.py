@@ -38,6 +38,7 @@ from aire_export.report import ModelRecord, Report, environment, verdict, write_
 from aire_export.runtimes.bundle import BUNDLE_NAME, bundle_model
 from aire_export.sweep import MaxDropResult, search_max_drop
 from aire_export.targets import target_named
+from aire_export.validate.budget import LatencyBudgetResult, search_latency_budget
 from aire_export.validate.validation import (
     ValidateOptions,
     accuracy_budget,
@@ -62,7 +63,9 @@ class PipelineOptions:
     """Everything the one command can be told, by stage.
 
     prune: how to prune: a ratio or a threshold; or neither, and ``max_drop``: the largest
-        ratio whose accuracy drop on ``data`` stays within ``max_drop`` percentage points.
+        ratio whose accuracy drop on ``data`` stays within ``max_drop`` percentage points; or
+        neither, and ``latency_budget``: the least pruning whose graph meets that many
+        milliseconds on the target's runtime (validate/budget.py; then ``max_drop`` gates it).
     max_drop: also the accuracy gate (default DEFAULT_MAX_DROP points when ``data`` has
         labels): a pruned model that loses more is not fit to ship (exit 7);
         ``accuracy_gate=False`` reports accuracy without gating it.
@@ -80,6 +83,7 @@ class PipelineOptions:
     prune: PruneOptions = field(default_factory=PruneOptions)
     validate: ValidateOptions = field(default_factory=ValidateOptions)
     max_drop: float | None = None
+    latency_budget: float | None = None
     accuracy_gate: bool = True
     data: Path | None = None
     calib: Path | None = None
@@ -95,10 +99,15 @@ class PipelineOptions:
     def check(self) -> PipelineOptions:
         """InputError for options that contradict each other or a stage's own checks."""
         given = sum(x is not None for x in (self.prune.ratio, self.prune.threshold))
-        if given > 1 or (given == 0 and self.max_drop is None):
+        if given > 1 or (given == 0 and self.max_drop is None and self.latency_budget is None):
             raise InputError(
                 "give exactly one of --ratio or --threshold, or --max-drop alone to prune as "
-                "much as the accuracy budget allows"
+                "much as the accuracy budget allows, or --latency-budget to prune as little as "
+                "the latency budget allows"
+            )
+        if given and self.latency_budget is not None:
+            raise InputError(
+                "--latency-budget chooses the ratio: leave out --ratio and --threshold"
             )
         if self.max_drop is not None and (self.data is None or not 0 <= self.max_drop < 1e308):
             raise InputError(
@@ -118,8 +127,13 @@ class PipelineOptions:
 
     @property
     def searches_ratio(self) -> bool:
-        """No ratio or threshold: the largest ratio within ``max_drop`` is searched for."""
-        return self.prune.ratio is None and self.prune.threshold is None
+        """No ratio, threshold or latency budget: the largest ratio within ``max_drop`` is
+        searched for."""
+        return (
+            self.prune.ratio is None
+            and self.prune.threshold is None
+            and self.latency_budget is None
+        )
 
     def destination(self, model_path: Path) -> Path:
         """``--out``, or the model's path without its suffix plus ``.aire``."""
@@ -158,8 +172,20 @@ def run_pipeline(
 
     progress("modal view")
     systems = modal_view(model, calib=calib)
-    prune, search = options.prune, None
-    if options.searches_ratio:
+    prune, search, latency_search = options.prune, None, None
+    if options.latency_budget is not None:
+        progress(f"select: the least pruning that meets {options.latency_budget:g} ms")
+        latency_search = search_latency_budget(
+            model,
+            options.latency_budget,
+            target=options.validate.target,
+            length=options.validate.lengths_for(data).opt,
+            options=options.prune,
+            calib=calib,
+            progress=progress,
+        )
+        prune = prune.with_ratio(latency_search.ratio)
+    elif options.searches_ratio:
         progress(f"select: the largest ratio within {options.max_drop} accuracy points")
         search = search_max_drop(
             model, data, options.max_drop, options=options.prune, calib=calib, progress=progress
@@ -183,7 +209,7 @@ def run_pipeline(
         pruned = tuned.model
 
     return deploy(
-        Deployment(model_path, model, pruned, plan, search=search, tuned=tuned),
+        Deployment(model_path, model, pruned, plan, search, latency_search, tuned),
         out,
         options,
         data=data,
@@ -201,6 +227,7 @@ class Deployment:
     pruned: SSMNetwork
     plan: PrunePlan
     search: MaxDropResult | None = None
+    latency_search: LatencyBudgetResult | None = None
     tuned: FinetuneResult | None = None
 
 
@@ -219,6 +246,7 @@ def deploy(
     model_path, model, pruned, plan, search, tuned = (
         job.model_path, job.model, job.pruned, job.plan, job.search, job.tuned
     )  # fmt: skip
+    latency_search = job.latency_search
     v = replace(options.validate, max_drop=accuracy_budget(options.max_drop, options.accuracy_gate))
     with staged_folder(out) as stage:
         progress("write pruned.pt and plan.json")
@@ -266,6 +294,7 @@ def deploy(
             warnings=[*validation.warnings, *plan.warnings, *exported.warnings]
             + ([] if tuned is None else [FINETUNE_SELECTION_NOTE.format(data=options.data)]),
             search=search,
+            latency_search=None if latency_search is None else latency_search.to_json(),
             finetune=None if tuned is None else tuned.to_json(),
         )
         if options.bundle or target_named(v.target).bundle:

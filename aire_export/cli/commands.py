@@ -215,6 +215,7 @@ def export_cmd(model: Path, out: Path, force: bool, as_json: bool, **options) ->
 @opt.file_argument("model")
 @opt.PRUNING
 @opt.MAX_DROP
+@opt.LATENCY_BUDGET
 @opt.NO_ACCURACY_GATE
 @opt.DATA
 @opt.INPUTS
@@ -248,6 +249,7 @@ def run_cmd(
       aire-export model.pt --ratio 0.7 --target trt --precision fp16
       aire-export model.pt --max-drop 1.0 --data eval.npz   # largest ratio within 1 point
       aire-export model.pt --ratio 0.5 --unit channel --finetune train.npz --data eval.npz
+      aire-export model.pt --latency-budget 2.5 --data eval.npz   # least pruning within 2.5 ms
     \b
     Writes OUT/: pruned.pt, plan.json, model.onnx, model.step.onnx (unidirectional models),
     model.engine (trt), bundle/ (trt, jetson, --bundle), report.json, report.md, plots.

@@ -218,6 +218,15 @@ MAX_DROP = click.option(
     "pruned model that loses more is not fit to ship (exit 7). Without --ratio or --threshold, "
     "`run` also prunes as much as the budget allows.",
 )
+LATENCY_BUDGET = click.option(
+    "--latency-budget",
+    type=float,
+    metavar="MS",
+    help="Without --ratio or --threshold: prune as little as needed for the graph to run in "
+    "MS milliseconds on the target's runtime (onnxruntime; batch 1, the data's length or "
+    "--length, 50 warm-up and 100 timed runs, median: S4oP's protocol). --max-drop still gates "
+    "the accuracy of the choice.",
+)
 NO_ACCURACY_GATE = click.option(
     "--no-accuracy-gate",
     "accuracy_gate",

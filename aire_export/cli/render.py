@@ -270,6 +270,13 @@ def run_report(report: Report, out: Path) -> None:
         + f", {m.parameters_before:,} → {m.parameters_after:,} parameters "
         f"(ratio achieved {report.plan.ratio_achieved:.3f})"
     )
+    if report.latency_search is not None:
+        b = report.latency_search
+        curve = ", ".join(f"{p['ratio']:.2f}: {p['p50_ms']:.3g} ms" for p in b["curve"])
+        console.print(
+            f"latency budget {b['budget_ms']:g} ms on {b['runtime']} (batch {b['batch']}, "
+            f"{b['length']} steps): ratio {b['ratio']:.2f}, {b['p50_ms']:.3g} ms ({curve})"
+        )
     if report.finetune is not None:
         f = report.finetune
         console.print(

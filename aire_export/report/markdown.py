@@ -94,6 +94,25 @@ def render_markdown(report: Report) -> str:
                 + " | ".join(fmt(b) for b in ((layer.calib_distortion,) if selective else bounds))
                 + " |"
             )
+    if r.latency_search is not None:
+        b = r.latency_search
+        lines += [
+            "",
+            "## Latency budget",
+            "",
+            f"The least pruning whose graph runs within {b['budget_ms']:g} ms on {b['runtime']} "
+            f"(batch {b['batch']}, {b['length']} steps, {b['warmup']} warm-up runs, median of "
+            f"the timed runs): ratio {b['ratio']:.2f}, {b['p50_ms']:.4g} ms.",
+            "",
+            "| ratio | achieved | median ms | fastest ms | p90 ms | runs |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {p['ratio']:.2f}{' (chosen)' if p['ratio'] == b['ratio'] else ''} | "
+                f"{p['ratio_achieved']:.3f} | {p['p50_ms']:.4g} | {p['min_ms']:.4g} | "
+                f"{p['p90_ms']:.4g} | {p['runs']} |"
+                for p in b["curve"]
+            ),
+        ]
     if r.finetune is not None:
         f = r.finetune
         lines += [

@@ -218,6 +218,7 @@ class Report:
     plots: list[str] | None = None
     search: MaxDropResult | None = None  # how --max-drop chose the ratio
     finetune: dict[str, Any] | None = None  # FinetuneResult.to_json(): --finetune's record
+    latency_search: dict[str, Any] | None = None  # how --latency-budget chose the ratio
 
     @property
     def unverified(self) -> list[str]:
@@ -239,6 +240,8 @@ class Report:
             data["search"] = self.search.to_json()
         if self.finetune is not None:
             data["finetune"] = dict(self.finetune)
+        if self.latency_search is not None:
+            data["latency_search"] = dict(self.latency_search)
         data["distortion"] = None if v.distortion is None else v.distortion.to_json()
         data["accuracy"] = None if v.accuracy is None else v.accuracy.to_json()
         if self.export is not None:

@@ -197,6 +197,30 @@ _FINETUNE = _closed(
         },
     }
 )
+_LATENCY_SEARCH = _closed(
+    {
+        "budget_ms": {"type": "number"},
+        "runtime": {"type": "string"},
+        "batch": {"type": "integer"},
+        "length": {"type": "integer"},
+        "warmup": {"type": "integer"},
+        "ratio": {"type": "number"},
+        "p50_ms": {"type": "number"},
+        "curve": {
+            "type": "array",
+            "items": _closed(
+                {
+                    "ratio": {"type": "number"},
+                    "ratio_achieved": {"type": "number"},
+                    "p50_ms": {"type": "number"},
+                    "min_ms": {"type": "number"},
+                    "p90_ms": {"type": "number"},
+                    "runs": {"type": "integer"},
+                }
+            ),
+        },
+    }
+)
 _LATENCY = _closed(
     {
         "name": {"type": "string"},
@@ -274,6 +298,7 @@ REPORT_SCHEMA = {
             "plan": PLAN_SCHEMA,
             "search": _SEARCH,
             "finetune": _FINETUNE,
+            "latency_search": _LATENCY_SEARCH,
             "distortion": {
                 "oneOf": [
                     {"type": "null"},
