@@ -34,13 +34,14 @@ import numpy as np
 
 from aire_export.checkpoints import load
 from aire_export.data import SequenceData, load_data
-from aire_export.errors import InputError
+from aire_export.errors import AireError, InputError
 from aire_export.files import check_destination, record_outputs, write_atomically
 from aire_export.finetune import FinetuneOptions, FinetuneResult, eval_accuracy, finetune
 from aire_export.models import SSMNetwork, family_of, modal_systems
 from aire_export.pipeline import Deployment, PipelineOptions, deploy
 from aire_export.prune import LayerPlan, PruneOptions, PrunePlan, prune_with, shrink_channels
 from aire_export.prune.channels import s4op_draw
+from aire_export.trials import Executor, LocalExecutor
 
 SCHEDULE = (0.1, 0.3, 0.5, 0.7, 0.9)
 SEEDS = (7, 42, 123, 2024, 31650)
@@ -134,6 +135,8 @@ class S4opResult:
     trials: list[Trial]
     steps: list[StepResult]
     options: S4opOptions
+    failed: list[dict] = field(default_factory=list)  # {step, ratio, seed, error}
+    executor: str = "local"
 
     @property
     def exit_code(self) -> int:
@@ -155,6 +158,8 @@ class S4opResult:
                 "batch_size": o.finetuning.batch_size,
             },
             "baseline_accuracy": self.baseline_accuracy,
+            "executor": self.executor,
+            "failed": list(self.failed),
             "trials": [t.to_json() for t in self.trials],
             "steps": [s.to_json() for s in self.steps],
         }
@@ -229,9 +234,11 @@ def run_s4op(
     *,
     out: Path,
     test_path: Path | None = None,
+    executor: Executor | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> S4opResult:
-    """S4oP's incremental search on ``model_path`` (see the module doc); writes ``out``."""
+    """S4oP's incremental search on ``model_path`` (see the module doc); writes ``out``. The
+    candidates of a step are trials of ``executor`` (default: one after another here)."""
     options.check()
     model_path = Path(model_path)
     check_destination(
@@ -247,28 +254,30 @@ def run_s4op(
     out.mkdir(parents=True)
 
     baseline = eval_accuracy(model, data, 64, "cpu")
-    result = S4opResult(out, baseline, [], [], options)
+    executor = executor or LocalExecutor()
+    result = S4opResult(out, baseline, [], [], options, executor=executor.name)
     current = model
     seeds: tuple[int | None, ...] = options.seeds if options.select == "random" else (None,)
     for step, ratio in enumerate(options.schedule, 1):
+        progress(f"step {step}/{len(options.schedule)}: {ratio:.0%} of the channels")
+        shared = (current, train, data, step, ratio, options.select, options.finetuning)
+        outcomes = executor.map(s4op_trial, seeds, shared=shared)
         best: tuple[Trial, FinetuneResult] | None = None
-        for seed in seeds:
-            progress(
-                f"step {step}/{len(options.schedule)}: {ratio:.0%} of the channels, seed {seed}"
-            )
-            start = time.perf_counter()
-            pruned = candidate(current, ratio, options.select, seed)
-            tuning = replace(
-                options.finetuning, seed=options.finetuning.seed if seed is None else seed
-            )
-            tuned = finetune(pruned, train, data, tuning)
-            trial = Trial(
-                step, ratio, seed, _channel_counts(pruned), tuned.before, tuned.after,
-                tuned.best_epoch, time.perf_counter() - start,
-            )  # fmt: skip
+        for outcome, seed in zip(outcomes, seeds, strict=True):
+            if not outcome.ok:
+                failure = {"step": step, "ratio": ratio, "seed": seed, "error": outcome.error}
+                result.failed.append(failure)
+                continue
+            trial, tuned = outcome.value
             result.trials.append(trial)
             if best is None or trial.accuracy_after > best[0].accuracy_after:
                 best = (trial, tuned)
+        if best is None:
+            _write_tables(result)
+            raise AireError(
+                f"every trial of step {step} failed ({result.failed[-1]['error']}); the steps "
+                f"before it are in {out}"
+            )
         trial, tuned = best
         result.trials[result.trials.index(trial)] = replace(trial, chosen=True)
         current = tuned.model
@@ -279,6 +288,20 @@ def run_s4op(
         )
         _write_tables(result)
     return result
+
+
+def s4op_trial(shared, seed: int | None) -> tuple[Trial, FinetuneResult]:
+    """One candidate of a step, fine-tuned (a trial of the executor, aire_export/trials.py)."""
+    current, train, data, step, ratio, select, finetuning = shared
+    start = time.perf_counter()
+    pruned = candidate(current, ratio, select, seed)
+    tuning = finetuning if seed is None else replace(finetuning, seed=seed)
+    tuned = finetune(pruned, train, data, tuning)
+    trial = Trial(
+        step, ratio, seed, _channel_counts(pruned), tuned.before, tuned.after, tuned.best_epoch,
+        time.perf_counter() - start,
+    )  # fmt: skip
+    return trial, tuned
 
 
 def _deploy_step(

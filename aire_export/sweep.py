@@ -23,6 +23,7 @@ from aire_export.errors import InputError
 from aire_export.files import commit, staged_folder
 from aire_export.models import SSMNetwork, family_of, parameter_count
 from aire_export.prune import METHODS, PruneOptions, modal_view, prune_with
+from aire_export.trials import Executor, LocalExecutor
 from aire_export.validate.evaluate import Evaluator
 
 DEFAULT_RATIOS = tuple(round(0.05 * i, 2) for i in range(20))  # 0, 0.05, …, 0.95
@@ -92,6 +93,8 @@ class SweepResult:
     score_compat: str = "default"
     seed: int = 0
     balance_channels: bool = False
+    failed: list[dict] = field(default_factory=list)  # {method, ratio, error}: trials that failed
+    executor: str = "local"
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -183,9 +186,12 @@ def sweep(
     device: str = "cpu",
     calib: SequenceData | None = None,
     progress: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> SweepResult:
     """Accuracy and distortion for every (method, ratio), physically shrunk each time; the
-    modal view (selective layers: measured on ``calib``) is computed once."""
+    modal view (selective layers: measured on ``calib``) is computed once. The points are
+    trials of ``executor`` (aire_export/trials.py; default: one after another here); a point
+    that fails is listed in ``failed``, and the others are kept."""
     evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
     systems = modal_view(model, calib=calib)
     shared = dict(eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels)
@@ -197,13 +203,30 @@ def sweep(
         parameters=parameter_count(model),
         **shared,
     )
-    for method in methods:
-        options = PruneOptions(method=method, **shared)
-        for ratio in ratios:
-            if progress:
-                progress(f"{method} at ratio {ratio:.3f}")
-            result.points.append(_point(evaluator, model, options, ratio, systems))
+    executor = executor or LocalExecutor()
+    result.executor = executor.name
+    items = [(PruneOptions(method=m, **shared), float(r)) for m in methods for r in ratios]
+    outcomes = executor.map(
+        sweep_trial,
+        items,
+        shared=(evaluator, model, systems),
+        progress=None
+        if progress is None
+        else lambda i: progress(f"{items[i][0].method} at ratio {items[i][1]:.3f}"),
+    )
+    for outcome, (options, ratio) in zip(outcomes, items, strict=True):
+        if outcome.ok:
+            result.points.append(outcome.value)
+        else:
+            result.failed.append({"method": options.method, "ratio": ratio, "error": outcome.error})
     return result
+
+
+def sweep_trial(shared, item: tuple[PruneOptions, float]) -> SweepPoint:
+    """One sweep point as a trial: ``shared`` = (evaluator, model, modal view)."""
+    evaluator, model, systems = shared
+    options, ratio = item
+    return _point(evaluator, model, options, ratio, systems)
 
 
 @dataclass(frozen=True)

@@ -296,6 +296,7 @@ def run_cmd(
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Eval batch size.")
 @opt.DEVICE
 @opt.CALIB
+@opt.EXECUTOR
 @opt.output_folder(
     "Folder for sweep.csv, sweep.json, accuracy.png, kept_states.png (default MODEL.sweep)."
 )
@@ -327,16 +328,22 @@ def sweep_cmd(
     chosen = chosen or family_of(net).sweep_methods
     dataset = load_data(data, net, need_labels=True)
     calibration = load_data(calib, net) if calib else None
-    with render.counted_progress("sweep", len(chosen) * len(grid)) as progress:
+    executor = options.pop("executor")
+    with (
+        render.counted_progress("sweep", len(chosen) * len(grid)) as progress,
+        executor.start() as ex,
+    ):
         result = sweep(
             net, dataset, methods=chosen, ratios=grid, calib=calibration, progress=progress,
-            **options,
+            executor=ex, **options,
         )  # fmt: skip
     written = write_sweep(result, out)
     if as_json:
         render.print_json(result.to_json())
     else:
         render.sweep_table(result, list(chosen), grid, max_drop, [out / w for w in written])
+    if result.failed:  # reported above and in sweep.json; the exit code says it too
+        raise click.exceptions.Exit(1)
 
 
 @cli.command("s4op")
@@ -379,6 +386,7 @@ def sweep_cmd(
 @opt.MAX_DROP
 @opt.NO_ACCURACY_GATE
 @opt.VALIDATION
+@opt.EXECUTOR
 @opt.output_folder("Output folder (default: MODEL without its suffix, plus .s4op).")
 @opt.FORCE
 @opt.AS_JSON
@@ -394,6 +402,7 @@ def s4op_cmd(
     select: str,
     finetuning,
     validation: ValidateOptions,
+    executor,
     out: Path | None,
     force: bool,
     as_json: bool,
@@ -420,7 +429,7 @@ def s4op_cmd(
         finetuning=finetuning,
         deploy=PipelineOptions(validate=validation, force=force, command=_command(ctx), **gates),
     )
-    with render.stage_status() as progress:
+    with render.stage_status() as progress, executor.start() as ex:
         result = run_s4op(
             model,
             train,
@@ -428,6 +437,7 @@ def s4op_cmd(
             options,
             out=out or model.with_name(model.name.rsplit(".", 1)[0] + ".s4op"),
             test_path=test,
+            executor=ex,
             progress=progress,
         )
     if as_json:

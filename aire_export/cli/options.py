@@ -23,6 +23,7 @@ from aire_export.runtimes.shapes import ShapeRange
 from aire_export.runtimes.torch_runner import DEVICES
 from aire_export.runtimes.trt import TrtBuildOptions
 from aire_export.targets import DEFAULT_TARGET, TARGETS, targets_help
+from aire_export.trials import EXECUTORS, ExecutorSpec
 from aire_export.validate.validation import DEFAULT_BATCH, ValidateOptions
 
 
@@ -383,6 +384,30 @@ FINETUNING = option_group(
     ),
     click.option(
         "--finetune-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+    ),
+)
+EXECUTOR = option_group(
+    "executor",
+    lambda executor, workers, ray_address: ExecutorSpec(executor, workers, ray_address),
+    click.option(
+        "--executor",
+        type=click.Choice(EXECUTORS),
+        default="local",
+        show_default=True,
+        help="Where the trials run: local (this machine) or ray (a Ray cluster; pip install "
+        "'aire-export[scale]'). A failed trial is reported and the others still run.",
+    ),
+    click.option(
+        "--workers",
+        type=int,
+        default=1,
+        show_default=True,
+        help="Local processes running trials side by side (1: one after another, here).",
+    ),
+    click.option(
+        "--ray-address",
+        help="The Ray cluster to use (ray://HOST:10001 or HOST:6379); default: a Ray started "
+        "for the run on this machine, loopback only.",
     ),
 )
 DEVICE = click.option(

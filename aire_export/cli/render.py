@@ -335,6 +335,11 @@ def s4op_table(result) -> None:
             ),
         )
     console.print(table)
+    notes(
+        console,
+        "error",
+        [f"step {f['step']}, seed {f['seed']} failed: {f['error']}" for f in result.failed],
+    )
     console.print(
         f"{len(result.trials)} fine-tuned candidate(s); --data chose the epochs and seeds (its "
         f"accuracy is optimistic); wrote {escape(str(result.out))}/ (s4op.json, s4op.md, step_NN/)"
@@ -353,8 +358,16 @@ def sweep_table(result, methods: list[str], ratios, max_drop: float, written: li
         table.add_column(m, justify="right")
     accuracy = {(p.method, p.ratio): p.accuracy for p in result.points}
     for r in ratios:
-        table.add_row(f"{r:.2f}", *(f"{100 * accuracy[m, r]:.2f}" for m in methods))
+        table.add_row(
+            f"{r:.2f}",
+            *(f"{100 * accuracy[m, r]:.2f}" if (m, r) in accuracy else "failed" for m in methods),
+        )
     console.print(table)
+    notes(
+        console,
+        "error",
+        [f"{f['method']} at ratio {f['ratio']:.2f} failed: {f['error']}" for f in result.failed],
+    )
     for m in methods:
         best = result.best_within(m, max_drop)
         console.print(

@@ -417,5 +417,7 @@ def complex_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def to_numpy64(x: torch.Tensor) -> np.ndarray:
+    """A float64 (complex128) copy: never a view of the model's memory, which may move (torch
+    moves tensors into shared memory when a process pool pickles them)."""
     x = x.detach().cpu()
-    return x.to(torch.complex128 if x.is_complex() else torch.float64).numpy()
+    return x.to(torch.complex128 if x.is_complex() else torch.float64, copy=True).numpy()
