@@ -65,3 +65,14 @@ def test_the_selective_forms_benchmark_checks_every_form_against_float64(tmp_pat
     rows = json.loads(out.read_text())["rows"]
     assert {r["form"] for r in rows} == {"chunked", "scan", "chunked (E,N)", "hillis-steele"}
     assert max(r["max_rel_error"] for r in rows) <= 1e-5
+
+
+def test_the_latency_budget_benchmark_re_measures_each_choice(tmp_path):
+    out = tmp_path / "budget.json"
+    _benchmark(
+        "latency_budget.py", "--fractions", "1000", "--repeats", "2", "--runs", "3", "--warmup",
+        "1", "--out", str(out),
+    )  # fmt: skip
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["ratio"] == 0.0 and row["points_measured"] == 1  # 1000 × the unpruned time
+    assert row["repeats"] == 2 and row["remeasured_median_ms"]["min"] > 0
