@@ -14,10 +14,12 @@
 
 ``select = energy`` replaces the draws by our channel scores (the AIRE energy of a channel's
 modes, Algorithm 1's normalization and global threshold over the active channels, keeping
-every layer's best): one candidate per step, no seeds. Each step is written when it is done
-(``s4op.json`` and ``s4op.md`` hold the table so far), so a stopped search keeps its finished
-steps. The accuracy on --data chose both the epoch and the seed: it is optimistic; ``test``
-data, when given, is scored once per step and not used for any choice.
+every layer's best): one candidate per step, no seeds. ``select = budget`` keeps S4oP's
+per-layer budget and bypasses each layer's lowest-energy channels: one candidate, no seeds.
+Each step is written when it is done (``s4op.json`` and ``s4op.md`` hold the table so far), so
+a stopped search keeps its finished steps. The accuracy on --data chose both the epoch and
+the seed: it is optimistic; ``test`` data, when given, is scored once per step and not used
+for any choice.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ from aire_export.finetune import FinetuneOptions, FinetuneResult, eval_accuracy,
 from aire_export.models import SSMNetwork, family_of, modal_systems
 from aire_export.pipeline import Deployment, PipelineOptions, deploy
 from aire_export.prune import LayerPlan, PruneOptions, PrunePlan, prune_with, shrink_channels
-from aire_export.prune.channels import s4op_draw
+from aire_export.prune.channels import channel_views, s4op_draw
+from aire_export.prune.scores import score_systems
 from aire_export.trials import Executor, LocalExecutor
 
 SCHEDULE = (0.1, 0.3, 0.5, 0.7, 0.9)
 SEEDS = (7, 42, 123, 2024, 31650)
-SELECTIONS = ("random", "energy")
+SELECTIONS = ("random", "energy", "budget")
 TABLE_NAME, SUMMARY_NAME = "s4op.json", "s4op.md"
 
 
@@ -174,11 +177,15 @@ def _channel_counts(model: SSMNetwork) -> list[int]:
 def candidate(current: SSMNetwork, ratio: float, select: str, seed: int | None) -> SSMNetwork:
     """``current`` with channels bypassed up to ``ratio`` of all the model's channels."""
     width, layers = current.config.d_model, len(current.layers)
+    bypassed = current.config.bypassed_channels or [[] for _ in range(layers)]
     if select == "random":
-        bypassed = current.config.bypassed_channels or [[] for _ in range(layers)]
         return shrink_channels(
             current, s4op_draw(bypassed, width, ratio, np.random.default_rng(seed))
         )
+    if select == "budget":
+        views = channel_views(current, modal_systems(current))
+        energies = [layer.energies for layer in score_systems(views, "aire")]
+        return shrink_channels(current, s4op_draw(bypassed, width, ratio, energies=energies))
     active = sum(_channel_counts(current))
     keep = max(round((1 - ratio) * width * layers), layers)
     if keep >= active:
@@ -317,7 +324,7 @@ def _deploy_step(
     progress: Callable[[str], None],
 ) -> StepResult:
     """Write the step's chosen model as a normal output folder (stages 6–9) and summarize it."""
-    method = "s4op random" if trial.seed is not None else "s4op energy (aire)"
+    method = f"s4op {options.select}" + ("" if options.select == "random" else " (aire energy)")
     plan = s4op_plan(model, chosen, method, trial.ratio)
     folder = out / f"step_{round(100 * trial.ratio):02d}"
     deployed = deploy(

@@ -123,3 +123,20 @@ def test_a_model_without_operators_is_refused(task, tmp_path, capsys):
     s5 = ax.save(make_s5(d_input=3), tmp_path / "s5.pt")
     code, _, err = _search(capsys, folder, s5, tmp_path / "y")
     assert code == 2 and "channel" in err and not (tmp_path / "y").exists()
+
+
+def test_the_budget_search_bypasses_each_layers_lowest_energy_channels(task):
+    from aire_export.models import modal_systems
+    from aire_export.prune.channels import channel_views
+    from aire_export.prune.scores import score_systems
+
+    _, path = task
+    model = ax.load(path)
+    pruned = s4op.candidate(model, 0.3, "budget", None)
+    views = channel_views(model, modal_systems(model))
+    for layer, bypassed in zip(
+        score_systems(views, "aire"), pruned.config.bypassed_channels, strict=True
+    ):
+        lowest = np.argsort(layer.energies, kind="stable")[: len(bypassed)]
+        assert sorted(lowest.tolist()) == bypassed
+    assert [len(b) for b in pruned.config.bypassed_channels] == s4op_budget(0.3, 3, 8)

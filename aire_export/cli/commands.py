@@ -380,7 +380,8 @@ def sweep_cmd(
     default="random",
     show_default=True,
     help="random: S4oP's draws (per-layer budget ∝ 2^i). energy: our channel scores (AIRE "
-    "energy of each channel's modes, Algorithm 1), one candidate per step, no seeds.",
+    "energy of each channel's modes, Algorithm 1), one candidate per step, no seeds. budget: "
+    "S4oP's per-layer budget, each layer's lowest-energy channels.",
 )
 @opt.FINETUNING
 @opt.MAX_DROP

@@ -72,11 +72,18 @@ def s4op_budget(ratio: float, layers: int, width: int) -> list[int]:
 
 
 def s4op_draw(
-    bypassed: list[list[int]], width: int, ratio: float, rng: np.random.Generator
+    bypassed: list[list[int]],
+    width: int,
+    ratio: float,
+    rng: np.random.Generator | None = None,
+    *,
+    energies: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """Kept channel positions per layer (among its active channels) after S4oP's random draw
-    towards ``ratio``: layer i bypasses budget_i channels in all, the ones bypassed already
-    (``bypassed[i]``) included, so each step's pruned set contains the previous one."""
+    """Kept channel positions per layer (among its active channels) towards ``ratio`` on
+    S4oP's budget: layer i bypasses budget_i channels in all, the ones bypassed already
+    (``bypassed[i]``) included, so each step's pruned set contains the previous one. The new
+    ones are drawn at random with ``rng`` (S4oP), or are the layer's lowest ``energies`` (one
+    per active channel; ties by position) when given."""
     budget = s4op_budget(ratio, len(bypassed), width)
     kept = []
     for index, (before, total) in enumerate(zip(bypassed, budget, strict=True)):
@@ -87,6 +94,9 @@ def s4op_draw(
                 f"layer {index} has {len(before)} channels bypassed already, more than S4oP's "
                 f"budget at ratio {ratio:g} ({total}): choose a larger ratio"
             )
-        dropped = rng.choice(active, size=more, replace=False)
+        if energies is None:
+            dropped = rng.choice(active, size=more, replace=False)
+        else:
+            dropped = np.argsort(energies[index], kind="stable")[:more]
         kept.append(np.setdiff1d(np.arange(active), dropped))
     return kept

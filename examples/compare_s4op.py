@@ -1,0 +1,194 @@
+"""S4oP against AIRE-Prune on the keyword spotter (S4D, the closest of our models to S4oP's
+setting): accuracy and measured latency at 10 … 90 % of the SSM states removed.
+
+    python examples/compare_s4op.py [--seeds 7,42] [--epochs 2] [--lr 1e-3] [--threads 1]
+                                    [--out examples/results/s4op_keywords.json]
+
+Data from the keyword generator (data_keywords.py): training clips KeywordStream(0).epoch(0)
+(3000), validation clips KeywordStream(1).epoch(0) (the first 300: other voices and noise),
+and the shipped eval set (300 clips, never used for a choice) as the test set.
+
+Contenders, every one at the fraction p of the states removed (S4D: a channel holds N modes,
+so bypassing a fraction p of the channels removes p of the states):
+
+    s4op random        S4oP's loop (aire_export/s4op.py): its per-layer budget, random channels,
+                       one candidate per seed, fine-tuned, the best on validation carried on
+    channels energy    our channel scores (aire energy of each channel's modes), Algorithm 1's
+                       global threshold, the same incremental loop, one candidate per step
+    channels energy, s4op budget
+                       S4oP's per-layer budget, each layer's lowest-energy channels
+    states aire        AIRE-Prune's states (Algorithm 1), no fine-tuning
+    states aire + ft   the same, fine-tuned (from the unpruned model at each p)
+    both + ft          channels (energy) then states (aire), each removing 1 − √(1 − p),
+                       fine-tuned
+
+Fine-tuning: AdamW at --lr for at most --epochs epochs, patience 2, the best validation epoch
+kept (aire_export/finetune.py); S4oP's own budget is 5 epochs at 1e-4 for ListOps, so these
+runs fine-tune less than S4oP does. Latency: onnxruntime CPU, batch 1, 100 steps, S4oP's
+protocol (50 warm-up, 100 timed runs, median), pruned and unpruned interleaved in rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import aire_export as ax  # noqa: E402
+from aire_export.data import SequenceData, random_data  # noqa: E402
+from aire_export.finetune import FinetuneOptions, eval_accuracy, finetune  # noqa: E402
+from aire_export.models import modal_systems  # noqa: E402
+from aire_export.prune import PruneOptions, prune_with  # noqa: E402
+from aire_export.runtimes.ort import OrtRunner, SessionLoader  # noqa: E402
+from aire_export.s4op import candidate, s4op_trial  # noqa: E402
+from aire_export.validate.latency import measure_latency  # noqa: E402
+
+SCHEDULE = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def keyword_sets(count: int | None) -> tuple[SequenceData, SequenceData, SequenceData]:
+    from data_keywords import KeywordStream
+    from sequence_set import SequenceSet
+
+    train = KeywordStream(0).epoch(0)
+    val = KeywordStream(1).epoch(0)
+    test = SequenceSet.load(HERE / "data" / "keywords_eval.npz")
+
+    def as_data(s, name, count=None):
+        x, y = s.x[:count].astype(np.float32), s.y[:count]
+        return SequenceData(x, None, y, name)
+
+    return as_data(train, "train", count), as_data(val, "val", 300), as_data(test, "test")
+
+
+def latency(model, unpruned_path: Path, tmp: Path, tag: str) -> dict:
+    """Median ms of the pruned and the unpruned graph, interleaved, and the reduction."""
+    feeds = random_data(model, 1, 100).feeds()
+    path = ax.export(model, tmp / tag, step=False).sequence.path
+    runners = {
+        n: OrtRunner(SessionLoader(p, "cpu", threads=1))
+        for n, p in (("pruned", path), ("unpruned", unpruned_path))
+    }
+    timed = measure_latency(
+        {n: (r.bind(feeds), "cpu") for n, r in runners.items()},
+        batch=1, length=100, warmup=50, runs=100, budget_s=1e9, rounds=5,
+    )  # fmt: skip
+    for r in runners.values():
+        r.close()
+    p, u = timed["pruned"].p50_ms, timed["unpruned"].p50_ms
+    return {"pruned_ms": p, "unpruned_ms": u, "reduction": 1 - p / u}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="7,42")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default=None, help="comma list of contenders")
+    parser.add_argument("--schedule", default=",".join(map(str, SCHEDULE)))
+    parser.add_argument("--train-count", type=int, default=None, help="training clips used")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "s4op_keywords.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    tuning = FinetuneOptions(epochs=args.epochs, lr=args.lr, weight_decay=1e-5, patience=2)
+
+    model = ax.load(HERE / "checkpoints" / "s4d_keywords.pt")
+    train, val, test = keyword_sets(args.train_count)
+    schedule = tuple(float(p) for p in args.schedule.split(","))
+    rows: list[dict] = []
+    started = time.perf_counter()
+
+    def record(name, p, pruned, val_acc, extra=None):
+        rows.append(
+            {
+                "contender": name,
+                "ratio": p,
+                "states_kept": int(sum(s.P for s in modal_systems(pruned))),
+                "parameters": int(sum(t.numel() for t in pruned.parameters())),
+                "val_accuracy": val_acc,
+                "test_accuracy": eval_accuracy(pruned, test, 64, "cpu"),
+                "latency": latency(pruned, unpruned, tmp, f"{name}-{p}".replace(" ", "_")),
+                "elapsed_s": round(time.perf_counter() - started, 1),
+                **(extra or {}),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    chosen = set(args.only.split(",")) if args.only else None
+    wanted = lambda name: chosen is None or name in chosen  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        unpruned = ax.export(model, tmp / "unpruned", step=False).sequence.path
+        base = {
+            "val": eval_accuracy(model, val, 64, "cpu"),
+            "test": eval_accuracy(model, test, 64, "cpu"),
+        }
+        print(json.dumps({"unpruned": base}), flush=True)
+        loops = (
+            ("s4op random", "random", seeds),
+            ("channels energy", "energy", (None,)),
+            ("channels energy, s4op budget", "budget", (None,)),
+        )
+        for name, select, seed_list in loops:
+            if not wanted(name):
+                continue
+            current = model
+            for step, p in enumerate(schedule, 1):
+                trials = [
+                    s4op_trial((current, train, val, step, p, select, tuning), s) for s in seed_list
+                ]
+                trial, tuned = max(trials, key=lambda t: t[0].accuracy_after)
+                current = tuned.model
+                record(name, p, current, trial.accuracy_after, {
+                    "seed": trial.seed, "before_finetune_val": trial.accuracy_before,
+                    "candidates": [{"seed": t.seed, "val": t.accuracy_after} for t, _ in trials],
+                })  # fmt: skip
+        for p in schedule:
+            states, _ = prune_with(model, PruneOptions(ratio=p, certificates=False))
+            if wanted("states aire"):
+                record("states aire", p, states, eval_accuracy(states, val, 64, "cpu"))
+            if wanted("states aire + ft"):
+                tuned = finetune(states, train, val, tuning)
+                record(
+                    "states aire + ft",
+                    p,
+                    tuned.model,
+                    tuned.after,
+                    {"before_finetune_val": tuned.before},
+                )
+            if wanted("both + ft"):
+                each = 1 - math.sqrt(1 - p)
+                channels = candidate(model, each, "energy", None)
+                both, _ = prune_with(channels, PruneOptions(ratio=each, certificates=False))
+                tuned = finetune(both, train, val, tuning)
+                record(
+                    "both + ft", p, tuned.model, tuned.after, {"before_finetune_val": tuned.before}
+                )
+    result = {
+        "model": "examples/checkpoints/s4d_keywords.pt",
+        "command": " ".join(["python", *sys.argv]),
+        "schedule": list(schedule),
+        "seeds": list(seeds),
+        "finetune": {"epochs": args.epochs, "lr": args.lr, "weight_decay": 1e-5, "patience": 2},
+        "threads": args.threads,
+        "unpruned": base,
+        "rows": rows,
+    }
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
