@@ -81,6 +81,7 @@ def main(argv=None) -> None:
                     "ratio": found.ratio,
                     "points_measured": len(found.curve),
                     "search_median_ms": chosen.p50_ms,
+                    "search_confirmed_ms": chosen.confirmed_ms,
                     "search_spread": (chosen.p90_ms - chosen.min_ms) / chosen.p50_ms,
                     "remeasured_median_ms": {
                         "min": min(medians),

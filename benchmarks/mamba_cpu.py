@@ -14,14 +14,16 @@ Sequence mode (T = 1024, 4096; logits at every position), side by side in rounds
     transformers   MambaForCausalLM.forward (its CPU path: mamba_ssm and causal_conv1d are not
                    installed, so the reference PyTorch scan, a Python loop over time)
     eager          our MambaLM.forward (the chunked PyTorch scan), float32
-    onnx[-chunked] model.onnx on onnxruntime: ``scan="auto"`` (blocks carried by a Scan on the
-                   CPU) and the chunked levels, unpruned, 50 % and 25 % of d_state
+    onnx[-chunked] model.onnx on onnxruntime: ``scan="auto"`` (on the CPU: one Scan iteration
+                   per chunk of 16 steps) and the chunked sweeps, unpruned, 50 % and 25 % of
+                   d_state
 Decode mode: 128 greedy tokens from a 1-token prompt, tokens/s:
     transformers   generate(do_sample=False, use_cache=True) (no end-of-sequence token)
     eager          our MambaLM.step in a Python loop
     onnx           model.step.onnx in a Python loop (states fed back), unpruned, 50 %, 25 %
-Peak memory (``--memory``): each contender in a fresh process, warmed up, then the rise of
-the peak RSS during one run above the RSS before it (Linux VmHWM after clear_refs).
+Peak memory (``--memory``): each contender in a fresh process, its first run: the rise of the
+peak RSS above the RSS before it, freed memory handed back first (Linux: malloc_trim, VmHWM
+after clear_refs).
 Size: model.onnx bytes vs the float32 parameter bytes.
 
 Times are medians over rounds; ratios are medians of per-round ratios (timing.py), so load
@@ -32,6 +34,8 @@ PyTorch and onnxruntime alike (``--threads``; a list runs every contender at eac
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import subprocess
 import sys
@@ -105,9 +109,11 @@ def greedy_eager(model, tokens: int) -> list[int]:
 
 
 def greedy_hf(hf, tokens: int) -> list[int]:
-    with torch.no_grad():
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    with torch.no_grad():  # the mask says the prompt is text: token 0 is also the pad id
         ids = hf.generate(
-            torch.zeros(1, 1, dtype=torch.long),
+            prompt,
+            attention_mask=torch.ones_like(prompt),
             max_new_tokens=tokens,
             do_sample=False,
             use_cache=True,
@@ -160,15 +166,19 @@ def _status_mb(field: str) -> float:
 
 
 def one(args) -> None:
-    """Child process of ``--memory``: set up the contenders, warm the one measured up, reset
-    the process's peak RSS (Linux: ``5`` into /proc/self/clear_refs), run it once and print
-    how far the peak rose above the RSS before the run: the memory the run itself needs."""
+    """Child process of ``--memory``: set up the contenders, hand freed memory back to the
+    system (glibc ``malloc_trim``, so a run cannot reuse the setup's garbage unseen), reset the
+    process's peak RSS (Linux: ``5`` into /proc/self/clear_refs), run the measured contender
+    once, its first run, and print how far the peak rose above the RSS before it: the memory a
+    run needs, its lazy allocations (onnxruntime's arena, torch's caches) included. (A second
+    run after a warm-up reuses what the allocators kept and shows ~0 for PyTorch.)"""
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         hf, models = build_models(Path(tmp), QUICK if args.quick else WORKLOAD)
         runs = contenders(Path(tmp), hf, models, args.threads, args.mode, args.length)
         fn = runs[args.one]
-        fn()  # warm-up: lazy allocations (onnxruntime's arena, torch's caches) happen here
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")
         before = _status_mb("VmRSS")
         fn()

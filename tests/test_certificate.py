@@ -27,7 +27,11 @@ ALL_MODELS = [(make_s5, o) for o in S5_CORE_OPTIONS] + [(make_s4d, o) for o in S
 ALL_IDS = [f"s5-{option_id(o)}" for o in S5_CORE_OPTIONS] + [
     f"s4d-{option_id(o)}" for o in S4D_CORE_OPTIONS
 ]
-EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "checkpoints").glob("*.pt"))
+EXAMPLES = [  # the LTI ones: a selective model's plan records a measured distortion instead
+    p
+    for p in sorted((Path(__file__).parents[1] / "examples" / "checkpoints").glob("*.pt"))
+    if not p.stem.startswith("mamba")
+]
 
 
 def two_sided_spectrum(system: ModalSystem, T: int) -> np.ndarray:

@@ -15,10 +15,12 @@ from conftest import rel_err
 
 import aire_export
 from aire_export.models import S4DModel, S5Model
+from aire_export.models.mamba import MambaLM
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))  # the examples are scripts that import each other by name
 
+import data_charlm  # noqa: E402
 import data_keywords  # noqa: E402
 import data_listops  # noqa: E402
 from data_listops import Operation  # noqa: E402
@@ -49,8 +51,8 @@ def shipped(name: str) -> tuple[dict, torch.nn.Module, SequenceSet]:
     )
 
 
-def test_registry_lists_the_three_example_models():
-    assert sorted(REGISTRY) == ["s4d_keywords", "s5_digits", "s5_listops"]
+def test_registry_lists_the_four_example_models():
+    assert sorted(REGISTRY) == ["mamba_charlm", "s4d_keywords", "s5_digits", "s5_listops"]
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -87,6 +89,8 @@ def test_shipped_architectures_are_the_documented_ones():
     assert listops.config.input_kind == "tokens" and listops.config.pooling == "pool"
     assert listops.config.norm == "batch" and listops.config.activation == "half_glu2"
     assert isinstance(keywords, S4DModel) and not keywords.bidirectional
+    charlm = shipped("mamba_charlm")[1]
+    assert isinstance(charlm, MambaLM) and charlm.config.vocab_size == data_charlm.VOCAB
 
 
 def stream(model, x: torch.Tensor) -> list[torch.Tensor]:
@@ -216,3 +220,26 @@ def test_shipped_keywords_eval_set_is_what_the_generator_makes():
     fresh = data_keywords.eval_set()
     assert np.array_equal(stored.y, fresh.y)
     assert np.abs(stored.x.astype(np.float32) - fresh.x.astype(np.float32)).max() < 1e-3
+
+
+CHARLM = REGISTRY["mamba_charlm"]
+same_python = pytest.mark.skipif(
+    CHARLM["python"] != sys.version.split()[0],
+    reason="the char-LM text is the standard library source of the Python it was made with",
+)
+
+
+@same_python
+def test_shipped_charlm_sets_are_what_the_generator_makes():
+    stored = SequenceSet.load(EXAMPLES / CHARLM["eval_data"])
+    fresh = data_charlm.eval_set()
+    assert np.array_equal(stored.x, fresh.x) and np.array_equal(stored.y, fresh.y)
+    with np.load(EXAMPLES / CHARLM["calib_data"]) as calib:
+        assert np.array_equal(calib["x"], data_charlm.calibration_set())
+
+
+def test_charlm_eval_text_is_never_trained_on_and_labels_are_the_next_character():
+    assert not set(data_charlm.EVAL_MODULES) & set(data_charlm.TRAIN_MODULES)
+    stored = SequenceSet.load(EXAMPLES / CHARLM["eval_data"])
+    assert np.array_equal(stored.x[:, 1:], stored.y[:, :-1])
+    assert stored.x.max() < data_charlm.VOCAB

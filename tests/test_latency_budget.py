@@ -42,8 +42,24 @@ def test_the_least_pruning_that_meets_the_budget_is_chosen(model_path, monkeypat
     result = budget.search_latency_budget(model, 0.8 * unpruned, target="onnx", length=20)
     ratios = [p.ratio for p in result.curve]
     assert ratios == sorted(ratios) and ratios[-1] == result.ratio > 0
-    assert result.chosen.p50_ms <= result.budget_ms
+    assert (
+        result.chosen.p50_ms <= result.budget_ms and result.chosen.confirmed_ms <= result.budget_ms
+    )
     assert all(p.p50_ms > result.budget_ms for p in result.curve[:-1])
+    assert all(p.confirmed_ms is None for p in result.curve[:-1])
+
+
+def test_a_point_that_does_not_confirm_is_passed_over(model_path, monkeypatch):
+    readings = iter([3.0, 0.9, 1.1, 0.8, 0.95])  # ratio 0; 0.05 meets, then fails; 0.1 meets twice
+
+    def fake(path, runtime, feeds, *, warmup, runs):
+        ms = next(readings)
+        return ms, ms, ms, runs
+
+    monkeypatch.setattr(budget, "graph_latency", fake)
+    result = budget.search_latency_budget(ax.load(model_path), 1.0, target="onnx", length=20)
+    assert result.ratio == 0.1
+    assert [p.confirmed_ms for p in result.curve] == [None, 1.1, 0.95]
 
 
 def test_no_ratio_fast_enough_is_one_clear_error(model_path, monkeypatch):

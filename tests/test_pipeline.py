@@ -382,6 +382,7 @@ def test_every_shipped_model_runs_the_whole_job_with_its_eval_set(tmp_path, caps
         "0.5",
         "--data",
         examples / entry["eval_data"],
+        *(["--calib", examples / entry["calib_data"]] if "calib_data" in entry else []),
         "--batch",
         "2",
         "--length",

@@ -22,15 +22,18 @@ kernels) do not apply. What does, with δ ≥ 0 and A < 0 so that every factor i
               next chunk, and inside it the Q steps run from that state one after the other,
               each a few elementwise nodes over (B, N, E): half the arithmetic of the sweeps
               (no end states from zero), tensors that stay in cache, any length. Its cost is
-              per-node dispatch, Q·~8 nodes per chunk: 1.4-1.6x faster than ``chunked`` on the
-              CPU (benchmarks/mamba_cpu.py); the iterations run one after another, so it leaves
-              a GPU idle where ``chunked`` has work for all of it.
+              per-node dispatch, Q·~8 nodes per chunk: 1.85-1.96x faster than ``chunked`` on
+              mamba-small at 1 thread (E·N = 8192), a tie once E·N is down to 2048
+              (benchmarks/mamba_cpu.py); the iterations run one after another, so it leaves a
+              GPU idle where ``chunked`` has work for all of it.
 
-States are laid out (…, N, E): the broadcasts δ ⊗ A and (δ ⊙ x) ⊗ B then run along E, 4-5×
-faster in onnxruntime than along N = 16 (measured). Projections, the conv and the gate run in
-the compute dtype; δ, the decays, the states and the readout stay float32 with explicit Casts
-(DESIGN §4). Hillis–Steele inside chunks (log2 Q passes over (B, L, E, N)) measured 3× slower
-than the sweeps on the CPU and is not offered.
+States are laid out (…, N, E): the broadcasts δ ⊗ A and (δ ⊙ x) ⊗ B then run along E = 512
+instead of N = 16, which makes the whole chunked core 1.2× faster in onnxruntime. Projections,
+the conv and the gate run in the compute dtype; δ, the decays, the states and the readout stay
+float32 with explicit Casts (DESIGN §4). Hillis–Steele inside chunks (log2 Q passes over
+(B, L, N, E)) measured 5.8× slower than the sweeps on the CPU and is not offered. The scan core
+alone (benchmarks/selective_forms.py, E = 512, N = 16, 1 thread): ``scan`` 2.6× (T = 1024) and
+3.0× (T = 4096) faster than ``chunked``, every form within 1.6e-7 of float64.
 
 Step graph (``model.step.onnx``), per layer, conv_state (B, E, K−1) the last K−1 inputs of the
 conv and ssm_state (B, E, N):

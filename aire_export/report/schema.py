@@ -216,6 +216,7 @@ _LATENCY_SEARCH = _closed(
                     "min_ms": {"type": "number"},
                     "p90_ms": {"type": "number"},
                     "runs": {"type": "integer"},
+                    "confirmed_ms": _NUMBER,
                 }
             ),
         },
