@@ -93,6 +93,7 @@ class SweepResult:
     score_compat: str = "default"
     seed: int = 0
     balance_channels: bool = False
+    unit: str = "state"  # or "channel": ratios count bypassed operators (S4oP)
     failed: list[dict] = field(default_factory=list)  # {method, ratio, error}: trials that failed
     executor: str = "local"
 
@@ -156,7 +157,9 @@ def _point(
     options = replace(options.with_ratio(ratio), certificates=False)
     pruned, plan = prune_with(model, options, systems=systems)
     kept = tuple(tuple(int(u) for u in layer.kept) for layer in plan.layers)
-    acc, distortion = evaluator.evaluate(pruned, key=(kept, options.drop_empty_blocks))
+    acc, distortion = evaluator.evaluate(
+        pruned, key=(kept, options.drop_empty_blocks, options.unit)
+    )
     kept = [layer.states_after for layer in plan.layers]
     return SweepPoint(
         method=options.method,
@@ -182,6 +185,7 @@ def sweep(
     score_compat: str = "default",
     seed: int = 0,
     balance_channels: bool = True,
+    unit: str = "state",
     batch_size: int = 64,
     device: str = "cpu",
     calib: SequenceData | None = None,
@@ -194,7 +198,9 @@ def sweep(
     that fails is listed in ``failed``, and the others are kept."""
     evaluator = Evaluator(model, data, batch_size=batch_size, device=device)
     systems = modal_view(model, calib=calib)
-    shared = dict(eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels)
+    shared = dict(
+        eps=eps, score_compat=score_compat, seed=seed, balance_channels=balance_channels, unit=unit
+    )
     result = SweepResult(
         data=data.source,
         samples=data.count,

@@ -76,19 +76,33 @@ def test_graphs_of_a_channel_pruned_model_match_it(tmp_path, scan):
     assert "state_2" not in step_inputs  # a layer without channels has no state
 
 
-def test_channel_scores_are_the_modes_scores_summed_and_every_layer_keeps_its_top_channel():
+def test_channel_energy_is_its_modes_energy_plus_the_feedthrough_change():
     model = make_s4d(seed=5, state_sizes=(6, 4), d_model=5).double()
     pruned, plan = ax.prune(model, 0.7, unit="channel")
     systems = modal_systems(model)
     for layer, system in zip(plan.layers, systems, strict=True):
-        energy = np.bincount(np.repeat(np.arange(5), system.P // 5), aire_energy(system))
+        modes = np.bincount(np.repeat(np.arange(5), system.P // 5), aire_energy(system))
+        energy = modes + (system.D - 1) ** 2  # the bypass sets D_h to 1
         assert np.allclose(layer.energies, energy, rtol=1e-12)
         assert int(np.argmax(energy)) in layer.kept
+    ghost = ax.prune(model, 0.7, unit="channel", method="ghost")[1]
+    assert not np.allclose(ghost.layers[0].energies, plan.layers[0].energies)
     assert plan.unit == "channel"
     assert plan.ratio_achieved == pytest.approx(1 - sum(len(p.kept) for p in plan.layers) / 10)
     assert [len(b) for b in pruned.config.bypassed_channels] == [
         5 - len(p.kept) for p in plan.layers
     ]
+
+
+def test_a_channel_whose_feedthrough_is_far_from_one_is_not_free_to_bypass():
+    model = make_s4d(seed=5, state_sizes=(6,), d_model=5).double()
+    with torch.no_grad():
+        model.layers[0].ssm.kernel.C[1].zero_()  # channel 1: no modes at all ...
+        model.layers[0].ssm.D[1] = 4.0  # ... but a bypass turns 4·u into u
+        model.layers[0].ssm.D[2] = 1.0
+        model.layers[0].ssm.kernel.C[2].mul_(1e-3)  # channel 2: weak modes, D = 1 already
+    _, plan = ax.prune(model, 0.2, unit="channel")
+    assert 1 in plan.layers[0].kept and 2 not in plan.layers[0].kept
 
 
 def test_s4op_budget_follows_its_exponential_split():
@@ -144,3 +158,21 @@ def test_a_config_with_bad_bypassed_channels_is_refused(bypassed):
     config = make_s4d().config.to_dict() | {"bypassed_channels": bypassed}
     with pytest.raises(InputError, match="bypassed_channels"):
         type(make_s4d().config).from_dict(config)
+
+
+def test_a_sweep_over_channel_ratios(tmp_path, capsys):
+    model = make_s4d(seed=6)
+    path = ax.save(model, tmp_path / "m.pt")
+    x = random_input(model, 16, 20).numpy()
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).argmax(-1).numpy()
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    args = ["sweep", path, "--data", tmp_path / "eval.npz", "--methods", "aire,random"]
+    code, _, err = run_cli(
+        capsys, *args, "--ratios", "0,0.4,0.8", "--unit", "channel", "-o", tmp_path / "s"
+    )
+    assert code == 0, err
+    saved = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert saved["unit"] == "channel" and saved["points"][0]["accuracy"] == 1.0
+    achieved = [p["ratio_achieved"] for p in saved["points"] if p["method"] == "aire"]
+    assert achieved == sorted(achieved) and achieved[-1] >= 0.7  # fractions of the 10 channels

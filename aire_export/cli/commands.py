@@ -293,6 +293,7 @@ def run_cmd(
 @opt.SCORE_COMPAT
 @opt.SEED
 @opt.BALANCE
+@opt.UNIT
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Eval batch size.")
 @opt.DEVICE
 @opt.CALIB

@@ -53,6 +53,9 @@ class ModalSystem:
     channels: np.ndarray | None = None
     units: np.ndarray | None = None
     name: str = ""
+    # per unit: energy the unit's removal changes besides its states' (a bypassed channel's
+    # feedthrough D_h → 1, prune/channels.py); None: nothing besides the states
+    unit_feedthrough_energy: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         P = self.lam.shape[0]

@@ -5,10 +5,17 @@ A channel h of an S4D layer is one SISO operator; pruning it removes its modes, 
 and bypasses it, y_h = u_h (prune/shrink.py ``shrink_channels``). Two ways to choose:
 
 ``score``  (no seeds) every channel is a unit grouping its modes, so the state scores carry
-           over: AIRE's E_h = Σ_n E_hn (eq. 10 summed over the channel's modes), GHOST's
-           Σ_n σ_hn, LAST's max_n H_hn, …; then Algorithm 1 as for states: the prefix
-           normalization of eq. 11 per layer and one threshold τ across layers, which keeps
-           every layer's top channel.
+           over: GHOST's Σ_n σ_hn, LAST's max_n H_hn, …, and AIRE's energy of what the bypass
+           changes: it replaces the channel's G_h(z) = K_h(z) + D_h by 1, so
+
+               E_h = Σ_n E_hn + (D_h − 1)²        (eq. 10 over its modes, plus the feedthrough
+                                                    change: a state with λ̄ = 0, c b = D_h − 1)
+
+           (cross terms ignored, as eq. 10 ignores them between modes). Without the D term a
+           channel with weak modes but D far from 1 looks free to bypass: on the keyword model
+           10 % of the channels then took accuracy from 95.3 % to 29.7 %, with it to 95.3 %.
+           Then Algorithm 1 as for states: the prefix normalization of eq. 11 per layer and
+           one threshold τ across layers, which keeps every layer's top channel.
 ``s4op``   S4oP's own rule: a target of round(p·H·L) bypassed channels in all, split over
            layers 1…L−1 with weights ∝ 2^i (deeper layers pruned more; layer 0 only once the
            others are full), every layer keeping ≥ 1 channel; within a layer, the channels to
@@ -37,7 +44,8 @@ def channel_views(model: nn.Module, systems: list[ScoringView]) -> list[ModalSys
                 f"operator (channel) pruning is implemented for S4D models; this is a "
                 f"{family.name} model: prune its states (--unit state)"
             )
-        views.append(dataclasses.replace(system, units=units))
+        change = (np.asarray(system.D, dtype=np.float64) - 1.0) ** 2  # (H_active,)
+        views.append(dataclasses.replace(system, units=units, unit_feedthrough_energy=change))
     return views
 
 

@@ -323,6 +323,8 @@ def score_layer(
         per_unit = _selective_quantity(system, method, score_compat)
     else:
         per_unit = _combine(method.quantity(system, score_compat), units, n_units, method.combine)
+        if method.quantity is aire_energy and system.unit_feedthrough_energy is not None:
+            per_unit = per_unit + system.unit_feedthrough_energy  # a bypass's D change
     units = system.unit_ids
 
     if score_compat == "official":
