@@ -34,7 +34,8 @@ from torch import nn
 
 from aire_export.data import SequenceData
 from aire_export.errors import InputError, RuntimeMissingError
-from aire_export.validate.accuracy import accuracy
+from aire_export.runtimes.torch_runner import TorchRunner
+from aire_export.validate.accuracy import accuracy, predict
 
 
 @dataclass(frozen=True)
@@ -135,14 +136,9 @@ def _forward(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None) ->
 
 
 def eval_accuracy(model: nn.Module, data: SequenceData, batch_size: int, device: str) -> float:
-    """Top-1 accuracy of ``model`` on ``data`` (labels < 0 not scored), in eval mode."""
-    model.eval()
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, data.count, batch_size):
-            rows = np.arange(start, min(start + batch_size, data.count))
-            outputs.append(_forward(model, *_tensors(data, rows, device)).float().cpu().numpy())
-    return accuracy(np.concatenate(outputs), data.y).accuracy
+    """Top-1 accuracy of ``model`` on ``data`` (labels < 0 not scored), PyTorch float32."""
+    runner = TorchRunner(model, device)
+    return accuracy(predict(runner, data, batch_size=batch_size), data.y).accuracy
 
 
 def finetune(

@@ -243,10 +243,7 @@ def deploy(
     """Stages 6–9 for a pruned model: write it and its plan, lower, build, validate, report,
     bundle, all staged and committed to ``out`` at once (``run_pipeline`` and the S4oP search
     share it)."""
-    model_path, model, pruned, plan, search, tuned = (
-        job.model_path, job.model, job.pruned, job.plan, job.search, job.tuned
-    )  # fmt: skip
-    latency_search = job.latency_search
+    model_path, model, pruned, plan = job.model_path, job.model, job.pruned, job.plan
     v = replace(options.validate, max_drop=accuracy_budget(options.max_drop, options.accuracy_gate))
     with staged_folder(out) as stage:
         progress("write pruned.pt and plan.json")
@@ -292,10 +289,10 @@ def deploy(
             target=v.target,
             environment=environment(),
             warnings=[*validation.warnings, *plan.warnings, *exported.warnings]
-            + ([] if tuned is None else [FINETUNE_SELECTION_NOTE.format(data=options.data)]),
-            search=search,
-            latency_search=None if latency_search is None else latency_search.to_json(),
-            finetune=None if tuned is None else tuned.to_json(),
+            + ([] if job.tuned is None else [FINETUNE_SELECTION_NOTE.format(data=options.data)]),
+            search=job.search,
+            latency_search=None if job.latency_search is None else job.latency_search.to_json(),
+            finetune=None if job.tuned is None else job.tuned.to_json(),
         )
         if options.bundle or target_named(v.target).bundle:
             progress("write the edge bundle")

@@ -33,6 +33,12 @@ from aire_export.prune import PruneOptions, prune_with  # noqa: E402
 from aire_export.validate import budget  # noqa: E402
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (results carry no machine paths)."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "examples/checkpoints/s4d_keywords.pt")
@@ -95,7 +101,7 @@ def main(argv=None) -> None:
             print(json.dumps(rows[-1]), flush=True)
     result = {
         "meta": cpu_run_meta()
-        | {"model": str(args.model), "length": args.length, "unit": args.unit},
+        | {"model": _shown(args.model), "length": args.length, "unit": args.unit},
         "unpruned_ms": {"median": unpruned[0], "fastest": unpruned[1], "p90": unpruned[2]},
         "rows": rows,
     }

@@ -199,23 +199,26 @@ class S4DCore(nn.Module):
 
     def ssm(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, H) → SSM output (B, L, H), before the activation."""
-        return self._bypass(u, self._active_ssm)
-
-    def _active_ssm(self, u: torch.Tensor) -> torch.Tensor:
+        if self.active == ():
+            return u
+        v = self._take(u)
         if self.kernel.state_size == 0:
-            return self.D * u
+            return self._place(u, self.D * v)
         lam_bar, b_bar, C = self.kernel.discrete()
         K = s4d_kernel(lam_bar, C * b_bar, u.shape[1], self.output_scale).to(u.dtype)
-        return causal_conv(u, K) + self.D * u
+        return self._place(u, causal_conv(v, K) + self.D * v)
 
-    def _bypass(self, u: torch.Tensor, core) -> torch.Tensor:
-        """core on the active channels of u (…, H); the others pass through (y_h = u_h)."""
+    def _take(self, u: torch.Tensor) -> torch.Tensor:
+        """The active channels of u (…, H)."""
         if self.active is None:
-            return core(u)
-        index = torch.as_tensor(self.active, device=u.device)
-        if index.numel() == 0:
             return u
-        return u.index_copy(-1, index, core(u.index_select(-1, index)))
+        return u.index_select(-1, torch.as_tensor(self.active, device=u.device))
+
+    def _place(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y on the active channels, u passed through on the others (y_h = u_h)."""
+        if self.active is None:
+            return y
+        return u.index_copy(-1, torch.as_tensor(self.active, device=u.device), y)
 
     def activate(self, y: torch.Tensor) -> torch.Tensor:
         y = self.drop(gelu(y, self.config.gelu_approximate))
@@ -226,18 +229,15 @@ class S4DCore(nn.Module):
 
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """u (B, H), state (B, H_active, N, 2) → output (B, H), new state."""
-        if self.kernel.state_size == 0 or self.kernel.channels == 0:
-            return self.activate(self._bypass(u, lambda v: self.D * v)), state
+        if self.active == ():
+            return self.activate(u), state
+        v = self._take(u)
+        if self.kernel.state_size == 0:
+            return self.activate(self._place(u, self.D * v)), state
         lam_bar, b_bar, C = self.kernel.discrete()
-        new = []
-
-        def core(v: torch.Tensor) -> torch.Tensor:
-            x = lam_bar * as_complex(state) + b_bar * v[..., None]
-            new.append(as_real(x))
-            return self.output_scale * (C * x).real.sum(-1) + self.D * v
-
-        y = self._bypass(u, core)
-        return self.activate(y), new[0] if new else state
+        x = lam_bar * as_complex(state) + b_bar * v[..., None]
+        y = self.output_scale * (C * x).real.sum(-1) + self.D * v
+        return self.activate(self._place(u, y)), as_real(x)
 
 
 class S4DBlock(SSMBlock):
