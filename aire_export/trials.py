@@ -23,6 +23,7 @@ import abc
 import concurrent.futures
 import multiprocessing
 import pickle
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,22 @@ def _ray():
     return ray
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """InputError unless ``address`` ("HOST:PORT", "ray://HOST:PORT"; "auto" is Ray's own
+    lookup) accepts a TCP connection: Ray itself retries an unreachable cluster for minutes."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        reason = e.strerror or str(e) if isinstance(e, OSError) else "expected HOST:PORT"
+        raise InputError(
+            f"cannot reach the Ray cluster at {address} ({reason}): start it (ray start --head) "
+            "or check --ray-address"
+        ) from None
+
+
 def _call(fn, shared, item):
     """The Ray task: one trial (module level, so that every worker can import it)."""
     return fn(shared, item)
@@ -158,6 +175,8 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, cpus: int | None = None) -> None:
         ray = _ray()
         self._started = False
+        if address:
+            _check_reachable(address)
         if not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:

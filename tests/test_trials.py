@@ -136,6 +136,19 @@ def test_the_sweep_command_runs_on_ray_and_exits_1_when_a_point_fails(
     assert len(saved["points"]) == 1 and saved["failed"][0]["ratio"] == 0.5
 
 
+def test_an_unreachable_ray_cluster_is_one_line_and_quick(tmp_path, capsys):
+    model = make_s5(seed=4, state_sizes=(8, 8))
+    path = ax.save(model, tmp_path / "m.pt")
+    data = _data(model)
+    np.savez(tmp_path / "eval.npz", x=data.x, y=data.y)
+    args = ["sweep", path, "--data", tmp_path / "eval.npz", "--ratios", "0", "--methods", "aire"]
+    code, _, err = run_cli(
+        capsys, *args, "--executor", "ray", "--ray-address", "127.0.0.1:1", "-o", tmp_path / "o"
+    )
+    assert code == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_executor_options_are_refused():
     with pytest.raises(InputError, match="--ray-address needs"):
         executor_named("local", address="127.0.0.1:6379")
