@@ -280,6 +280,19 @@ class Bypassed:
 Core = DenseLTI | SisoBankLTI | Feedthrough | SelectiveCore | Bypassed
 
 
+def with_bypass(core: Core, active: tuple[int, ...] | None, width: int) -> Core:
+    """The core of a layer whose operators outside ``active`` are bypassed (y_h = u_h), from
+    ``core`` on the active channels: a feedthrough widens to all ``width`` channels with
+    D_h = 1 on the bypassed ones, any other core is wrapped in ``Bypassed``."""
+    if active is None:
+        return core
+    if isinstance(core, Feedthrough):
+        full = np.ones(width)
+        full[list(active)] = core.D
+        return Feedthrough(D=full)
+    return Bypassed(core, np.asarray(active), width)
+
+
 # ---- blocks and the network ----------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class ResidualBlock:

@@ -16,18 +16,33 @@ from lowering import random_input, reference, run_sequence, session, stream
 
 import aire_export as ax
 from aire_export.errors import InputError
-from aire_export.models import modal_systems
+from aire_export.models import ModalSystem, modal_systems
+from aire_export.models.mamba import MambaConfig, MambaLM
 from aire_export.prune import mask_channels, shrink_channels
 from aire_export.prune.channels import s4op_budget, s4op_draw
 from aire_export.prune.scores import aire_energy
 
-VARIANTS = [{}, {"shared_A": True}, {"learn_B": True}, {"prenorm": False}]
+VARIANTS = [
+    (make_s4d, {}),
+    (make_s4d, {"shared_A": True}),
+    (make_s4d, {"learn_B": True}),
+    (make_s4d, {"prenorm": False}),
+    (make_s5, {"d_model": 5}),
+    (make_s5, {"d_model": 5, "bidirectional": True, "activation": "full_glu"}),
+    (make_s5, {"d_model": 5, "conj_sym": False, "prenorm": False}),
+]
 KEPT = [np.array([0, 2, 3]), np.array([4])]  # of 5 channels: layer 1 keeps one
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(o) or "default")
-def test_channel_pruned_model_equals_the_masked_model_in_float64(options):
-    model = make_s4d(seed=1, **options).double()
+def _variant_id(variant) -> str:
+    maker, options = variant
+    return "-".join([maker.__name__[5:], *(k for k in options if k != "d_model")])
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_variant_id)
+def test_channel_pruned_model_equals_the_masked_model_in_float64(variant):
+    maker, options = variant
+    model = maker(seed=1, **options).double()
     x = random_input(model, 3, 41).double()
     with torch.no_grad():
         shrunk, masked = shrink_channels(model, KEPT)(x), mask_channels(model, KEPT)(x)
@@ -41,11 +56,19 @@ def test_a_bypassed_channel_passes_its_input_through_and_only_active_channels_ho
     core = model.layers[0].ssm
     assert model.config.bypassed_channels == [[1, 4], [0, 1, 2, 3]]
     assert core.kernel.C.shape[0] == 3 and core.D.shape == (3,) and core.kernel.log_dt.shape == (3,)
+    s5 = shrink_channels(make_s5(seed=2, d_model=5, bidirectional=True).double(), KEPT)
+    seq = s5.layers[0].seq
+    assert seq.B.shape == (8, 3, 2) and seq.C1.shape == seq.C2.shape == (3, 8, 2)
+    assert seq.D.shape == (3,) and seq.Lambda_re.shape == (8,)  # the states are all kept
     u = torch.randn(2, 17, 5, dtype=torch.float64)
     with torch.no_grad():
-        y = core.ssm(u)
-    assert torch.equal(y[..., [1, 4]], u[..., [1, 4]])
-    assert not torch.allclose(y[..., [0, 2, 3]], u[..., [0, 2, 3]])
+        outputs = [core.ssm(u), seq(u)]
+    for y in outputs:
+        assert torch.equal(y[..., [1, 4]], u[..., [1, 4]])
+        assert not torch.allclose(y[..., [0, 2, 3]], u[..., [0, 2, 3]])
+    with torch.no_grad():  # a bypassed input reaches no kept channel
+        moved = seq(u + 5.0 * torch.eye(5, dtype=u.dtype)[[1, 4]].sum(0))
+    assert torch.equal(moved[..., [0, 2, 3]], outputs[1][..., [0, 2, 3]])
 
 
 def test_channel_pruning_composes_with_itself_and_with_state_pruning(tmp_path):
@@ -62,8 +85,9 @@ def test_channel_pruning_composes_with_itself_and_with_state_pruning(tmp_path):
 
 
 @pytest.mark.parametrize("scan", ["chunked", "toeplitz", "scan", "logdepth"])
-def test_graphs_of_a_channel_pruned_model_match_it(tmp_path, scan):
-    model = shrink_channels(make_s4d(seed=4, state_sizes=(6, 4, 3), d_model=5), [*KEPT, []])
+@pytest.mark.parametrize("maker", [make_s4d, make_s5], ids=["s4d", "s5"])
+def test_graphs_of_a_channel_pruned_model_match_it(tmp_path, scan, maker):
+    model = shrink_channels(maker(seed=4, state_sizes=(6, 4, 2), d_model=5), [*KEPT, []])
     result = ax.export(model, tmp_path, scan=scan)
     x = random_input(model, 2, 70, seed=1)
     want = reference(model, x)
@@ -72,7 +96,8 @@ def test_graphs_of_a_channel_pruned_model_match_it(tmp_path, scan):
     graph = onnx.load(result.sequence.path)
     assert sum(n.op_type == "Gather" for n in graph.graph.node) >= 3
     step_inputs = {i.name: i for i in session(result.step.path).get_inputs()}
-    assert step_inputs["state_0"].shape[1] == 3  # only the active channels carry states
+    # S4D: only the active channels carry states; S5: the states, shared by the active ones
+    assert step_inputs["state_0"].shape[1] == (3 if maker is make_s4d else 6)
     assert "state_2" not in step_inputs  # a layer without channels has no state
 
 
@@ -92,6 +117,39 @@ def test_channel_energy_is_its_modes_energy_plus_the_feedthrough_change():
     assert [len(b) for b in pruned.config.bypassed_channels] == [
         5 - len(p.kept) for p in plan.layers
     ]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+def test_a_mimo_channel_is_scored_by_the_modes_of_what_its_bypass_changes(bidirectional):
+    """S5: the bypass of channel h changes G by ΔG_h, an LTI system of 2P modes; the channel's
+    energy is eq. 10 over those modes plus (D_h − 1)². Checked against ΔG_h built here from
+    the model and its bypass-masked copy (impulse responses equal), not from the view."""
+    from aire_export.prune.channels import bypass_view
+
+    model = make_s5(seed=7, state_sizes=(6,), d_model=4, bidirectional=bidirectional).double()
+    _, plan = ax.prune(model, 0.5, unit="channel")
+    (system,) = modal_systems(model)
+    view = bypass_view(system)
+    for h in range(4):
+        masked = mask_channels(model, [np.setdiff1d(np.arange(4), [h])])
+        (after,) = modal_systems(masked)
+        row = [np.outer(np.eye(4)[h], c[h]) for c in system.C]  # (H, P): C_hi e_h
+        col = [c * (np.arange(4) != h)[:, None] for c in system.C]
+        lam2 = np.concatenate([system.lam, system.lam])
+        B2 = np.concatenate([system.B, system.B * np.eye(4)[h]])  # B_i, then B_ih e_h
+        delta = ModalSystem(
+            lam=lam2,
+            B=B2,
+            C=tuple(np.concatenate([r, c], axis=1) for r, c in zip(row, col, strict=True)),
+            D=system.D,
+            conj_sym=system.conj_sym,
+        )
+        for d in range(len(system.C)):
+            change = system.impulse_response(40, d) - after.impulse_response(40, d)
+            assert np.abs(change - delta.impulse_response(40, d)).max() <= 1e-12
+        energy = aire_energy(delta).sum() + (system.D[h] - 1) ** 2
+        assert plan.layers[0].energies[h] == pytest.approx(energy, rel=1e-12)
+        assert view.unit_feedthrough_energy[h] == pytest.approx((system.D[h] - 1) ** 2)
 
 
 def test_a_channel_whose_feedthrough_is_far_from_one_is_not_free_to_bypass():
@@ -142,11 +200,14 @@ def test_prune_unit_channel_on_the_command_line(tmp_path, capsys):
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["unit"] == "channel" and plan["balance_channels"] is False
     assert all(layer["certificate"] is None for layer in plan["layers"])
-    s5 = ax.save(make_s5(), tmp_path / "s5.pt")
-    code, _, err = run_cli(
-        capsys, "prune", s5, "--ratio", "0.5", "--unit", "channel", "-o", tmp_path / "q.pt"
+    mamba = ax.save(
+        MambaLM(MambaConfig(vocab_size=9, d_model=4, d_inner=8, dt_rank=2, state_sizes=[4])),
+        tmp_path / "mamba.pt",
     )
-    assert code == 2 and "S4D" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(
+        capsys, "prune", mamba, "--ratio", "0.5", "--unit", "channel", "-o", tmp_path / "q.pt"
+    )
+    assert code == 2 and "S5" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from conftest import make_s4d, make_s5, run_cli
 
 import aire_export as ax
 from aire_export import s4op
+from aire_export.models.mamba import MambaConfig, MambaLM
 from aire_export.prune.channels import s4op_budget
 from aire_export.report import REPORT_SCHEMA
 
@@ -118,10 +119,27 @@ def test_bad_search_options_are_one_line_errors(task, tmp_path, capsys, extra, m
     assert code == 2 and message in err
 
 
+def test_an_s5_model_is_searched_over_its_channels(task, tmp_path, capsys):
+    folder, _ = task
+    s5 = ax.save(make_s5(seed=3, d_input=3, d_model=8, state_sizes=(4, 4, 4)), tmp_path / "s5.pt")
+    code, _, err = _search(
+        capsys, folder, s5, tmp_path / "s5", "--seeds", "1", "--select", "budget"
+    )
+    assert code == 0, err
+    table = json.loads((tmp_path / "s5" / "s4op.json").read_text())
+    for trial in table["trials"]:
+        budget = s4op_budget(trial["ratio"], 3, 8)
+        assert trial["channels_kept"] == [8 - b for b in budget]
+    final = ax.load(tmp_path / "s5" / "step_60" / "pruned.pt")
+    assert [len(b) for b in final.config.bypassed_channels] == s4op_budget(0.6, 3, 8)
+    assert final.layers[2].seq.B.shape[1] == 8 - s4op_budget(0.6, 3, 8)[2]
+
+
 def test_a_model_without_operators_is_refused(task, tmp_path, capsys):
     folder, _ = task
-    s5 = ax.save(make_s5(d_input=3), tmp_path / "s5.pt")
-    code, _, err = _search(capsys, folder, s5, tmp_path / "y")
+    config = MambaConfig(vocab_size=9, d_model=4, d_inner=8, dt_rank=2, state_sizes=[4])
+    mamba = ax.save(MambaLM(config), tmp_path / "mamba.pt")
+    code, _, err = _search(capsys, folder, mamba, tmp_path / "y")
     assert code == 2 and "channel" in err and not (tmp_path / "y").exists()
 
 

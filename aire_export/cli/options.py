@@ -142,8 +142,9 @@ UNIT = click.option(
     default="state",
     show_default=True,
     help="What is pruned. state: SSM states (AIRE-Prune). channel: whole operators, S4oP's "
-    "unit (S4D): a pruned channel's SSM is removed and its input passes through (y = u); "
-    "--ratio is then the fraction of channels, each scored by its modes together.",
+    "unit (S4D, S5): a pruned channel's operator is removed and its input passes through "
+    "(y = u); --ratio is then the fraction of channels, each scored by what its bypass "
+    "changes.",
 )
 SCORING = option_group(
     "scoring",

@@ -290,6 +290,24 @@ def take_states(
     return out
 
 
+def take_channels(u: torch.Tensor, active: tuple[int, ...] | None) -> torch.Tensor:
+    """The ``active`` channels of u (…, H) (all of them when None), for a core whose other
+    operators are bypassed (S4oP, DESIGN §3.6)."""
+    if active is None:
+        return u
+    return u.index_select(-1, torch.as_tensor(active, device=u.device))
+
+
+def place_channels(
+    u: torch.Tensor, y: torch.Tensor, active: tuple[int, ...] | None
+) -> torch.Tensor:
+    """y (…, |active|) on the ``active`` channels of u (…, H), u passed through on the others
+    (y_h = u_h, a bypassed operator)."""
+    if active is None:
+        return y
+    return u.index_copy(-1, torch.as_tensor(active, device=u.device), y)
+
+
 def zero_states(value: torch.Tensor, axis: int, drop: np.ndarray) -> torch.Tensor:
     """A copy of ``value`` with the entries of the states marked in ``drop`` zeroed.
 

@@ -12,7 +12,7 @@ never branches on architecture names or infers a layout from the data:
     unit policy          ``units(block)`` → UnitPolicy: the unit of each state, and the channel
                          of each unit where units may be balanced per channel (S4D)
     shrink and mask      ``shrunk_parameters(block, kept)``, ``masked_parameters(block, kept)``
-    operators (S4oP)     ``channel_units``, ``channel_width``, ``bypassed_parameters``,
+    operators (S4oP)     ``channel_width``, ``bypassed_parameters``,
                          ``bypass_masked_parameters``: a channel's whole SSM pruned, y_h = u_h
     IR export            ``core_ir(block)`` (its layout), ``activation_ir(block)``; the
                          residual template ``block_ir`` and ``export_ir(model)`` → ir.Network
@@ -123,11 +123,6 @@ class Family(abc.ABC):
         rows and/or output columns zeroed): the reference a shrunk block must equal."""
 
     # ---- operator (channel) pruning, S4oP (DESIGN §3.6) ---------------------------------------
-    def channel_units(self, block: nn.Module) -> np.ndarray | None:
-        """(P,) the operator of each state of the block's modal view: the position of its
-        channel among the block's active channels. None: the family has no channel unit."""
-        return None
-
     def channel_width(self, block: nn.Module) -> int:
         """How many operators (active channels) the block has."""
         raise InputError(f"{self.name} models have no operator (channel) pruning")

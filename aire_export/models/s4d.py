@@ -46,6 +46,8 @@ from aire_export.models.blocks import (
     check_choices,
     gelu,
     make_norm,
+    place_channels,
+    take_channels,
     take_states,
     to_numpy64,
     zero_states,
@@ -201,24 +203,12 @@ class S4DCore(nn.Module):
         """u (B, L, H) → SSM output (B, L, H), before the activation."""
         if self.active == ():
             return u
-        v = self._take(u)
+        v = take_channels(u, self.active)
         if self.kernel.state_size == 0:
-            return self._place(u, self.D * v)
+            return place_channels(u, self.D * v, self.active)
         lam_bar, b_bar, C = self.kernel.discrete()
         K = s4d_kernel(lam_bar, C * b_bar, u.shape[1], self.output_scale).to(u.dtype)
-        return self._place(u, causal_conv(v, K) + self.D * v)
-
-    def _take(self, u: torch.Tensor) -> torch.Tensor:
-        """The active channels of u (…, H)."""
-        if self.active is None:
-            return u
-        return u.index_select(-1, torch.as_tensor(self.active, device=u.device))
-
-    def _place(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """y on the active channels, u passed through on the others (y_h = u_h)."""
-        if self.active is None:
-            return y
-        return u.index_copy(-1, torch.as_tensor(self.active, device=u.device), y)
+        return place_channels(u, causal_conv(v, K) + self.D * v, self.active)
 
     def activate(self, y: torch.Tensor) -> torch.Tensor:
         y = self.drop(gelu(y, self.config.gelu_approximate))
@@ -231,13 +221,13 @@ class S4DCore(nn.Module):
         """u (B, H), state (B, H_active, N, 2) → output (B, H), new state."""
         if self.active == ():
             return self.activate(u), state
-        v = self._take(u)
+        v = take_channels(u, self.active)
         if self.kernel.state_size == 0:
-            return self.activate(self._place(u, self.D * v)), state
+            return self.activate(place_channels(u, self.D * v, self.active)), state
         lam_bar, b_bar, C = self.kernel.discrete()
         x = lam_bar * as_complex(state) + b_bar * v[..., None]
         y = self.output_scale * (C * x).real.sum(-1) + self.D * v
-        return self.activate(self._place(u, y)), as_real(x)
+        return self.activate(place_channels(u, y, self.active)), as_real(x)
 
 
 class S4DBlock(SSMBlock):
@@ -351,33 +341,18 @@ class S4DFamily(ClassifierFamily):
         system = self.modal_system(block)
         active = block.ssm.active
         if system.P == 0 or active == ():
-            return ir.Feedthrough(D=self._full_width(block, system.D))
-        H = system.H
-        bank = ir.SisoBankLTI(
-            lam=system.lam.reshape(H, -1),
-            b=system.B[:, 0].reshape(H, -1),
-            c=(system.output_scale * np.asarray(system.C[0][0], complex).reshape(H, -1),),
-            D=system.D,
-        )
-        if active is None:
-            return bank
-        return ir.Bypassed(bank, np.asarray(active), block.config.d_model)
-
-    @staticmethod
-    def _full_width(block: S4DBlock, D: np.ndarray) -> np.ndarray:
-        """D over all H channels: 1 on the bypassed ones (y_h = u_h)."""
-        active = block.ssm.active
-        if active is None:
-            return D
-        full = np.ones(block.config.d_model)
-        full[list(active)] = D
-        return full
+            core = ir.Feedthrough(D=system.D)
+        else:
+            H = system.H
+            core = ir.SisoBankLTI(
+                lam=system.lam.reshape(H, -1),
+                b=system.B[:, 0].reshape(H, -1),
+                c=(system.output_scale * np.asarray(system.C[0][0], complex).reshape(H, -1),),
+                D=system.D,
+            )
+        return ir.with_bypass(core, active, block.config.d_model)
 
     # ---- operators (S4oP): a channel's whole SISO system ---------------------------------------
-    def channel_units(self, block: S4DBlock) -> np.ndarray:
-        kernel = block.ssm.kernel
-        return np.repeat(np.arange(kernel.channels), kernel.state_size)
-
     def channel_width(self, block: S4DBlock) -> int:
         return block.ssm.kernel.channels
 

@@ -53,6 +53,8 @@ from aire_export.models.blocks import (
     complex_numpy,
     gelu,
     make_norm,
+    place_channels,
+    take_channels,
     take_states,
     to_numpy64,
     zero_states,
@@ -84,11 +86,17 @@ class S5Config(NetworkConfig):
 
 
 class S5SSM(nn.Module):
-    """The S5 SSM core: one MIMO diagonal system of P states over H channels."""
+    """The S5 SSM core: one MIMO diagonal system of P states over H channels.
 
-    def __init__(self, config: S5Config, state_size: int) -> None:
+    With pruned operators (``active``: the kept channels, S4oP's unit on a MIMO core) the
+    system reads and writes the active channels only, B̃ (P, H_a), C̃ (H_a, P), D (H_a), and
+    every other channel passes its input through, y_h = u_h."""
+
+    def __init__(self, config: S5Config, state_size: int, active: list[int] | None = None) -> None:
         super().__init__()
-        H, P = config.d_model, state_size
+        self.active = None if active is None else tuple(int(h) for h in active)
+        H = config.d_model if active is None else len(active)
+        P = state_size
         self.config = config
         self.Lambda_re = nn.Parameter(torch.full((P,), -0.5))
         self.Lambda_im = nn.Parameter(torch.zeros(P))
@@ -148,28 +156,38 @@ class S5SSM(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u (B, L, H) real → y (B, L, H) real."""
+        if self.active == ():
+            return u
+        u_a = take_channels(u, self.active)
+        y = self.D * u_a
         if self.state_size == 0:
-            return self.D * u
+            return place_channels(u, y, self.active)
         lam_bar, B_bar = self.discrete()
-        v = torch.complex(u @ B_bar.real.t(), u @ B_bar.imag.t())  # B̄ u_k: (B, L, P)
-        y = self.D * u
+        v = torch.complex(u_a @ B_bar.real.t(), u_a @ B_bar.imag.t())  # B̄ u_k: (B, L, P)
         for direction, C in enumerate(self.output_matrices()):
             x = scan_chunked(lam_bar, v, reverse=direction == 1)  # (B, L, P)
             y = y + self.output_scale * (x.real @ C.real.t() - x.imag @ C.imag.t())
-        return y
+        return place_channels(u, y, self.active)
 
     def init_state(self, batch: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        return torch.zeros(batch, self.state_size, 2, dtype=dtype, device=device)
+        """(B, P, 2) zeros; (B, 0, 2) once every channel is bypassed (no input reaches the
+        states, no output reads them)."""
+        P = 0 if self.active == () else self.state_size
+        return torch.zeros(batch, P, 2, dtype=dtype, device=device)
 
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """u (B, H), state (B, P, 2) → y (B, H), new state: x' = λ̄x + B̄u; y = s·Re(C̃x') + Du."""
+        """u (B, H), state (B, P, 2) → y (B, H), new state: x' = λ̄x + B̄u; y = s·Re(C̃x') + Du
+        (on the active channels; y_h = u_h on bypassed ones)."""
+        if self.active == ():
+            return u, state
+        u_a = take_channels(u, self.active)
         if self.state_size == 0:
-            return self.D * u, state
+            return place_channels(u, self.D * u_a, self.active), state
         lam_bar, B_bar = self.discrete()
-        x = lam_bar * as_complex(state) + torch.complex(u @ B_bar.real.t(), u @ B_bar.imag.t())
+        x = lam_bar * as_complex(state) + torch.complex(u_a @ B_bar.real.t(), u_a @ B_bar.imag.t())
         (C,) = self.output_matrices()
-        y = self.output_scale * (x.real @ C.real.t() - x.imag @ C.imag.t()) + self.D * u
-        return y, as_real(x)
+        y = self.output_scale * (x.real @ C.real.t() - x.imag @ C.imag.t()) + self.D * u_a
+        return place_channels(u, y, self.active), as_real(x)
 
 
 class S5Block(SSMBlock):
@@ -179,7 +197,7 @@ class S5Block(SSMBlock):
         super().__init__()
         self.config = config
         self.index = index
-        self.seq = S5SSM(config, state_size)
+        self.seq = S5SSM(config, state_size, config.active_channels(index))
         self.norm = make_norm(config, momentum=config.bn_momentum)
         if config.activation == "full_glu":
             self.out1 = nn.Linear(config.d_model, config.d_model)
@@ -288,17 +306,48 @@ class S5Family(ClassifierFamily):
 
     def core_ir(self, block: S5Block) -> ir.Core:
         """The core as a dense diagonal system (complex128), or the feedthrough D·u when the
-        layer has no states left."""
+        layer has no states left; with pruned operators on the active channels
+        (ir.Bypassed), the feedthrough D_h = 1 on the bypassed ones."""
         system = self.modal_system(block)
-        if system.P == 0:
-            return ir.Feedthrough(D=system.D)
-        return ir.DenseLTI(
-            lam=system.lam,
-            B=system.B,
-            C=tuple(system.dense_C(d) for d in range(len(system.C))),
-            D=system.D,
-            scale=system.output_scale,
-        )
+        active = block.seq.active
+        if system.P == 0 or active == ():
+            core = ir.Feedthrough(D=system.D)
+        else:
+            core = ir.DenseLTI(
+                lam=system.lam,
+                B=system.B,
+                C=tuple(system.dense_C(d) for d in range(len(system.C))),
+                D=system.D,
+                scale=system.output_scale,
+            )
+        return ir.with_bypass(core, active, block.config.d_model)
+
+    # ---- operators (S4oP on a MIMO core): channel h's input column and output row ---------------
+    def channel_width(self, block: S5Block) -> int:
+        return int(block.seq.D.shape[0])
+
+    def bypassed_parameters(self, block: S5Block, kept: np.ndarray):
+        """The kept channels' columns of B̃, rows of every C̃ and entries of D; Λ and Δ stay
+        (the states are shared by every channel)."""
+        seq, index = block.seq, np.asarray(kept, dtype=np.int64)
+        reach = {"B": 1, "D": 0} | {name: 0 for name in seq.output_names}
+        return {
+            f"seq.{name}": take_states(getattr(seq, name).detach(), axis, index)
+            for name, axis in reach.items()
+        }
+
+    def bypass_masked_parameters(self, block: S5Block, kept: np.ndarray):
+        """The other channels cut off the states (B̃ column and C̃ rows zero) and D = 1:
+        y_h = u_h, and u_h no longer reaches the kept channels."""
+        seq = block.seq
+        drop = ~np.isin(np.arange(self.channel_width(block)), kept)
+        reach = {"B": 1} | {name: 0 for name in seq.output_names}
+        out = {
+            f"seq.{name}": zero_states(getattr(seq, name).detach(), axis, drop)
+            for name, axis in reach.items()
+        }
+        out["seq.D"] = torch.where(torch.as_tensor(drop), torch.ones_like(seq.D), seq.D.detach())
+        return out
 
 
 FAMILY = S5Family()

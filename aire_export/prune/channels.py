@@ -1,21 +1,33 @@
 """Operators (channels) as the pruning unit: S4oP's bypass, scored from our modal view or
 drawn as S4oP draws them (DESIGN §3.6; S4oP facts: shared/refs/mamba_and_s4op.md Q1).
 
-A channel h of an S4D layer is one SISO operator; pruning it removes its modes, Δ, C (B) and D
-and bypasses it, y_h = u_h (prune/shrink.py ``shrink_channels``). Two ways to choose:
+Bypassing channel h replaces the layer's transfer matrix G(z) (H × H, modes i of λ̄_i, rows B_i
+of B̄, columns C_i of C̃) by G′ with row h and column h those of the identity: y_h = u_h, and u_h
+no longer reaches the other channels (prune/shrink.py ``shrink_channels``). What changes is
 
-``score``  (no seeds) every channel is a unit grouping its modes, so the state scores carry
-           over: GHOST's Σ_n σ_hn, LAST's max_n H_hn, …, and AIRE's energy of what the bypass
-           changes: it replaces the channel's G_h(z) = K_h(z) + D_h by 1, so
+    ΔG_h(z) = G(z) − G′(z) = Σ_i r_i(z) [ C_hi e_h B_i  +  C_{−h,i} B_ih e_hᵀ ] + (D_h − 1) e_h e_hᵀ,
 
-               E_h = Σ_n E_hn + (D_h − 1)²        (eq. 10 over its modes, plus the feedthrough
-                                                    change: a state with λ̄ = 0, c b = D_h − 1)
+r_i(z) = 1/(1 − λ̄_i z⁻¹), C_{−h,i} the column C_i with its entry h zeroed: channel h's output
+row fed by every input, and its input column feeding the other outputs. That is an LTI system
+of 2P modes with (input, output) vectors (B_i, C_hi e_h) and (B_ih e_h, C_{−h,i}), plus a
+feedthrough. On a SISO bank (S4D) both pieces are channel h's own modes (nothing couples
+channels), so ΔG_h is its modes and D_h − 1: S4oP's operator.
 
-           (cross terms ignored, as eq. 10 ignores them between modes). Without the D term a
-           channel with weak modes but D far from 1 looks free to bypass: on the keyword model
-           10 % of the channels then took accuracy from 95.3 % to 29.7 %, with it to 95.3 %.
-           Then Algorithm 1 as for states: the prefix normalization of eq. 11 per layer and
-           one threshold τ across layers, which keeps every layer's top channel.
+Every LTI score reads a mode through λ̄_i, ‖B_i‖ and ‖C_i‖ only, so ``channel_views`` writes ΔG_h
+of every channel as a SISO bank with those norms (one unit per channel, its modes together)
+and the state scores carry over: GHOST's Σ σ, LAST's max H, and AIRE's energy of what the
+bypass changes,
+
+    E_h = Σ_i (|C_hi|² ‖B_i‖² + ‖C_{−h,i}‖² |B_ih|²) / (1 − |λ̄_i|²) + (D_h − 1)²
+                                   (eq. 10 over ΔG_h's modes, plus the feedthrough change:
+                                    a state with λ̄ = 0, c b = D_h − 1)
+
+(cross terms ignored, as eq. 10 ignores them between modes; on a SISO bank the first sum is
+Σ_n E_hn). Without the D term a channel with weak modes but D far from 1 looks free to bypass:
+on the keyword model (S4D) 10 % of the channels then took accuracy from 95.3 % to 29.7 %, with
+it to 95.3 %. Then Algorithm 1 as for states: the prefix normalization of eq. 11 per layer and
+one threshold τ across layers, which keeps every layer's top channel.
+
 ``s4op``   S4oP's own rule: a target of round(p·H·L) bypassed channels in all, split over
            layers 1…L−1 with weights ∝ 2^i (deeper layers pruned more; layer 0 only once the
            others are full), every layer keeping ≥ 1 channel; within a layer, the channels to
@@ -23,8 +35,6 @@ and bypasses it, y_h = u_h (prune/shrink.py ``shrink_channels``). Two ways to ch
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 from torch import nn
@@ -34,19 +44,54 @@ from aire_export.models import ModalSystem, ScoringView, family_of
 
 
 def channel_views(model: nn.Module, systems: list[ScoringView]) -> list[ModalSystem]:
-    """The layers' modal views with one unit per active channel (its modes together)."""
+    """Per layer, the bypass changes ΔG_h of its active channels as one SISO bank of norms
+    (a unit per channel, see the module docstring)."""
     family = family_of(model)
     views = []
     for block, system in zip(model.layers, systems, strict=True):
-        units = family.channel_units(block)
-        if units is None or not isinstance(system, ModalSystem):
+        if not isinstance(system, ModalSystem):
             raise InputError(
-                f"operator (channel) pruning is implemented for S4D models; this is a "
-                f"{family.name} model: prune its states (--unit state)"
+                f"operator (channel) pruning is implemented for the LTI families (S4D, S5); "
+                f"this is a {family.name} model: prune its states (--unit state)"
             )
-        change = (np.asarray(system.D, dtype=np.float64) - 1.0) ** 2  # (H_active,)
-        views.append(dataclasses.replace(system, units=units, unit_feedthrough_energy=change))
+        family.channel_width(block)  # InputError for a family without operators
+        views.append(bypass_view(system))
     return views
+
+
+def bypass_view(system: ModalSystem) -> ModalSystem:
+    """The SISO bank of norms of every ΔG_h (H_a active channels, channel-major): a SISO bank's
+    own modes per channel; a MIMO system's 2P modes per channel, (‖B_i‖, |C_hi|) then
+    (|B_ih|, ‖C_{−h,i}‖) per direction. Units are the channels, the feedthrough change
+    (D_h − 1)² is ``unit_feedthrough_energy``."""
+    change = (np.asarray(system.D, dtype=np.float64) - 1.0) ** 2  # (H_a,)
+    if system.channels is not None:  # SISO bank: channel h's modes are its operator
+        lam, b, c, channels = system.lam, system.B, system.C, system.channels
+    else:
+        H, P = system.H, system.P
+        B = np.abs(system.B)  # (P, H)
+        row_b = np.broadcast_to(np.sqrt((B**2).sum(axis=1)), (H, P))  # ‖B_i‖ for every h
+        col_b = B.T  # |B_ih|, (H, P)
+        c = []
+        for C in system.C:
+            C = np.abs(C)  # (H, P)
+            others = np.sqrt(np.maximum((C**2).sum(axis=0)[None, :] - C**2, 0.0))  # ‖C_{−h,i}‖
+            c.append(np.concatenate([C, others], axis=1).reshape(1, -1))
+        b = np.concatenate([row_b, col_b], axis=1).reshape(-1, 1)
+        lam = np.tile(np.concatenate([system.lam, system.lam]), H)
+        channels = np.repeat(np.arange(H), 2 * P)
+        c = tuple(c)
+    return ModalSystem(
+        lam=lam,
+        B=b,
+        C=tuple(c),
+        D=system.D,
+        conj_sym=system.conj_sym,
+        channels=channels,
+        units=channels,
+        name=system.name,
+        unit_feedthrough_energy=change,
+    )
 
 
 def s4op_budget(ratio: float, layers: int, width: int) -> list[int]:
