@@ -174,16 +174,26 @@ def _channel_counts(model: SSMNetwork) -> list[int]:
     return [family.channel_width(block) for block in model.layers]
 
 
-def candidate(current: SSMNetwork, ratio: float, select: str, seed: int | None) -> SSMNetwork:
-    """``current`` with channels bypassed up to ``ratio`` of all the model's channels."""
-    width, layers = current.config.d_model, len(current.layers)
-    bypassed = current.config.bypassed_channels or [[] for _ in range(layers)]
+CALIB_ROWS = 32  # training sequences a selective model's channels are scored on
+
+
+def candidate(
+    current: SSMNetwork,
+    ratio: float,
+    select: str,
+    seed: int | None,
+    calib: SequenceData | None = None,
+) -> SSMNetwork:
+    """``current`` with channels pruned up to ``ratio`` of all the model's channels; scores
+    of a selective model's channels are measured on ``calib``."""
+    width, layers = current.config.operator_width, len(current.layers)
+    bypassed = current.config.pruned_operators()
     if select == "random":
         return shrink_channels(
             current, s4op_draw(bypassed, width, ratio, np.random.default_rng(seed))
         )
     if select == "budget":
-        views = channel_views(current, modal_systems(current))
+        views = channel_views(current, modal_systems(current, calib=calib))
         energies = [layer.energies for layer in score_systems(views, "aire")]
         return shrink_channels(current, s4op_draw(bypassed, width, ratio, energies=energies))
     active = sum(_channel_counts(current))
@@ -191,7 +201,7 @@ def candidate(current: SSMNetwork, ratio: float, select: str, seed: int | None) 
     if keep >= active:
         return current
     options = PruneOptions(ratio=1 - keep / active, unit="channel", certificates=False)
-    return prune_with(current, options)[0]
+    return prune_with(current, options, calib)[0]
 
 
 def s4op_plan(model: SSMNetwork, pruned: SSMNetwork, method: str, ratio: float) -> PrunePlan:
@@ -200,8 +210,8 @@ def s4op_plan(model: SSMNetwork, pruned: SSMNetwork, method: str, ratio: float) 
     before, after = modal_systems(model), modal_systems(pruned)
     layers = []
     for index, (old, new) in enumerate(zip(model.layers, pruned.layers, strict=True)):
-        was = model.config.active_channels(index) or list(range(model.config.d_model))
-        now = set(pruned.config.active_channels(index) or range(pruned.config.d_model))
+        was = model.config.active_channels(index) or list(range(model.config.operator_width))
+        now = set(pruned.config.active_channels(index) or range(pruned.config.operator_width))
         layers.append(
             LayerPlan(
                 index=index,
@@ -301,7 +311,7 @@ def s4op_trial(shared, seed: int | None) -> tuple[Trial, FinetuneResult]:
     """One candidate of a step, fine-tuned (a trial of the executor, aire_export/trials.py)."""
     current, train, data, step, ratio, select, finetuning = shared
     start = time.perf_counter()
-    pruned = candidate(current, ratio, select, seed)
+    pruned = candidate(current, ratio, select, seed, train.head(CALIB_ROWS))
     tuning = finetuning if seed is None else replace(finetuning, seed=seed)
     tuned = finetune(pruned, train, data, tuning)
     trial = Trial(

@@ -1,19 +1,28 @@
-"""S4oP against AIRE-Prune on the keyword spotter (S4D, the closest of our models to S4oP's
-setting): accuracy and measured latency at 10 … 90 % of the SSM states removed.
+"""S4oP against AIRE-Prune on a shipped model: accuracy and measured latency at 10 … 90 % of
+the pruning unit removed.
 
-    python examples/compare_s4op.py [--seeds 7,42] [--epochs 2] [--lr 1e-3] [--threads 1]
-                                    [--out examples/results/s4op_keywords.json]
+    python examples/compare_s4op.py [--model keywords|digits] [--seeds 7,42] [--epochs 2]
+                                    [--lr 1e-3] [--threads 1] [--train-count N]
+                                    [--out examples/results/s4op_MODEL.json]
 
-Data from the keyword generator (data_keywords.py): training clips KeywordStream(0).epoch(0)
-(3000), validation clips KeywordStream(1).epoch(0) (the first 300: other voices and noise),
-and the shipped eval set (300 clips, never used for a choice) as the test set.
+keywords (S4D, the closest of our models to S4oP's setting): training clips from the keyword
+generator (data_keywords.py) KeywordStream(0).epoch(0) (3000), validation clips
+KeywordStream(1).epoch(0) (the first 300: other voices and noise), and the shipped eval set
+(300 clips, never used for a choice) as the test set. S4D channels all hold N modes, so
+bypassing a fraction p of the channels removes p of the states.
 
-Contenders, every one at the fraction p of the states removed (S4D: a channel holds N modes,
-so bypassing a fraction p of the channels removes p of the states):
+digits (S5): the training images of the example's split (data_digits.py ``digit_splits``, the
+ones the model was trained on) for fine-tuning, and the shipped eval set (360 images, the only
+images it never saw) split in two: the first 180 validate (they choose epochs and seeds), the
+last 180 test. An S5 channel's bypass removes its column of B̃, rows of C̃ and D,
+but the states stay (shared by the other channels), so p of the channels is not p of the
+states: the rows give both counts and the parameters.
+
+Contenders, every one at the fraction p of its unit removed:
 
     s4op random        S4oP's loop (aire_export/s4op.py): its per-layer budget, random channels,
                        one candidate per seed, fine-tuned, the best on validation carried on
-    channels energy    our channel scores (aire energy of each channel's modes), Algorithm 1's
+    channels energy    our channel scores (aire energy of what each bypass changes), Algorithm 1's
                        global threshold, the same incremental loop, one candidate per step
     channels energy, s4op budget
                        S4oP's per-layer budget, each layer's lowest-energy channels
@@ -56,6 +65,11 @@ from aire_export.validate.latency import measure_latency  # noqa: E402
 SCHEDULE = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
+def _as_data(s, name: str, rows: slice = slice(None)) -> SequenceData:
+    x = s.x[rows] if s.x.dtype.kind in "iu" else s.x[rows].astype(np.float32)
+    return SequenceData(x, None, s.y[rows], name)
+
+
 def keyword_sets(count: int | None) -> tuple[SequenceData, SequenceData, SequenceData]:
     from data_keywords import KeywordStream
     from sequence_set import SequenceSet
@@ -63,17 +77,35 @@ def keyword_sets(count: int | None) -> tuple[SequenceData, SequenceData, Sequenc
     train = KeywordStream(0).epoch(0)
     val = KeywordStream(1).epoch(0)
     test = SequenceSet.load(HERE / "data" / "keywords_eval.npz")
+    return (
+        _as_data(train, "train", slice(count)),
+        _as_data(val, "val", slice(300)),
+        _as_data(test, "test"),
+    )
 
-    def as_data(s, name, count=None):
-        x, y = s.x[:count].astype(np.float32), s.y[:count]
-        return SequenceData(x, None, y, name)
 
-    return as_data(train, "train", count), as_data(val, "val", 300), as_data(test, "test")
+def digit_sets(count: int | None) -> tuple[SequenceData, SequenceData, SequenceData]:
+    from data_digits import digit_splits
+    from sequence_set import SequenceSet
+
+    train, _ = digit_splits()
+    held_out = SequenceSet.load(HERE / "data" / "digits_eval.npz")
+    return (
+        _as_data(train, "train", slice(count)),
+        _as_data(held_out, "val", slice(180)),
+        _as_data(held_out, "test", slice(180, None)),
+    )
 
 
-def latency(model, unpruned_path: Path, tmp: Path, tag: str) -> dict:
+MODELS = {
+    "keywords": ("checkpoints/s4d_keywords.pt", keyword_sets),
+    "digits": ("checkpoints/s5_digits.pt", digit_sets),
+}
+
+
+def latency(model, unpruned_path: Path, tmp: Path, tag: str, length: int) -> dict:
     """Median ms of the pruned and the unpruned graph, interleaved, and the reduction."""
-    feeds = random_data(model, 1, 100).feeds()
+    feeds = random_data(model, 1, length).feeds()
     path = ax.export(model, tmp / tag, step=False).sequence.path
     runners = {
         n: OrtRunner(SessionLoader(p, "cpu", threads=1))
@@ -81,7 +113,7 @@ def latency(model, unpruned_path: Path, tmp: Path, tag: str) -> dict:
     }
     timed = measure_latency(
         {n: (r.bind(feeds), "cpu") for n, r in runners.items()},
-        batch=1, length=100, warmup=50, runs=100, budget_s=1e9, rounds=5,
+        batch=1, length=length, warmup=50, runs=100, budget_s=1e9, rounds=5,
     )  # fmt: skip
     for r in runners.values():
         r.close()
@@ -91,6 +123,7 @@ def latency(model, unpruned_path: Path, tmp: Path, tag: str) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="keywords")
     parser.add_argument("--seeds", default="7,42")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -98,14 +131,17 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default=None, help="comma list of contenders")
     parser.add_argument("--schedule", default=",".join(map(str, SCHEDULE)))
     parser.add_argument("--train-count", type=int, default=None, help="training clips used")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "s4op_keywords.json")
+    parser.add_argument("--out", type=Path, default=None, help="results/s4op_MODEL.json")
     args = parser.parse_args(argv)
+    out = args.out or HERE / "results" / f"s4op_{args.model}.json"
     torch.set_num_threads(args.threads)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     tuning = FinetuneOptions(epochs=args.epochs, lr=args.lr, weight_decay=1e-5, patience=2)
 
-    model = ax.load(HERE / "checkpoints" / "s4d_keywords.pt")
-    train, val, test = keyword_sets(args.train_count)
+    checkpoint, sets = MODELS[args.model]
+    model = ax.load(HERE / checkpoint)
+    train, val, test = sets(args.train_count)
+    length = int(test.x.shape[1])
     schedule = tuple(float(p) for p in args.schedule.split(","))
     rows: list[dict] = []
     started = time.perf_counter()
@@ -119,7 +155,9 @@ def main(argv=None) -> None:
                 "parameters": int(sum(t.numel() for t in pruned.parameters())),
                 "val_accuracy": val_acc,
                 "test_accuracy": eval_accuracy(pruned, test, 64, "cpu"),
-                "latency": latency(pruned, unpruned, tmp, f"{name}-{p}".replace(" ", "_")),
+                "latency": latency(
+                    pruned, unpruned, tmp, f"{name}-{p}".replace(" ", "_").replace(",", ""), length
+                ),
                 "elapsed_s": round(time.perf_counter() - started, 1),
                 **(extra or {}),
             }
@@ -177,7 +215,8 @@ def main(argv=None) -> None:
                     "both + ft", p, tuned.model, tuned.after, {"before_finetune_val": tuned.before}
                 )
     result = {
-        "model": "examples/checkpoints/s4d_keywords.pt",
+        "model": f"examples/{checkpoint}",
+        "latency_length": length,
         "command": " ".join(["python", *sys.argv]),
         "schedule": list(schedule),
         "seeds": list(seeds),
@@ -186,8 +225,8 @@ def main(argv=None) -> None:
         "unpruned": base,
         "rows": rows,
     }
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

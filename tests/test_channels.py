@@ -17,7 +17,7 @@ from lowering import random_input, reference, run_sequence, session, stream
 import aire_export as ax
 from aire_export.errors import InputError
 from aire_export.models import ModalSystem, modal_systems
-from aire_export.models.mamba import MambaConfig, MambaLM
+from aire_export.models.mamba import MambaConfig, MambaLM, init_mamba
 from aire_export.prune import mask_channels, shrink_channels
 from aire_export.prune.channels import s4op_budget, s4op_draw
 from aire_export.prune.scores import aire_energy
@@ -200,14 +200,6 @@ def test_prune_unit_channel_on_the_command_line(tmp_path, capsys):
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["unit"] == "channel" and plan["balance_channels"] is False
     assert all(layer["certificate"] is None for layer in plan["layers"])
-    mamba = ax.save(
-        MambaLM(MambaConfig(vocab_size=9, d_model=4, d_inner=8, dt_rank=2, state_sizes=[4])),
-        tmp_path / "mamba.pt",
-    )
-    code, _, err = run_cli(
-        capsys, "prune", mamba, "--ratio", "0.5", "--unit", "channel", "-o", tmp_path / "q.pt"
-    )
-    assert code == 2 and "S5" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -237,3 +229,93 @@ def test_a_sweep_over_channel_ratios(tmp_path, capsys):
     assert saved["unit"] == "channel" and saved["points"][0]["accuracy"] == 1.0
     achieved = [p["ratio_achieved"] for p in saved["points"] if p["method"] == "aire"]
     assert achieved == sorted(achieved) and achieved[-1] >= 0.7  # fractions of the 10 channels
+
+
+# ---- Mamba: inner channels cut out of the mixer (S4oP's Mamba unit) --------------------------------
+def _mamba(seed: int = 0) -> MambaLM:
+    config = MambaConfig(vocab_size=11, d_model=8, d_inner=16, dt_rank=2, state_sizes=[4, 3])
+    model = init_mamba(MambaLM(config), seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+MAMBA_KEPT = [np.array([0, 3, 5, 7, 9, 15]), np.array([1, 2])]
+
+
+def _tokens(batch: int, length: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 11, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_mamba_inner_channels_cut_out_equal_the_masked_model_and_stream(tmp_path):
+    model = _mamba(seed=1).double()
+    shrunk, masked = shrink_channels(model, MAMBA_KEPT), mask_channels(model, MAMBA_KEPT)
+    assert shrunk.config.removed_channels[1] == [0, *range(3, 16)]
+    mixer = shrunk.layers[0].mixer
+    assert mixer.in_proj.weight.shape == (12, 8) and mixer.x_proj.weight.shape == (2 + 8, 6)
+    assert mixer.out_proj.weight.shape == (8, 6) and mixer.A_log.shape == (6, 4)
+    x = _tokens(2, 33, seed=2)
+    with torch.no_grad():
+        y = shrunk(x)
+        assert rel_err(y, masked(x)) <= 1e-12
+        assert rel_err(masked(x), model(x)) > 1e-3
+        state, steps = shrunk.init_state(2), []
+        for t in range(x.shape[1]):
+            out, state = shrunk.step(x[:, t], state)
+            steps.append(out)
+    assert rel_err(torch.stack(steps, 1), y) <= 1e-12
+    again = shrink_channels(shrunk, [np.array([1, 4]), np.array([0])])  # positions among active
+    assert again.config.removed_channels == [  # channels 3 and 9 stay, then channel 1
+        sorted(set(range(16)) - {3, 9}),
+        [0, *range(2, 16)],
+    ]
+    reloaded = ax.load(ax.save(again, tmp_path / "m.pt"))
+    assert reloaded.layers[0].mixer.d_inner == 2
+    result = ax.export(shrunk.float(), tmp_path / "graphs")
+    want = reference(shrunk, x)
+    assert rel_err(run_sequence(result.sequence.path, x), want) <= 1e-5
+    step_inputs = {i.name: i.shape for i in session(result.step.path).get_inputs()}
+    assert step_inputs["state_0_ssm"] == ["batch", 6, 4] and step_inputs["state_1_conv"][1] == 2
+    assert rel_err(np.stack(stream(result.step.path, shrunk, x), 1), want) <= 1e-5
+
+
+def test_a_mamba_channel_is_scored_by_what_it_sends_into_the_residual_stream():
+    model = _mamba(seed=3).double()
+    calib = _tokens(3, 40, seed=4).numpy()
+    _, plan = ax.prune(model, 0.5, unit="channel", calib=calib)
+    gated = {}  # what out_proj reads, (B, L, E): y ⊙ silu(z), captured from a plain forward
+    hooks = [
+        block.mixer.out_proj.register_forward_hook(
+            lambda mod, inputs, out, i=i: gated.__setitem__(i, inputs[0])
+        )
+        for i, block in enumerate(model.layers)
+    ]
+    with torch.no_grad():
+        model(torch.as_tensor(calib))
+    for hook in hooks:
+        hook.remove()
+    for i, layer in enumerate(plan.layers):
+        W = model.layers[i].mixer.out_proj.weight.detach()
+        want = gated[i].pow(2).mean((0, 1)) * W.pow(2).sum(0)
+        assert np.allclose(layer.energies, want.numpy(), rtol=1e-9)
+        assert int(np.argmax(want.numpy())) in layer.kept and layer.calib_distortion > 0
+        assert layer.states_before == layer.states_after == model.layers[i].state_size
+
+
+def test_mamba_channels_need_calibration_data_to_be_scored_but_not_to_be_drawn(tmp_path, capsys):
+    path = ax.save(_mamba(seed=5), tmp_path / "m.pt")
+    code, _, err = run_cli(
+        capsys, "prune", path, "--ratio", "0.5", "--unit", "channel", "-o", tmp_path / "q.pt"
+    )
+    assert code == 2 and "--calib" in err and len(err.strip().splitlines()) == 1
+    out = tmp_path / "r.pt"
+    code, _, err = run_cli(
+        capsys, "prune", path, "--ratio", "0.5", "--unit", "channel", "--method", "random",
+        "-o", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert [16 - len(r) for r in ax.load(out).config.removed_channels] == [
+        len(layer["kept"]) for layer in json.loads((tmp_path / "plan.json").read_text())["layers"]
+    ]

@@ -14,7 +14,7 @@ from conftest import make_s4d, make_s5, run_cli
 
 import aire_export as ax
 from aire_export import s4op
-from aire_export.models.mamba import MambaConfig, MambaLM
+from aire_export.models.mamba import MambaConfig, MambaLM, init_mamba
 from aire_export.prune.channels import s4op_budget
 from aire_export.report import REPORT_SCHEMA
 
@@ -135,12 +135,28 @@ def test_an_s5_model_is_searched_over_its_channels(task, tmp_path, capsys):
     assert final.layers[2].seq.B.shape[1] == 8 - s4op_budget(0.6, 3, 8)[2]
 
 
-def test_a_model_without_operators_is_refused(task, tmp_path, capsys):
-    folder, _ = task
-    config = MambaConfig(vocab_size=9, d_model=4, d_inner=8, dt_rank=2, state_sizes=[4])
-    mamba = ax.save(MambaLM(config), tmp_path / "mamba.pt")
-    code, _, err = _search(capsys, folder, mamba, tmp_path / "y")
-    assert code == 2 and "channel" in err and not (tmp_path / "y").exists()
+def test_a_mamba_model_is_searched_over_its_inner_channels(tmp_path, capsys):
+    config = MambaConfig(vocab_size=9, d_model=8, d_inner=16, dt_rank=2, state_sizes=[4, 4])
+    model = init_mamba(MambaLM(config), seed=1)
+    path = ax.save(model, tmp_path / "mamba.pt")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, seed in (("train", 1), ("val", 2), ("test", 3)):
+        x = np.random.default_rng(seed).integers(0, 9, (40, 24))
+        with torch.no_grad():
+            y = model(torch.from_numpy(x)).argmax(-1).numpy()
+        np.savez(folder / f"{name}.npz", x=x, y=y)
+    for select in ("random", "energy"):
+        out = tmp_path / select
+        code, _, err = _search(capsys, folder, path, out, "--seeds", "1", "--select", select)
+        assert code == 0, err
+        table = json.loads((out / "s4op.json").read_text())
+        for trial in table["trials"]:
+            assert sum(trial["channels_kept"]) <= round((1 - trial["ratio"]) * 32) + 2
+        final = ax.load(out / "step_60" / "pruned.pt")
+        assert [final.layers[i].mixer.d_inner for i in (0, 1)] == table["trials"][-1][
+            "channels_kept"
+        ]
 
 
 def test_the_budget_search_bypasses_each_layers_lowest_energy_channels(task):

@@ -142,9 +142,9 @@ UNIT = click.option(
     default="state",
     show_default=True,
     help="What is pruned. state: SSM states (AIRE-Prune). channel: whole operators, S4oP's "
-    "unit (S4D, S5): a pruned channel's operator is removed and its input passes through "
-    "(y = u); --ratio is then the fraction of channels, each scored by what its bypass "
-    "changes.",
+    "unit: on S4D and S5 a pruned channel's operator is removed and its input passes "
+    "through (y = u); on Mamba an inner channel is cut out of its mixer (scored on --calib). "
+    "--ratio is then the fraction of channels, each scored by what its removal changes.",
 )
 SCORING = option_group(
     "scoring",

@@ -49,6 +49,10 @@ class ModelConfig:
     d_model: int
     state_sizes: list[int]
     per_token: ClassVar[bool] = False
+    # the field listing, per layer, the operators (channels) pruned (S4oP, DESIGN §3.6), and
+    # the field giving how many a layer has; None: the architecture has no operator pruning
+    operators_field: ClassVar[str | None] = None
+    operator_width_field: ClassVar[str] = "d_model"
 
     @property
     def n_layers(self) -> int:
@@ -60,6 +64,54 @@ class ModelConfig:
             raise InputError(f"config.d_model must be ≥ 1, got {self.d_model}")
         if any(int(p) < 0 for p in self.state_sizes):
             raise InputError(f"config.state_sizes must be ≥ 0, got {self.state_sizes}")
+        self._check_operators()
+
+    # ---- pruned operators --------------------------------------------------------------------
+    @property
+    def operator_width(self) -> int:
+        """The channels (operators) a layer has before any is pruned."""
+        return int(getattr(self, self.operator_width_field))
+
+    def pruned_operators(self) -> list[list[int]]:
+        """Per layer, the pruned channels, ascending (empty lists when none is)."""
+        lists = getattr(self, self.operators_field) if self.operators_field else []
+        return [list(c) for c in lists] if lists else [[] for _ in range(self.n_layers)]
+
+    def active_channels(self, layer: int) -> list[int] | None:
+        """The channels of ``layer`` whose operator is kept, ascending; None when all are."""
+        pruned = set(self.pruned_operators()[layer])
+        if not pruned:
+            return None
+        return [h for h in range(self.operator_width) if h not in pruned]
+
+    def with_operators_kept(self, kept: list[np.ndarray]):
+        """This config with each layer keeping only the operators at positions ``kept[i]``
+        among its active channels (the ones pruned before stay pruned)."""
+        pruned = []
+        for index, (before, positions) in enumerate(
+            zip(self.pruned_operators(), kept, strict=True)
+        ):
+            active = self.active_channels(index) or list(range(self.operator_width))
+            pruned.append(sorted(set(before) | set(active) - {active[c] for c in positions}))
+        return self.replace(**{self.operators_field: pruned if any(pruned) else []})
+
+    def _check_operators(self) -> None:
+        name = self.operators_field
+        lists = getattr(self, name) if name else None
+        if not lists:
+            return
+        if len(lists) != self.n_layers:
+            raise InputError(
+                f"config.{name} lists {len(lists)} layers, the model has {self.n_layers}"
+            )
+        width = self.operator_width
+        for index, channels in enumerate(lists):
+            if sorted(set(channels)) != list(channels) or any(
+                not 0 <= int(h) < width for h in channels
+            ):
+                raise InputError(
+                    f"config.{name}[{index}] must be ascending distinct channels in 0..{width - 1}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,17 +168,10 @@ class NetworkConfig(ModelConfig):
     dropout: float = 0.0
     gelu_approximate: str = "tanh"
     bypassed_channels: list[list[int]] = dataclasses.field(default_factory=list)
-
-    def active_channels(self, layer: int) -> list[int] | None:
-        """The channels of ``layer`` whose operator is kept, ascending; None when all are."""
-        if not self.bypassed_channels or not self.bypassed_channels[layer]:
-            return None
-        bypassed = set(self.bypassed_channels[layer])
-        return [h for h in range(self.d_model) if h not in bypassed]
+    operators_field: ClassVar[str | None] = "bypassed_channels"
 
     def validate(self) -> None:
         super().validate()
-        self._check_bypassed()
         for name in ("d_input", "d_output"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"config.{name} must be ≥ 1, got {getattr(self, name)}")
@@ -138,24 +183,6 @@ class NetworkConfig(ModelConfig):
             norm=NORMS,
             gelu_approximate=("tanh", "none"),
         )
-
-    def _check_bypassed(self) -> None:
-        bypassed = self.bypassed_channels
-        if not bypassed:
-            return
-        if len(bypassed) != self.n_layers:
-            raise InputError(
-                f"config.bypassed_channels lists {len(bypassed)} layers, the model has "
-                f"{self.n_layers}"
-            )
-        for index, channels in enumerate(bypassed):
-            if sorted(set(channels)) != list(channels) or any(
-                not 0 <= int(h) < self.d_model for h in channels
-            ):
-                raise InputError(
-                    f"config.bypassed_channels[{index}] must be ascending distinct channels in "
-                    f"0..{self.d_model - 1}"
-                )
 
 
 def check_choices(config: Any, **allowed: tuple[str, ...]) -> None:

@@ -12,8 +12,8 @@ never branches on architecture names or infers a layout from the data:
     unit policy          ``units(block)`` → UnitPolicy: the unit of each state, and the channel
                          of each unit where units may be balanced per channel (S4D)
     shrink and mask      ``shrunk_parameters(block, kept)``, ``masked_parameters(block, kept)``
-    operators (S4oP)     ``channel_width``, ``bypassed_parameters``,
-                         ``bypass_masked_parameters``: a channel's whole SSM pruned, y_h = u_h
+    operators (S4oP)     ``channel_width``, ``channel_pruned_parameters``,
+                         ``channel_masked_parameters``: a channel's whole SSM pruned, y_h = u_h
     IR export            ``core_ir(block)`` (its layout), ``activation_ir(block)``; the
                          residual template ``block_ir`` and ``export_ir(model)`` → ir.Network
     step-state layout    ``state_layout(model)``: per layer the streaming state's shape
@@ -127,12 +127,14 @@ class Family(abc.ABC):
         """How many operators (active channels) the block has."""
         raise InputError(f"{self.name} models have no operator (channel) pruning")
 
-    def bypassed_parameters(self, block: nn.Module, kept: np.ndarray) -> dict[str, torch.Tensor]:
+    def channel_pruned_parameters(
+        self, block: nn.Module, kept: np.ndarray
+    ) -> dict[str, torch.Tensor]:
         """{parameter name: new value} of the block keeping the operators ``kept`` (sorted
         positions among its active channels) and bypassing the others (y_h = u_h)."""
         raise InputError(f"{self.name} models have no operator (channel) pruning")
 
-    def bypass_masked_parameters(
+    def channel_masked_parameters(
         self, block: nn.Module, kept: np.ndarray
     ) -> dict[str, torch.Tensor]:
         """Same shapes, the other operators turned into the identity: the reference a

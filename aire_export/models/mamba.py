@@ -32,6 +32,7 @@ A_log, rows n of x_proj's B and C parts); the scoring view is measured on calibr
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,6 +56,8 @@ class MambaConfig(ModelConfig):
     """A Mamba-1 language model (names of mamba_ssm's config where one exists).
 
     state_sizes: d_state per layer (the same in a trained model, different after pruning).
+    removed_channels: per layer, the inner channels (of d_inner) pruned as operators (S4oP's
+        Mamba unit, DESIGN §3.6); the layer's mixer holds the other E_ℓ = d_inner − |removed|.
     """
 
     vocab_size: int
@@ -66,7 +69,14 @@ class MambaConfig(ModelConfig):
     tie_embeddings: bool = True
     conv_bias: bool = True
     proj_bias: bool = False
+    removed_channels: list[list[int]] = dataclasses.field(default_factory=list)
     per_token: ClassVar[bool] = True
+    operators_field: ClassVar[str | None] = "removed_channels"
+    operator_width_field: ClassVar[str] = "d_inner"
+
+    def inner_width(self, layer: int) -> int:
+        """E_ℓ, the inner channels layer ``layer`` keeps."""
+        return self.d_inner - len(self.pruned_operators()[layer])
 
     input_kind: ClassVar[str] = "tokens"
 
@@ -231,9 +241,10 @@ class MixerTrace:
 class MambaMixer(nn.Module):
     """The selective SSM with its projections (reference `Mamba`)."""
 
-    def __init__(self, config: MambaConfig, d_state: int) -> None:
+    def __init__(self, config: MambaConfig, d_state: int, d_inner: int | None = None) -> None:
         super().__init__()
-        H, E, R, K = config.d_model, config.d_inner, config.dt_rank, config.d_conv
+        E = config.d_inner if d_inner is None else d_inner
+        H, R, K = config.d_model, config.dt_rank, config.d_conv
         self.config = config
         self.in_proj = nn.Linear(H, 2 * E, bias=config.proj_bias)
         self.conv1d = nn.Conv1d(E, E, K, groups=E, padding=K - 1, bias=config.conv_bias)
@@ -246,6 +257,11 @@ class MambaMixer(nn.Module):
     @property
     def d_state(self) -> int:
         return int(self.A_log.shape[1])
+
+    @property
+    def d_inner(self) -> int:
+        """E, this mixer's inner channels (fewer than the config's once operators are pruned)."""
+        return int(self.A_log.shape[0])
 
     def _selective(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(Δ, B, C) for the conv output x (…, E)."""
@@ -287,7 +303,7 @@ class MambaMixer(nn.Module):
         return self.out_proj(self.scan(t, scan) * F.silu(t.z))
 
     def init_state(self, batch: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        E, K = self.config.d_inner, self.config.d_conv
+        E, K = self.d_inner, self.config.d_conv
         return (
             torch.zeros(batch, E, K - 1, dtype=dtype, device=device),
             torch.zeros(batch, E, self.d_state, dtype=dtype, device=device),
@@ -316,7 +332,7 @@ class MambaBlock(nn.Module):
         super().__init__()
         self.config, self.index = config, index
         self.norm = RMSNorm(config.d_model, config.norm_eps)
-        self.mixer = MambaMixer(config, d_state)
+        self.mixer = MambaMixer(config, d_state, config.inner_width(index))
 
     @property
     def state_size(self) -> int:
@@ -505,12 +521,51 @@ class MambaFamily(Family):
         drop[self._state_rows(block, np.asarray(kept_units, dtype=np.int64))] = False
         return {"mixer.x_proj.weight": zero_states(m.x_proj.weight.detach(), 0, drop)}
 
+    # ---- operators (S4oP's Mamba unit): inner channels ---------------------------------------------
+    def channel_width(self, block: MambaBlock) -> int:
+        return block.mixer.d_inner
+
+    def channel_pruned_parameters(self, block: MambaBlock, kept: np.ndarray):
+        """The kept inner channels d of every parameter indexed by d (S4oP's ``convert_layer_
+        mamba``): in_proj's x and z rows, the conv's filters, x_proj's columns, dt_proj's rows,
+        A_log, D and out_proj's columns. Δ_t, B_t and C_t then read the kept channels only."""
+        m, index = block.mixer, np.asarray(kept, dtype=np.int64)
+        rows = np.concatenate([index, m.d_inner + index])  # x part, then z part
+        axes = {
+            "in_proj.weight": (0, rows),
+            "in_proj.bias": (0, rows),
+            "conv1d.weight": (0, index),
+            "conv1d.bias": (0, index),
+            "x_proj.weight": (1, index),
+            "dt_proj.weight": (0, index),
+            "dt_proj.bias": (0, index),
+            "A_log": (0, index),
+            "D": (0, index),
+            "out_proj.weight": (1, index),
+        }
+        params = dict(m.named_parameters())
+        return {
+            f"mixer.{name}": take_states(params[name].detach(), axis, at)
+            for name, (axis, at) in axes.items()
+            if name in params
+        }
+
+    def channel_masked_parameters(self, block: MambaBlock, kept: np.ndarray):
+        """Same shapes, the other channels cut off: their columns of x_proj (they no longer
+        reach Δ, B, C) and of out_proj (nor the output) zeroed."""
+        m = block.mixer
+        drop = ~np.isin(np.arange(m.d_inner), kept)
+        return {
+            f"mixer.{name}.weight": zero_states(getattr(m, name).weight.detach(), 1, drop)
+            for name in ("x_proj", "out_proj")
+        }
+
     # ---- export and streaming ---------------------------------------------------------------------
     def export_ir(self, model: MambaLM) -> ir.TokenLM:
         blocks = []
         for block in model.layers:
             m = block.mixer
-            E, K = model.config.d_inner, model.config.d_conv
+            E, K = m.d_inner, model.config.d_conv
             conv_bias = m.conv1d.bias if m.conv1d.bias is not None else torch.zeros(E)
             blocks.append(
                 ir.ResidualBlock(
@@ -568,7 +623,7 @@ def _measured_view(m: MambaMixer, t: MixerTrace, A: torch.Tensor, name: str) -> 
     c2 = t.C.pow(2)[..., None].expand_as(decay)
     next_decay = torch.cat([decay[:, 1:], torch.zeros_like(decay[:, :1])], 1)
     q = linear_scan(next_decay.flip(1).pow(2), c2.flip(1)).flip(1)
-    hankel = torch.sqrt(states.pow(2).mean((0, 1)) * q.mean((0, 1))).sum(1)  # (N,)
+    sigma = torch.sqrt(states.pow(2).mean((0, 1)) * q.mean((0, 1)))  # (N, E)
     reference = m.scan(t)  # y before the gate, every state
 
     def distortion(removed: np.ndarray) -> float:
@@ -577,11 +632,32 @@ def _measured_view(m: MambaMixer, t: MixerTrace, A: torch.Tensor, name: str) -> 
         cut = contribution[:, :, removed].sum(2)
         return float(cut.norm() / reference.norm().clamp_min(1e-300))
 
+    view = _calibrated_view(energy, sigma.sum(1), decay, (0, 1, 3), name, distortion)
+    return dataclasses.replace(view, operators=_operator_view(m, t, reference, decay, sigma, name))
+
+
+def _operator_view(m: MambaMixer, t: MixerTrace, y, decay, sigma, name: str) -> SelectiveView:
+    """The SelectiveView of a mixer's inner channels (see SelectiveView.operators)."""
+    gated = y * F.silu(t.z)  # (B, L, E)
+    W = m.out_proj.weight.detach().double()  # (H, E)
+    output = gated @ W.t()
+
+    def distortion(removed: np.ndarray) -> float:
+        removed = torch.as_tensor(np.asarray(removed, dtype=np.int64))
+        cut = gated[..., removed] @ W[:, removed].t()
+        return float(cut.norm() / output.norm().clamp_min(1e-300))
+
+    energy = gated.pow(2).mean((0, 1)) * W.pow(2).sum(0)
+    return _calibrated_view(energy, sigma.sum(0), decay, (0, 1, 2), name, distortion)
+
+
+def _calibrated_view(energy, hankel, decay, others, name, distortion) -> SelectiveView:
+    """A measured SelectiveView whose units are the axis of λ̄ (B, L, N, E) not in ``others``."""
     return SelectiveView(
         energy=to_numpy64(energy),
         hankel=to_numpy64(hankel),
-        magnitude=to_numpy64(decay.mean((0, 1, 3))),
-        max_abs_lambda=to_numpy64(decay.amax((0, 1, 3))),
+        magnitude=to_numpy64(decay.mean(others)),
+        max_abs_lambda=to_numpy64(decay.amax(others)),
         calibrated=True,
         name=name,
         distortion=distortion,

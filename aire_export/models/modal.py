@@ -196,6 +196,18 @@ class SelectiveView:
     are NaN. ``distortion(removed)``: the measured relative change of the layer's output on
     the calibration data when the states ``removed`` are cut off (what the plan reports in
     place of the LTI certificate).
+
+    ``operators``: the same statistics per inner channel d instead (S4oP's Mamba unit: the
+    channel is cut out of the mixer), measured on the same data, None without calibration:
+
+    energy (E,)     E_d = E_{b,t}[(y_{t,d} silu(z_{t,d}))²] ‖W_out[:, d]‖²: what channel d sends
+                    into the residual stream (its gated output through out_proj; cross terms
+                    between channels ignored, as eq. 10 ignores them between modes)
+    hankel (E,)     Σ_n √(P_{d,n} Q_{d,n}), GHOST's statistic over the channel's states
+    magnitude, max_abs_lambda (E,)   E_{b,t,n}[λ̄_{t,d,n}], max_{b,t,n} λ̄_{t,d,n}
+    distortion      ‖Σ_{d ∈ removed} W_out[:, d] g_d‖ / ‖Σ_d W_out[:, d] g_d‖, g = y ⊙ silu(z):
+                    the mixer's output change by the channels' own path (their share of Δ_t,
+                    B_t and C_t through x_proj is not counted)
     """
 
     energy: np.ndarray
@@ -205,6 +217,7 @@ class SelectiveView:
     calibrated: bool
     name: str = ""
     distortion: Callable[[np.ndarray], float] | None = None
+    operators: SelectiveView | None = None
 
     @property
     def P(self) -> int:

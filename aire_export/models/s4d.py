@@ -356,7 +356,7 @@ class S4DFamily(ClassifierFamily):
     def channel_width(self, block: S4DBlock) -> int:
         return block.ssm.kernel.channels
 
-    def bypassed_parameters(self, block: S4DBlock, kept: np.ndarray):
+    def channel_pruned_parameters(self, block: S4DBlock, kept: np.ndarray):
         """S4oP's structural layer: C, log Δ, A (unless shared), B and D of the kept channels."""
         kernel, index = block.ssm.kernel, np.asarray(kept, dtype=np.int64)
         names = ["log_dt", "C"] + (["B"] if block.config.learn_B else [])
@@ -365,7 +365,7 @@ class S4DFamily(ClassifierFamily):
         out["ssm.D"] = take_states(block.ssm.D.detach(), 0, index)
         return out
 
-    def bypass_masked_parameters(self, block: S4DBlock, kept: np.ndarray):
+    def channel_masked_parameters(self, block: S4DBlock, kept: np.ndarray):
         """The other channels' kernels zeroed (C = 0) and D = 1: y_h = u_h exactly."""
         drop = ~np.isin(np.arange(block.ssm.kernel.channels), kept)
         C = zero_states(block.ssm.kernel.C.detach(), 0, drop)

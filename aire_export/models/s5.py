@@ -326,7 +326,7 @@ class S5Family(ClassifierFamily):
     def channel_width(self, block: S5Block) -> int:
         return int(block.seq.D.shape[0])
 
-    def bypassed_parameters(self, block: S5Block, kept: np.ndarray):
+    def channel_pruned_parameters(self, block: S5Block, kept: np.ndarray):
         """The kept channels' columns of B̃, rows of every C̃ and entries of D; Λ and Δ stay
         (the states are shared by every channel)."""
         seq, index = block.seq, np.asarray(kept, dtype=np.int64)
@@ -336,7 +336,7 @@ class S5Family(ClassifierFamily):
             for name, axis in reach.items()
         }
 
-    def bypass_masked_parameters(self, block: S5Block, kept: np.ndarray):
+    def channel_masked_parameters(self, block: S5Block, kept: np.ndarray):
         """The other channels cut off the states (B̃ column and C̃ rows zero) and D = 1:
         y_h = u_h, and u_h no longer reaches the kept channels."""
         seq = block.seq

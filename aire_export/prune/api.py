@@ -207,11 +207,15 @@ def plan_pruning(
 ) -> PrunePlan:
     """The plan of a prune (with certificates), recorded in ``pruned.meta`` too."""
     sizes = iter(pruned.config.state_sizes)
+    family = family_of(model)
     layer_plans = []
-    for block, system, scores, kept in zip(
-        model.layers, systems, layers, selection.kept, strict=True
+    for index, (block, system, scores, kept) in enumerate(
+        zip(model.layers, systems, layers, selection.kept, strict=True)
     ):
         live = np.isin(scores.state_units, kept)
+        states = scores.states, int(live.sum())
+        if options.unit == "channel":  # the view's modes are per channel: count the layer's own
+            states = tuple(family.modal_system(net.layers[index]).P for net in (model, pruned))
         dropped = not live.any()
         removed_block = dropped and options.drop_empty_blocks
         certificate, distortion = None, None
@@ -223,8 +227,8 @@ def plan_pruning(
             LayerPlan(
                 index=scores.index,
                 name=scores.name,
-                states_before=scores.states,
-                states_after=int(live.sum()),
+                states_before=states[0],
+                states_after=states[1],
                 kept=kept,
                 energies=scores.energies,
                 scores=scores.scores,

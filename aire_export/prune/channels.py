@@ -28,6 +28,11 @@ on the keyword model (S4D) 10 % of the channels then took accuracy from 95.3 % t
 it to 95.3 %. Then Algorithm 1 as for states: the prefix normalization of eq. 11 per layer and
 one threshold τ across layers, which keeps every layer's top channel.
 
+Mamba (S4oP's Mamba unit): an inner channel d of a mixer is cut out (its rows of in_proj, its
+conv filter, x_proj's column, dt_proj's row, A_log, D, out_proj's column); it is scored on
+calibration data by what it sends into the residual stream (models/modal.py,
+``SelectiveView.operators``), or drawn at random.
+
 ``s4op``   S4oP's own rule: a target of round(p·H·L) bypassed channels in all, split over
            layers 1…L−1 with weights ∝ 2^i (deeper layers pruned more; layer 0 only once the
            others are full), every layer keeping ≥ 1 channel; within a layer, the channels to
@@ -40,23 +45,30 @@ import numpy as np
 from torch import nn
 
 from aire_export.errors import InputError
-from aire_export.models import ModalSystem, ScoringView, family_of
+from aire_export.models import ModalSystem, ScoringView, SelectiveView, family_of
 
 
-def channel_views(model: nn.Module, systems: list[ScoringView]) -> list[ModalSystem]:
-    """Per layer, the bypass changes ΔG_h of its active channels as one SISO bank of norms
-    (a unit per channel, see the module docstring)."""
+def channel_views(model: nn.Module, systems: list[ScoringView]) -> list[ScoringView]:
+    """Per layer, the view with one unit per active channel: for an LTI layer the bypass
+    changes ΔG_h as one SISO bank of norms (see the module docstring), for a selective one
+    (Mamba) its inner channels measured on the calibration data (SelectiveView.operators)."""
     family = family_of(model)
     views = []
     for block, system in zip(model.layers, systems, strict=True):
-        if not isinstance(system, ModalSystem):
-            raise InputError(
-                f"operator (channel) pruning is implemented for the LTI families (S4D, S5); "
-                f"this is a {family.name} model: prune its states (--unit state)"
-            )
         family.channel_width(block)  # InputError for a family without operators
-        views.append(bypass_view(system))
+        if isinstance(system, ModalSystem):
+            views.append(bypass_view(system))
+        elif system.operators is not None:  # measured on --calib
+            views.append(system.operators)
+        else:
+            views.append(_nominal_channels(system, family.channel_width(block)))
     return views
+
+
+def _nominal_channels(system: SelectiveView, width: int) -> SelectiveView:
+    """An uncalibrated selective layer's channels: nothing is known (random draws only)."""
+    nan = np.full(width, np.nan)
+    return SelectiveView(nan, nan.copy(), nan.copy(), np.zeros(width), False, system.name)
 
 
 def bypass_view(system: ModalSystem) -> ModalSystem:

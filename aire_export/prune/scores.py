@@ -298,7 +298,8 @@ def _selective_quantity(view: SelectiveView, method: ScoreMethod, score_compat: 
     values = getattr(view, method.selective)
     if not np.isfinite(values).all():
         raise InputError(
-            f"{view.name} is selective: its states are scored on calibration data: pass --calib "
+            f"{view.name} is selective: its states and channels are scored on calibration data: "
+            "pass --calib "
             "data.npz (x: token ids or features, like --data)"
         )
     return values

@@ -11,11 +11,13 @@ ids layer ℓ keeps (a state, a conjugate pair, or an S4D mode shared by all cha
                                 the shrunk model must equal (tests)
 
 Operators (S4oP, DESIGN §3.6): ``kept[ℓ]`` holds the positions of the channels layer ℓ keeps
-among its active channels; every other channel's SSM is removed and bypassed (y_h = u_h):
+among its active channels; every other channel's operator is removed: bypassed (y_h = u_h) in
+S4D and S5, cut out of the mixer in Mamba (its inner channel):
 
-    shrink_channels(model, kept)   parameters of the kept channels only, the bypassed ones
-                                   recorded in ``config.bypassed_channels``
-    mask_channels(model, kept)     same shapes, the other channels turned into the identity
+    shrink_channels(model, kept)   parameters of the kept channels only, the pruned ones
+                                   recorded in the config (``config.operators_field``)
+    mask_channels(model, kept)     same shapes, the other operators turned into the identity
+                                   (a bypass) or cut off (Mamba)
 
 ``drop_empty_blocks=True`` also removes every block whose layer kept nothing (the whole residual
 block, not just its scan). That changes the function (the block's D·u, activation and residual
@@ -85,8 +87,9 @@ def shrink_model(
     if drop_empty_blocks:
         state = _renumber_blocks(state, kept_blocks)
     changes = {"state_sizes": [sizes[i] for i in kept_blocks]}
-    if drop_empty_blocks and getattr(model.config, "bypassed_channels", None):
-        changes["bypassed_channels"] = [model.config.bypassed_channels[i] for i in kept_blocks]
+    field = model.config.operators_field
+    if drop_empty_blocks and field and getattr(model.config, field):
+        changes[field] = [getattr(model.config, field)[i] for i in kept_blocks]
     return _rebuild(model, model.config.replace(**changes), state)
 
 
@@ -123,26 +126,19 @@ def shrink_channels(model: SSMNetwork, kept: list[np.ndarray]) -> SSMNetwork:
     channel positions and bypass every other channel (y_h = u_h)."""
     kept = check_kept(model, kept, unit="channel")
     family = family_of(model)
-    config = model.config
     updates: dict[str, torch.Tensor] = {}
-    bypassed = []
     for index, (block, channels) in enumerate(zip(model.layers, kept, strict=True)):
-        active = config.active_channels(index) or list(range(config.d_model))
-        dropped = set(active) - {active[c] for c in channels}
-        before = set(config.bypassed_channels[index]) if config.bypassed_channels else set()
-        bypassed.append(sorted(before | dropped))
-        params = family.bypassed_parameters(block, channels)
+        params = family.channel_pruned_parameters(block, channels)
         updates |= {f"layers.{index}.{name}": value for name, value in params.items()}
     state = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in updates}
     state |= updates
-    new_config = config.replace(bypassed_channels=bypassed if any(bypassed) else [])
-    return _rebuild(model, new_config, state)
+    return _rebuild(model, model.config.with_operators_kept(kept), state)
 
 
 def mask_channels(model: SSMNetwork, kept: list[np.ndarray]) -> SSMNetwork:
     """A copy of ``model`` with the same shapes whose other operators are the identity."""
     kept = check_kept(model, kept, unit="channel")
-    return _masked(model, kept, family_of(model).bypass_masked_parameters)
+    return _masked(model, kept, family_of(model).channel_masked_parameters)
 
 
 def _renumber_blocks(state: dict[str, torch.Tensor], kept_blocks: list[int]) -> dict:
