@@ -1,7 +1,7 @@
 """S4oP against AIRE-Prune on a shipped model: accuracy and measured latency at 10 … 90 % of
 the pruning unit removed.
 
-    python examples/compare_s4op.py [--model keywords|digits] [--seeds 7,42] [--epochs 2]
+    python examples/compare_s4op.py [--model keywords|digits|charlm] [--seeds 7,42] [--epochs 2]
                                     [--lr 1e-3] [--threads 1] [--train-count N]
                                     [--out examples/results/s4op_MODEL.json]
 
@@ -17,6 +17,12 @@ images it never saw) split in two: the first 180 validate (they choose epochs an
 last 180 test. An S5 channel's bypass removes its column of B̃, rows of C̃ and D,
 but the states stay (shared by the other channels), so p of the channels is not p of the
 states: the rows give both counts and the parameters.
+
+charlm (Mamba): 2000 training windows of 128 characters (data_charlm.py ``windows`` of the
+training modules, seed 5), and the shipped eval windows (128 × 256 characters of 5 modules
+never trained on) split in two: the first 64 validate, the last 64 test; the scores of states
+and channels are measured on the shipped calibration windows. A unit there is an inner
+channel (of d_inner) or a state (of d_state).
 
 Contenders, every one at the fraction p of its unit removed:
 
@@ -66,8 +72,9 @@ SCHEDULE = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def _as_data(s, name: str, rows: slice = slice(None)) -> SequenceData:
-    x = s.x[rows] if s.x.dtype.kind in "iu" else s.x[rows].astype(np.float32)
-    return SequenceData(x, None, s.y[rows], name)
+    x = s.x[rows].astype(np.int64 if s.x.dtype.kind in "iu" else np.float32)
+    lengths = None if s.lengths is None else s.lengths[rows]
+    return SequenceData(x, lengths, s.y[rows], name)
 
 
 def keyword_sets(count: int | None) -> tuple[SequenceData, SequenceData, SequenceData]:
@@ -97,9 +104,22 @@ def digit_sets(count: int | None) -> tuple[SequenceData, SequenceData, SequenceD
     )
 
 
-MODELS = {
-    "keywords": ("checkpoints/s4d_keywords.pt", keyword_sets),
-    "digits": ("checkpoints/s5_digits.pt", digit_sets),
+def charlm_sets(count: int | None) -> tuple[SequenceData, SequenceData, SequenceData]:
+    from data_charlm import TRAIN_MODULES, corpus, eval_set, windows
+
+    train = windows(corpus(TRAIN_MODULES), count or 2000, 128, seed=5)
+    held_out = eval_set()
+    return (
+        _as_data(train, "train"),
+        _as_data(held_out, "val", slice(64)),
+        _as_data(held_out, "test", slice(64, None)),
+    )
+
+
+MODELS = {  # checkpoint, data sets, calibration data (selective models)
+    "keywords": ("checkpoints/s4d_keywords.pt", keyword_sets, None),
+    "digits": ("checkpoints/s5_digits.pt", digit_sets, None),
+    "charlm": ("checkpoints/mamba_charlm.pt", charlm_sets, "data/charlm_calib.npz"),
 }
 
 
@@ -138,7 +158,8 @@ def main(argv=None) -> None:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     tuning = FinetuneOptions(epochs=args.epochs, lr=args.lr, weight_decay=1e-5, patience=2)
 
-    checkpoint, sets = MODELS[args.model]
+    checkpoint, sets, calib = MODELS[args.model]
+    calib = None if calib is None else HERE / calib
     model = ax.load(HERE / checkpoint)
     train, val, test = sets(args.train_count)
     length = int(test.x.shape[1])
@@ -194,7 +215,7 @@ def main(argv=None) -> None:
                     "candidates": [{"seed": t.seed, "val": t.accuracy_after} for t, _ in trials],
                 })  # fmt: skip
         for p in schedule:
-            states, _ = prune_with(model, PruneOptions(ratio=p, certificates=False))
+            states, _ = prune_with(model, PruneOptions(ratio=p, certificates=False), calib)
             if wanted("states aire"):
                 record("states aire", p, states, eval_accuracy(states, val, 64, "cpu"))
             if wanted("states aire + ft"):
@@ -208,8 +229,8 @@ def main(argv=None) -> None:
                 )
             if wanted("both + ft"):
                 each = 1 - math.sqrt(1 - p)
-                channels = candidate(model, each, "energy", None)
-                both, _ = prune_with(channels, PruneOptions(ratio=each, certificates=False))
+                channels = candidate(model, each, "energy", None, calib)
+                both, _ = prune_with(channels, PruneOptions(ratio=each, certificates=False), calib)
                 tuned = finetune(both, train, val, tuning)
                 record(
                     "both + ft", p, tuned.model, tuned.after, {"before_finetune_val": tuned.before}

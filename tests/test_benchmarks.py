@@ -76,3 +76,14 @@ def test_the_latency_budget_benchmark_re_measures_each_choice(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["ratio"] == 0.0 and row["points_measured"] == 1  # 1000 × the unpruned time
     assert row["repeats"] == 2 and row["remeasured_median_ms"]["min"] > 0
+
+
+def test_the_channel_latency_benchmark_times_every_ratio_against_the_unpruned_graph(tmp_path):
+    out = tmp_path / "channels.json"
+    _benchmark(
+        "channel_latency.py", "--models", "s4d_keywords", "--ratios", "0.3,0.6", "--rounds", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    (result,) = json.loads(out.read_text())["results"]
+    assert [p["ratio"] for p in result["points"]] == [0.3, 0.6] and result["length"] == 100
+    assert all(p["median_ms"] > 0 and p["speedup"] > 0 for p in result["points"])

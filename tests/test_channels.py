@@ -94,7 +94,11 @@ def test_graphs_of_a_channel_pruned_model_match_it(tmp_path, scan, maker):
     assert rel_err(run_sequence(result.sequence.path, x), want) <= 1e-5
     assert rel_err(stream(result.step.path, model, x)[-1], want) <= 1e-5
     graph = onnx.load(result.sequence.path)
-    assert sum(n.op_type == "Gather" for n in graph.graph.node) >= 3
+    gathers = sum(n.op_type == "Gather" for n in graph.graph.node)
+    if maker is make_s4d:  # the scan runs on the active channels only
+        assert gathers >= 3
+    else:  # S5's states serve every channel: widened with zero B̄ columns, C̃ rows, D_h = 1
+        assert gathers == 0
     step_inputs = {i.name: i for i in session(result.step.path).get_inputs()}
     # S4D: only the active channels carry states; S5: the states, shared by the active ones
     assert step_inputs["state_0"].shape[1] == (3 if maker is make_s4d else 6)
