@@ -109,6 +109,29 @@ def chunked_recurrence(
     return states if padded else g.slice(states, [0], length, [time])
 
 
+def frame_recurrence(
+    g: GraphBuilder, v: str, start: str, lam: np.ndarray, rank: int, frame: int
+) -> tuple[str, str]:
+    """One frame of K = ``frame`` steps from the entering state x_{−1} = ``start`` (*lead, 2):
+
+        x_k = λ^(k+1) x_{−1} + Σ_{j ≤ k} λ^(k−j) v_j,   k = 0..K−1
+
+    for v (*lead, K, 2); returns (x (*lead, K, 2), the state after the frame x_{K−1}
+    (*lead, 2)). One MatMul does it all: [v_0 … v_{K−1}, x_{−1}, x_{−1}] (2K + 4 wide) times
+    [M; G_hi; G_lo] (chunk_matrices' decay matrix M and entering map G, the latter split hi + lo
+    in float32 like :func:`step_states`: λ^K multiplies the carried state once per frame, so
+    its rounding would otherwise accumulate over a long stream)."""
+    time = rank - 2
+    M, G = chunk_matrices(lam, frame, reverse=False)
+    G_hi, G_lo = (part.real for part in split_float32(G))
+    operator = np.concatenate([M, G_hi, G_lo], axis=-2)  # (S…, 2K + 4, 2K)
+    x0 = g.unsqueeze(start, [time])  # (*lead, 1, 2)
+    row = g.concat([g.reshape(v, [0] * time + [1, 2 * frame]), x0, x0], axis=rank - 1)
+    x = g.matmul(row, g.const(operator, RECURRENCE_DTYPE, "frame"))  # (*lead, 1, 2K)
+    last = g.squeeze(g.slice(x, [2 * frame - 2], [2 * frame], [rank - 1]), [time])
+    return g.reshape(x, [0] * time + [-1, 2]), last
+
+
 def scaled_pair(g: GraphBuilder, re: str, im: str, lam: np.ndarray) -> tuple[str, str]:
     """λ ⊙ (re + i·im) elementwise, λ split in float32 hi + lo parts (small part first):
     Σ_parts (λr re − λi im, λi re + λr im). λ broadcasts against re/im."""
