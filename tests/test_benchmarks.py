@@ -76,3 +76,18 @@ def test_the_latency_budget_benchmark_re_measures_each_choice(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["ratio"] == 0.0 and row["points_measured"] == 1  # 1000 × the unpruned time
     assert row["repeats"] == 2 and row["remeasured_median_ms"]["min"] > 0
+
+
+def test_the_streaming_benchmark_smoke_run_times_every_contender_after_checking_it(tmp_path):
+    out = tmp_path / "streaming.json"
+    _benchmark("streaming.py", "--smoke", "--rounds", "2", "--steps", "32", "--out", str(out))
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert {(r["kept"], r["contender"], r["frame"]) for r in rows} == {
+        (kept, kind, frame)
+        for kept in ("100%", "50%", "30%")
+        for kind, frame in (("eager", 1), ("onnx", 1), ("onnx", 8), ("onnx", 32))
+    }
+    assert max(r["max_rel_error"] for r in rows if r["contender"] == "onnx") <= 1e-5
+    assert all(r["us_per_step"] > 0 for r in rows)
+    assert "100%: K=1 / K=32" in result["ratios"] and "100% / 30% at K=32" in result["ratios"]

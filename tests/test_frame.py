@@ -1,8 +1,8 @@
 """Frame step graphs (``--frame K``): K streaming steps per call, the same state in and out.
 
 The reference is the float64 model's own ``step()`` driven one step at a time; a frame graph
-must equal it at every step of every frame, equal K calls of the single-step graph, and leave
-the single-step graph (K = 1) exactly as it was.
+must equal it at every step of every frame and equal K calls of the single-step graph, whose
+I/O (K = 1, the default) stays as it was.
 """
 
 from __future__ import annotations
@@ -100,7 +100,9 @@ def test_frame_graph_of_bypassed_channels_and_dropped_layers_streams(tmp_path):
         assert rel_err(got, model_steps(net, x)[0]) <= 1e-5
 
 
-def test_frame_1_is_todays_step_graph_byte_for_byte(tmp_path):
+def test_frame_1_is_the_single_step_graph_byte_for_byte(tmp_path):
+    """--frame 1 (the default) writes the single-step graph with today's I/O; its update is
+    the lean one (bit for bit the same numbers as before, fewer nodes: see below)."""
     model = make_s5(seed=4, state_sizes=(8, 4))
     default = export(model, tmp_path / "default").step.path.read_bytes()
     assert export(model, tmp_path / "one", frame=1).step.path.read_bytes() == default
@@ -123,11 +125,13 @@ def test_frame_graph_io_has_a_time_axis_and_the_same_states(tmp_path):
 
 
 def test_frame_graph_has_no_time_loop_and_keeps_the_recurrence_float32(tmp_path):
-    """The frame is a few MatMuls, not K copies of the step: the node count does not grow with
-    K; at fp16 every recurrence value is float32 and the outputs stay within the fp16 gate."""
+    """The frame is a few MatMuls, not K copies of the step: the node count grows only with the
+    chunk levels inside the frame (8 steps each); at fp16 every recurrence value is float32 and
+    the outputs stay within the fp16 gate."""
     model = make_s5(seed=2)
-    counts = {k: export(model, tmp_path / str(k), frame=k).step.node_count for k in (2, 8, 32)}
-    assert len(set(counts.values())) == 1
+    counts = {k: export(model, tmp_path / str(k), frame=k).step.node_count for k in (2, 8, 16, 64)}
+    layers = len(model.layers)
+    assert counts[2] == counts[8] and counts[16] == counts[64] <= counts[8] + 16 * layers
     for make in (make_s5, make_s4d):
         net = make(seed=2)
         path = export(net, tmp_path / f"{net.arch}16", frame=4, precision="fp16").step.path
@@ -253,3 +257,57 @@ def test_stepwise_reference_ends_at_the_sequence_output():
     assert rel_err(steps, model_steps(model, x)[0]) <= 1e-12
     with torch.no_grad():
         assert rel_err(steps[:, -1], copy.deepcopy(model).double()(x.double()).numpy()) <= 1e-12
+
+
+@pytest.mark.parametrize("frame", [1, 2, 7, 8, 9, 12, 16, 20, 64, 72])
+def test_frame_recurrence_is_the_recurrence_from_the_entering_state(frame):
+    """x_k = λ x_{k−1} + v_k from x_{−1} for fast, slow and oscillating modes; every chunk
+    and carry level (frames above 8 steps, padded ones, two levels up at 72)."""
+    from aire_export.graphs.builder import GraphBuilder
+    from aire_export.graphs.recurrence import frame_recurrence
+
+    rng = np.random.default_rng(frame)
+    lam = np.array([0.3, 0.999, 0.95 * np.exp(1j), -0.5j, 0.9999 * np.exp(0.2j)])
+    v = rng.standard_normal((2, lam.size, frame, 2)).astype(np.float32)
+    start = rng.standard_normal((2, lam.size, 2)).astype(np.float32)
+    g = GraphBuilder("frame", 17)
+    x, last = frame_recurrence(
+        g, g.input("v", "float32", [2, 5, frame, 2]), g.input("s", "float32", [2, 5, 2]), lam,
+        4, frame,
+    )  # fmt: skip
+    g.output("x", x, "float32", [2, 5, frame, 2])
+    g.output("last", last, "float32", [2, 5, 2])
+    got_x, got_last = session(g.model("test")).run(None, {"v": v, "s": start})
+    state, want = start[..., 0] + 1j * start[..., 1], []
+    for k in range(frame):
+        state = lam * state + (v[:, :, k, 0] + 1j * v[:, :, k, 1])
+        want.append(np.stack([state.real, state.imag], -1))
+    assert rel_err(got_x, np.stack(want, 2)) <= 1e-6
+    assert rel_err(got_last, want[-1]) <= 1e-6
+
+
+def test_the_lean_step_update_is_the_split_pair_update_bit_for_bit():
+    """step_states (9 nodes on the pairs as they are) computes the same float32 products and
+    sums as the update on split (re, im) parts it replaced (27 nodes)."""
+    from aire_export.graphs.builder import GraphBuilder
+    from aire_export.graphs.recurrence import join_pair, scaled_pair, split_pair, step_states
+
+    rng = np.random.default_rng(0)
+    lam = 0.999 * np.exp(1j * rng.uniform(-3, 3, (4, 6)))
+    feeds = {n: rng.standard_normal((3, 4, 6, 2)).astype(np.float32) for n in ("x", "v")}
+    outputs = []
+    for lean in (True, False):
+        g = GraphBuilder("step", 17)
+        x, v = (g.input(n, "float32", [3, 4, 6, 2]) for n in ("x", "v"))
+        if lean:
+            new = step_states(g, x, lam, v, 4)
+        else:
+            re, im = scaled_pair(g, *split_pair(g, x, 4), lam)
+            v_re, v_im = split_pair(g, v, 4)
+            new = join_pair(g, g.add(re, v_re), g.add(im, v_im), 4)
+        g.output("new", new, "float32", [3, 4, 6, 2])
+        s, state = session(g.model("test")), feeds["x"]
+        for _ in range(50):
+            state = s.run(None, {"x": state, "v": feeds["v"]})[0]
+        outputs.append(state)
+    assert np.array_equal(outputs[0], outputs[1])
