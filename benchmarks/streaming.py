@@ -13,6 +13,10 @@ each (onnxruntime intra- and inter-op, torch). Per-step latency = median sample 
 ratio = the median over rounds of the ratio of two samples of the same round.
 Before timing, every graph streams a short sequence against the float64 model's ``step()``
 (max relative error recorded), so no figure is for a wrong graph.
+
+``--before`` adds the single-step graph as it was before the lean update (each state pair
+split into re and im, updated and joined again: recurrence.py's split_pair, scaled_pair and
+join_pair, 27 nodes per layer instead of 9), built by swapping that update in for the export.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from timing import (  # noqa: E402
 from workloads import WORKLOADS, build  # noqa: E402
 
 import aire_export as ax  # noqa: E402
+from aire_export.graphs import lti_dense  # noqa: E402
+from aire_export.graphs.recurrence import join_pair, scaled_pair, split_pair  # noqa: E402
 from aire_export.lower import export  # noqa: E402
 
 FRAMES = (1, 8, 32)
@@ -77,6 +83,22 @@ class GraphStream:
         return np.concatenate(ys, 1)
 
 
+def split_pair_update(g, state: str, lam: np.ndarray, v: str, rank: int) -> str:
+    """The single-step update before the lean one: split (re, im), λ ⊙ x on the parts, join."""
+    re, im = scaled_pair(g, *split_pair(g, state, rank), lam)
+    v_re, v_im = split_pair(g, v, rank)
+    return join_pair(g, g.add(re, v_re), g.add(im, v_im), rank)
+
+
+def export_before(model, folder: Path):
+    """The single-step graph with the split-pair update (``--before``)."""
+    lean, lti_dense.step_states = lti_dense.step_states, split_pair_update
+    try:
+        return export(model, folder).step
+    finally:
+        lti_dense.step_states = lean
+
+
 def eager_stream(model, x: torch.Tensor) -> np.ndarray:
     """y after every step of x (1, T, d) by the model's own ``step()``."""
     state, ys = model.init_state(x.shape[0]), []
@@ -106,18 +128,23 @@ def run(args) -> dict:
             eager = f"{kept} eager step()"
             contenders[eager] = lambda m=model: eager_stream(m, x_torch)
             rows.append(dict(name=eager, kept=kept, states=states, contender="eager", frame=1))
-            for frame in FRAMES:
-                step = export(model, Path(tmp) / f"{kept}-{frame}", frame=frame).step
+            graphs = [("onnx", frame) for frame in FRAMES]
+            for contender, frame in graphs + ([("before", 1)] if args.before else []):
+                folder = Path(tmp) / f"{kept}-{contender}-{frame}"
+                if contender == "before":
+                    step = export_before(model, folder)
+                else:
+                    step = export(model, folder, frame=frame).step
                 graph = GraphStream(step.path, frame)
                 error = float(np.abs(graph.run(check) - want).max() / np.abs(want).max())
-                name = f"{kept} onnx K={frame}"
+                name = f"{kept} {contender} K={frame}"
                 contenders[name] = lambda g=graph: g.run(x)
                 rows.append(
                     dict(
                         name=name,
                         kept=kept,
                         states=states,
-                        contender="onnx",
+                        contender=contender,
                         frame=frame,
                         nodes=step.node_count,
                         max_rel_error=error,
@@ -149,6 +176,9 @@ def ratios(times: dict[tuple, list[float]]) -> dict:
         for frame in FRAMES:
             out[f"100% / {kept} at K={frame}"] = at("100%", "onnx", frame)(kept, "onnx", frame)
         out[f"100% / {kept} eager"] = at("100%", "eager", 1)(kept, "eager", 1)
+    if ("100%", "before", 1) in times:
+        for kept in RATIOS:
+            out[f"{kept}: K=1 before / lean"] = at(kept, "before", 1)(kept, "onnx", 1)
     return out
 
 
@@ -158,6 +188,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--check-steps", type=int, default=64)
     parser.add_argument("--smoke", action="store_true", help="A tiny model (tests).")
+    parser.add_argument("--before", action="store_true", help="Time the pre-lean step graph too.")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.steps % max(FRAMES) or args.check_steps % max(FRAMES):
