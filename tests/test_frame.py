@@ -64,6 +64,11 @@ def stream_frames(path, x: torch.Tensor, frame: int):
     return np.concatenate(ys, 1), out
 
 
+def small_mamba() -> MambaLM:
+    config = MambaConfig(d_model=8, state_sizes=[4], vocab_size=11, d_inner=16, dt_rank=2)
+    return MambaLM(config).eval()
+
+
 def pruned_or_not(model, pruned: bool):
     return ax.prune(model, ratio=0.5, certificates=False)[0] if pruned else model
 
@@ -164,8 +169,7 @@ def test_a_frame_that_is_not_a_positive_whole_number_is_a_bad_input(tmp_path, fr
 def test_models_without_a_frame_form_refuse_frames_larger_than_one(tmp_path):
     with pytest.raises(InputError, match="bidirectional"):
         export(make_s5(bidirectional=True), tmp_path / "bi", frame=4)
-    config = MambaConfig(d_model=8, state_sizes=[4], vocab_size=11, d_inner=16, dt_rank=2)
-    mamba = MambaLM(config).eval()
+    mamba = small_mamba()
     with pytest.raises(InputError, match=r"Mamba.*--frame 1"):
         export(mamba, tmp_path / "mamba", frame=4)
     assert export(mamba, tmp_path / "mamba1", frame=1).step.frame == 1
@@ -189,11 +193,16 @@ def test_cli_bad_frame_is_one_line_and_exit_2(tmp_path, capsys, frame):
     assert not (tmp_path / "o").exists() and not (tmp_path / "m.aire").exists()
 
 
-def test_cli_frame_for_a_bidirectional_model_is_refused_before_pruning(tmp_path, capsys):
-    path = ax.save(make_s5(bidirectional=True), tmp_path / "bi.pt")
+@pytest.mark.parametrize(
+    "make, message",
+    [(lambda: make_s5(bidirectional=True), "bidirectional"), (small_mamba, "Mamba")],
+    ids=["bidirectional", "mamba"],
+)
+def test_cli_frame_without_a_frame_form_is_refused_before_pruning(tmp_path, capsys, make, message):
+    path = ax.save(make(), tmp_path / "m.pt")
     code, _, err = run(capsys, path, "--ratio", "0.5", "--frame", "8")
-    assert code == 2 and "bidirectional" in one_error_line(err)
-    assert "· score" not in err and not (tmp_path / "bi.aire").exists()
+    assert code == 2 and message in one_error_line(err)
+    assert "· score" not in err and not (tmp_path / "m.aire").exists()
 
 
 def test_the_default_job_writes_a_frame_graph_that_validates_and_revalidates(tmp_path, capsys):
