@@ -130,9 +130,9 @@ def test_frame_graph_io_has_a_time_axis_and_the_same_states(tmp_path):
 
 
 def test_frame_graph_has_no_time_loop_and_keeps_the_recurrence_float32(tmp_path):
-    """The frame is a few MatMuls, not K copies of the step: the node count grows only with the
-    chunk levels inside the frame (8 steps each); at fp16 every recurrence value is float32 and
-    the outputs stay within the fp16 gate."""
+    """The frame is a few MatMuls, not K copies of the step: the node count is one size up to
+    one chunk of 8 steps and another beyond (chunks and their boundary states), whatever K; at
+    fp16 every recurrence value is float32 and the outputs stay within the fp16 gate."""
     model = make_s5(seed=2)
     counts = {k: export(model, tmp_path / str(k), frame=k).step.node_count for k in (2, 8, 16, 64)}
     layers = len(model.layers)
@@ -270,8 +270,8 @@ def test_stepwise_reference_ends_at_the_sequence_output():
 
 @pytest.mark.parametrize("frame", [1, 2, 7, 8, 9, 12, 16, 20, 64, 72])
 def test_frame_recurrence_is_the_recurrence_from_the_entering_state(frame):
-    """x_k = λ x_{k−1} + v_k from x_{−1} for fast, slow and oscillating modes; every chunk
-    and carry level (frames above 8 steps, padded ones, two levels up at 72)."""
+    """x_k = λ x_{k−1} + v_k from x_{−1} for fast, slow and oscillating modes: one chunk
+    (K ≤ 8), whole chunks with their boundary states, and a padded last chunk (9, 12, 20, 72)."""
     from aire_export.graphs.builder import GraphBuilder
     from aire_export.graphs.recurrence import frame_recurrence
 

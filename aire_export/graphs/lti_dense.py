@@ -174,8 +174,9 @@ def frame(
 
         x_k = λ̄^(k+1) x_{−1} + Σ_{j ≤ k} λ̄^(k−j) B̄u_j;   y_k = s·Re(C̃x_k) + D ⊙ u_k
 
-    as the sequence form's input and output maps around recurrence.frame_recurrence (one
-    batched MatMul per chunk of up to 8 steps); the state after the frame is x_{K−1} (B, P, 2)."""
+    as the sequence form's input and output maps around recurrence.frame_recurrence (two
+    batched MatMuls: chunk-boundary states, then the states inside chunks of 8 steps); the
+    state after the frame is x_{K−1} (B, P, 2)."""
     (state,) = state
     feedthrough = g.mul(u, g.const(core.D, compute, "D"))
     v = _input_states(g, core, u, compute)  # (B, P, K, 2)

@@ -109,7 +109,7 @@ def chunked_recurrence(
     return states if padded else g.slice(states, [0], length, [time])
 
 
-FRAME_CHUNK = 8  # steps per chunk inside a frame; longer frames carry across chunks
+FRAME_CHUNK = 8  # steps per chunk inside a frame
 
 
 def frame_recurrence(
@@ -120,43 +120,58 @@ def frame_recurrence(
         x_k = λ^(k+1) x_{−1} + Σ_{j ≤ k} λ^(k−j) v_j,   k = 0..K−1
 
     for v (*lead, K, 2); returns (x (*lead, K, 2), the state after the frame x_{K−1}
-    (*lead, 2)). All shapes are static (no Shape/Mod/Pad of a dynamic length).
+    (*lead, 2)). Two batched MatMuls (one small GEMM per state each), all shapes static:
 
-    K ≤ FRAME_CHUNK: one MatMul, [v_0 … v_{K−1}, x_{−1}, x_{−1}] (2K + 4 wide) times
-    [M; G_hi; G_lo] (:func:`chunk_matrices`: the decay matrix and the entering map λ^(k+1),
-    the latter split hi + lo like :func:`step_states`: λ^K multiplies the carried state once
-    per frame, so its rounding would otherwise accumulate over a long stream).
-    Longer frames: chunks of Q = FRAME_CHUNK steps (the frame zero-padded to n·Q at the end),
-    the states inside each chunk from a zero start by one MatMul with M, the chunk-end states
-    e_c carried by the same function one level up (h_c = λ^Q h_{c−1} + e_c from h_{−1} =
-    x_{−1}), and each chunk's entering state h_{c−1} added through G (hi + lo). A (2K × 2K)
-    matrix per state at K = 32 costs 4× the arithmetic and measured 1.5× slower per step."""
+    1. the states entering chunks c = 1..n−1 of Q = FRAME_CHUNK steps, h_{c−1} = x_{cQ−1},
+       and the state after the frame x_{K−1}, from [v_0 … v_{K−1}, x_{−1}, x_{−1}] (2K + 4
+       wide) at once, the powers λ^m of x_{−1} split hi + lo in float32 (like
+       :func:`step_states`: λ^K multiplies the carried state once per frame, so its rounding
+       would otherwise accumulate over a long stream);
+    2. the states inside every chunk, [v_{cQ} … v_{cQ+Q−1}, h_{c−1}] (2Q + 2 wide, h_{−1} =
+       x_{−1}, the frame zero-padded to n·Q) times [M; G] (:func:`chunk_matrices`).
+
+    K ≤ Q is step 2 alone with its entering map split hi + lo. Measured on the stream
+    workload (benchmarks/RESULTS.md, streaming; 1 thread): at K = 32 one (2K × 2K) matrix per
+    state 1.5× slower, chunks of 4 or 16 steps 1.2× slower, the entering states added
+    elementwise 2× slower; the chunk ends carried one level up by this function (three
+    MatMuls) 1.0–1.1× slower at K = 16 and 32, and 24 more nodes."""
     time, last_axis = rank - 2, rank - 1
     q = min(frame, FRAME_CHUNK)
+    n = -(-frame // q)
     M, G = chunk_matrices(lam, q, reverse=False)
-    entering_map = np.concatenate([part.real for part in split_float32(G)], axis=-2)
     x0 = g.unsqueeze(start, [time])  # (*lead, 1, 2)
-    if frame <= FRAME_CHUNK:
+    if n == 1:
         row = g.concat([g.reshape(v, [0] * time + [1, 2 * q]), x0, x0], axis=last_axis)
-        operator = np.concatenate([M, entering_map], axis=-2)  # (S…, 2K + 4, 2K)
+        operator = np.concatenate([M, *(p.real for p in split_float32(G))], axis=-2)
         x = g.matmul(row, g.const(operator, RECURRENCE_DTYPE, "frame"))  # (*lead, 1, 2K)
         last = g.squeeze(g.slice(x, [2 * q - 2], [2 * q], [last_axis]), [time])
         return g.reshape(x, [0] * time + [-1, 2]), last
-    n = -(-frame // q)
+    row = g.concat([g.reshape(v, [0] * time + [1, 2 * frame]), x0, x0], axis=last_axis)
+    bounds = g.matmul(row, g.const(boundary_matrix(lam, frame, q), RECURRENCE_DTYPE, "bounds"))
+    bounds = g.reshape(bounds, [0] * time + [n, 2])  # h_0 … h_{n−2}, x_{K−1}
+    last = g.squeeze(g.slice(bounds, [n - 1], [n], [time]), [time])
+    entering = g.concat([x0, g.slice(bounds, [0], [n - 1], [time])], axis=time)  # h_{c−1}
     if n * q > frame:
         v = g.pad(v, [0] * (rank + time) + [n * q - frame, 0])
-    chunks = g.reshape(v, [0] * time + [n, 2 * q])
-    local = g.matmul(chunks, g.const(M, RECURRENCE_DTYPE, "decay"))  # (*lead, n, 2Q)
-    ends = g.slice(local, [2 * q - 2], [2 * q], [last_axis])  # e_c (*lead, n, 2)
-    carried, after = frame_recurrence(g, ends, start, lam**q, rank, n)  # h_c (*lead, n, 2)
-    entering = g.concat([x0, g.slice(carried, [0], [n - 1], [time])], axis=time)  # h_{c−1}
-    pair = g.concat([entering, entering], axis=last_axis)  # (*lead, n, 4): × [G_hi; G_lo]
-    x = g.add(local, g.matmul(pair, g.const(entering_map, RECURRENCE_DTYPE, "entering")))
+    chunks = g.concat([g.reshape(v, [0] * time + [n, 2 * q]), entering], axis=last_axis)
+    x = g.matmul(chunks, g.const(np.concatenate([M, G], axis=-2), RECURRENCE_DTYPE, "chunks"))
     x = g.reshape(x, [0] * time + [n * q, 2])
-    if n * q == frame:
-        return x, after
-    x = g.slice(x, [0], [frame], [time])
-    return x, g.squeeze(g.slice(x, [frame - 1], [frame], [time]), [time])
+    return (x, last) if n * q == frame else (g.slice(x, [0], [frame], [time]), last)
+
+
+def boundary_matrix(lam: np.ndarray, frame: int, q: int) -> np.ndarray:
+    """(S…, 2K + 4, 2n) float64: [v_0 … v_{K−1}, x_{−1} (hi), x_{−1} (lo)] ↦ the states at
+    steps t = Q−1, 2Q−1, …, (n−1)Q−1 and K−1 (n = ⌈K/Q⌉), x_t = λ^(t+1) x_{−1} +
+    Σ_{j ≤ t} λ^(t−j) v_j, as real row-vector blocks (:func:`complex_right`)."""
+    lam = np.asarray(lam, dtype=complex)
+    n = -(-frame // q)
+    t = np.append(q * np.arange(1, n) - 1, frame - 1)  # (n,)
+    lag = t[None, :] - np.arange(frame)[:, None]  # [j, c] = t_c − j
+    inputs = np.where(lag >= 0, lam[..., None, None] ** np.maximum(lag, 0), 0)  # (S…, K, n)
+    entering = [part[..., None, :] for part in split_float32(lam[..., None] ** (t + 1))]
+    Z = np.concatenate([inputs, *entering], axis=-2)  # (S…, K + 2, n)
+    R = complex_right(Z)  # (S…, rows, n, c_in, c_out)
+    return np.moveaxis(R, -2, -3).reshape(*lam.shape, 2 * (frame + 2), 2 * n)
 
 
 def scaled_pair(g: GraphBuilder, re: str, im: str, lam: np.ndarray) -> tuple[str, str]:
