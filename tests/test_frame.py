@@ -20,6 +20,7 @@ from lowering import all_nodes, random_input, session, stream, value_types
 
 import aire_export as ax
 from aire_export.errors import InputError
+from aire_export.graphs.step import MAX_FRAME
 from aire_export.lower import export
 from aire_export.models.mamba import MambaConfig, MambaLM
 from aire_export.runtimes.shapes import ShapeRange
@@ -164,6 +165,14 @@ def test_frame_graph_passes_the_tensorrt_operator_check(tmp_path):
 def test_a_frame_that_is_not_a_positive_whole_number_is_a_bad_input(tmp_path, frame):
     with pytest.raises(InputError, match="--frame must be a whole number"):
         export(make_s5(), tmp_path, frame=frame)
+
+
+def test_frames_longer_than_the_limit_are_refused_before_building_constants(tmp_path):
+    """A frame's constants grow like K² per state: 128 steps per call at most."""
+    for make in (make_s5, make_s4d):
+        assert export(make(), tmp_path / "max", frame=MAX_FRAME).step.frame == MAX_FRAME
+        with pytest.raises(InputError, match=f"at most {MAX_FRAME} steps"):
+            export(make(), tmp_path / "over", frame=MAX_FRAME + 1)
 
 
 def test_models_without_a_frame_form_refuse_frames_larger_than_one(tmp_path):

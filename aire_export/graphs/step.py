@@ -25,6 +25,9 @@ with constants of the powers λ̄^0..λ̄^K; no per-step nodes, no Loop), and
     sums_k = pooled_sum + Σ_{j ≤ k} h_j   (one MatMul by a K×K lower-triangular ones matrix)
     z_k = h_k (last) or sums_k / (steps + k + 1) (mean);  y_k = head(z_k)
 
+K is at most MAX_FRAME = 128: the constants of a frame grow like K² per state (S5: the
+chunk-boundary map, (2K + 4) × 2⌈K/8⌉ per state; S4D: a K × K Toeplitz matrix per channel).
+
 A frame graph takes whole frames only: a stream whose length is not a multiple of K leaves a
 partial frame for the caller to hold until it fills (or to finish with a ``--frame 1`` graph);
 zero padding would move the states and the running mean, so the graph never pads.
@@ -121,12 +124,21 @@ def _frame_pooling(
     return g.div(sums, counts), new_sum, new_steps
 
 
+MAX_FRAME = 128  # steps per call at most: a frame's constants grow like K² per state
+
+
 def frame_problem(net: ir.Graphable, frame: int) -> str | None:
     """Why ``net`` can have no step graph of ``frame`` steps per call (None: it can)."""
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 1:
         return f"--frame must be a whole number of steps ≥ 1, got {frame!r}"
     if frame == 1:
         return None
+    if frame > MAX_FRAME:
+        return (
+            f"--frame {frame}: a frame graph holds constants that grow like K² per state "
+            f"(S5: the chunk-boundary map; S4D: a K × K Toeplitz matrix per channel): use at "
+            f"most {MAX_FRAME} steps per call (model.onnx takes whole sequences)"
+        )
     if net.bidirectional:
         return (
             f"no frame graph (--frame {frame}) for a bidirectional model: its backward scan "
