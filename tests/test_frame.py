@@ -329,3 +329,17 @@ def test_the_lean_step_update_is_the_split_pair_update_bit_for_bit():
             state = s.run(None, {"x": state, "v": feeds["v"]})[0]
         outputs.append(state)
     assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_an_unstable_layer_streams_in_frames_whose_powers_stay_finite(tmp_path):
+    """|λ̄| > 1 (a model trained without eigenvalue clipping): frames up to the float32 power
+    limit are finite and exact; a longer frame is refused with the frame that fits."""
+    model = make_s5(seed=1, clip_eigs=False, state_sizes=(8, 4))
+    with torch.no_grad():
+        model.layers[1].seq.Lambda_re[:2] = 40.0  # |λ̄| ≈ 3.06: λ̄^79 is the last finite power
+    path = export(model, tmp_path / "ok", frame=8).step.path
+    x = random_input(model, 1, 16, seed=2)
+    got, _ = stream_frames(path, x, 8)
+    assert np.isfinite(got).all() and rel_err(got, model_steps(model, x)[0]) <= 1e-5
+    with pytest.raises(InputError, match=r"λ̄\^128 overflows float32.*--frame 79 or less"):
+        export(model, tmp_path / "over", frame=128)

@@ -150,6 +150,7 @@ def export_network(
         raise InputError(problem)
     device = target_named(target).device
     lowerings = _lowerings(net, device, scan, max_length, (*rules, *auto.AUTO_TABLE))
+    _check_frame_growth(lowerings, frame)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -242,6 +243,18 @@ def _lowerings(
             )
         result.append(lowering)
     return result
+
+
+def _check_frame_growth(lowerings: list[LayerLowering], frame: int) -> None:
+    """InputError when a frame's powers λ̄^1..λ̄^K of an unstable layer overflow float32."""
+    for index, lowering in enumerate(lowerings):
+        growth = lowering.growth
+        if frame > 1 and growth is not None and growth.power_limit < frame:
+            raise InputError(
+                f"layer {index} has a mode with |λ̄| = {growth.rho:.6g}: λ̄^{frame} overflows "
+                f"float32, so a frame of {frame} steps cannot hold it; use --frame "
+                f"{growth.power_limit} or less, or retrain with eigenvalue clipping (clip_eigs)"
+            )
 
 
 def _growth_warnings(lowerings: list[LayerLowering]) -> list[str]:
