@@ -11,8 +11,10 @@ with its state fed back, the graph in calls of K steps, PyTorch one ``step()`` a
 contenders of all models run interleaved in rounds (one sample each per round), one thread
 each (onnxruntime intra- and inter-op, torch). Per-step latency = median sample / steps; a
 ratio = the median over rounds of the ratio of two samples of the same round.
-Before timing, every graph streams a short sequence against the float64 model's ``step()``
-(max relative error recorded), so no figure is for a wrong graph.
+``--workload text-s4d`` streams that workload's S4D model instead (H = 256, 32 modes per
+channel, 6 layers, unidirectional, batch 1). Before timing, every graph streams a short
+sequence against the float64 model's ``step()`` (max relative error recorded), so no figure
+is for a wrong graph.
 
 ``--before`` adds the single-step graph as it was before the lean update (each state pair
 split into re and im, updated and joined again: recurrence.py's split_pair, scaled_pair and
@@ -43,7 +45,7 @@ from timing import (  # noqa: E402
 from workloads import WORKLOADS, build  # noqa: E402
 
 import aire_export as ax  # noqa: E402
-from aire_export.graphs import lti_dense  # noqa: E402
+from aire_export.graphs import lti_bank, lti_dense  # noqa: E402
 from aire_export.graphs.recurrence import join_pair, scaled_pair, split_pair  # noqa: E402
 from aire_export.lower import export  # noqa: E402
 
@@ -92,11 +94,12 @@ def split_pair_update(g, state: str, lam: np.ndarray, v: str, rank: int) -> str:
 
 def export_before(model, folder: Path):
     """The single-step graph with the split-pair update (``--before``)."""
-    lean, lti_dense.step_states = lti_dense.step_states, split_pair_update
+    lean = lti_dense.step_states
+    lti_dense.step_states = lti_bank.step_states = split_pair_update
     try:
         return export(model, folder).step
     finally:
-        lti_dense.step_states = lean
+        lti_dense.step_states = lti_bank.step_states = lean
 
 
 def eager_stream(model, x: torch.Tensor) -> np.ndarray:
@@ -111,7 +114,7 @@ def eager_stream(model, x: torch.Tensor) -> np.ndarray:
 
 def run(args) -> dict:
     torch.set_num_threads(1)
-    workload = WORKLOADS["stream"]
+    workload = WORKLOADS[args.workload].scaled(bidirectional=False, batch=1)
     if args.smoke:
         workload = workload.scaled(d_model=16, stored_states=8, n_layers=2)
     base = build(workload)
@@ -187,6 +190,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="Streamed steps per sample.")
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--check-steps", type=int, default=64)
+    parser.add_argument(
+        "--workload",
+        default="stream",
+        choices=["stream", "text-s4d"],
+        help="stream (S5, the issue's), or text-s4d's S4D layers streamed (batch 1).",
+    )
     parser.add_argument("--smoke", action="store_true", help="A tiny model (tests).")
     parser.add_argument("--before", action="store_true", help="Time the pre-lean step graph too.")
     parser.add_argument("--out", type=Path)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,9 +80,15 @@ def test_the_latency_budget_benchmark_re_measures_each_choice(tmp_path):
     assert row["repeats"] == 2 and row["remeasured_median_ms"]["min"] > 0
 
 
-def test_the_streaming_benchmark_smoke_run_times_every_contender_after_checking_it(tmp_path):
+@pytest.mark.parametrize("workload", ["stream", "text-s4d"])
+def test_the_streaming_benchmark_smoke_run_times_every_contender_after_checking_it(
+    tmp_path, workload
+):
     out = tmp_path / "streaming.json"
-    _benchmark("streaming.py", "--smoke", "--rounds", "2", "--steps", "32", "--out", str(out))
+    _benchmark(
+        "streaming.py", "--smoke", "--workload", workload, "--rounds", "2", "--steps", "32",
+        "--out", str(out),
+    )  # fmt: skip
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert {(r["kept"], r["contender"], r["frame"]) for r in rows} == {

@@ -188,21 +188,25 @@ def scaled_pair(g: GraphBuilder, re: str, im: str, lam: np.ndarray) -> tuple[str
     return out_re, out_im
 
 
+SWAP = np.array([[0.0, 1.0], [-1.0, 0.0]])  # [re, im] @ SWAP = [−im, re]: i·(re + i·im)
+
+
 def step_states(g: GraphBuilder, state: str, lam: np.ndarray, v: str, rank: int) -> str:
     """One step x' = λ ⊙ x + v of states x (…, 2), elementwise on the pairs as they are:
 
-        x' = Σ_parts (x ⊙ [λr, λr] + x̃ ⊙ [−λi, λi]) + v,   x̃ = x with (re, im) swapped
+        x' = Σ_parts (x ⊙ [λr, λr] + (x @ SWAP) ⊙ [λi, λi]) + v,   x @ SWAP = [−im, re]
 
-    (one Gather swaps them), λ split hi + lo in float32 (small part first, as the Scan
+    (one MatMul by a shared 2 × 2 constant: a Gather of the swapped pair measured 3–6× slower
+    on S4D's (B, H, N, 2) states), λ split hi + lo in float32 (small part first, as the Scan
     lowering does, so long streams do not drift with λ's rounding). The same products and
     sums as re' = λr re − λi im, im' = λi re + λr im on split parts, in 9 nodes instead of 27
     (no slices, squeezes or concat)."""
-    swapped = g.op("Gather", state, g.ints([1, 0]), axis=rank - 1)
+    turned = g.matmul(state, g.const(SWAP, RECURRENCE_DTYPE, "swap"))
     total = None
     for part in reversed(split_float32(lam)):
-        same = g.const(np.stack([part.real, part.real], -1), RECURRENCE_DTYPE, "lam_same")
-        cross = g.const(np.stack([-part.imag, part.imag], -1), RECURRENCE_DTYPE, "lam_cross")
-        term = g.add(g.mul(state, same), g.mul(swapped, cross))
+        same = g.const(np.stack([part.real, part.real], -1), RECURRENCE_DTYPE, "lam_re")
+        cross = g.const(np.stack([part.imag, part.imag], -1), RECURRENCE_DTYPE, "lam_im")
+        term = g.add(g.mul(state, same), g.mul(turned, cross))
         total = term if total is None else g.add(term, total)
     return g.add(total, v)
 
