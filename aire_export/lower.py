@@ -8,21 +8,31 @@ from __future__ import annotations
 
 import os
 
+from aire_export.errors import InputError
 from aire_export.graphs.export import ExportResult, export_network
+from aire_export.graphs.step import frame_problem
 from aire_export.models import SSMNetwork, family_of
 
 
 def export(model: SSMNetwork, out_dir: str | os.PathLike, **options) -> ExportResult:
     """Write ``out_dir/model.onnx`` (and ``model.step.onnx``) for ``model``: its family's IR
     lowered with the options of :func:`aire_export.graphs.export.export_network` (``target``,
-    ``scan``, ``precision``, ``opset``, ``step``, ``lengths_input``, ``max_length``); ``auto``
-    tries the family's lowering rules before the generic table."""
+    ``scan``, ``precision``, ``opset``, ``step``, ``frame``, ``lengths_input``,
+    ``max_length``); ``auto`` tries the family's lowering rules before the generic table."""
     family = family_of(model)
     net = family.export_ir(model)  # float64; BatchNorm folds its running statistics
     result = export_network(net, out_dir, rules=family.lowering_rules, **options)
     if result.step is not None:
         _check_state_layout(result, family.state_layout(model), family.name)
     return result
+
+
+def check_frame(model: SSMNetwork, frame: int) -> None:
+    """InputError unless ``model`` can have a step graph of ``frame`` steps per call (checked
+    before a job spends time pruning)."""
+    problem = frame_problem(family_of(model).export_ir(model), frame)
+    if problem is not None:
+        raise InputError(problem)
 
 
 def _check_state_layout(result: ExportResult, layout: list, family: str) -> None:

@@ -21,7 +21,7 @@ from aire_export.errors import InputError
 from aire_export.files import check_destination, commit, file_sha256, staged_folder
 from aire_export.finetune import FinetuneOptions, FinetuneResult, finetune
 from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
-from aire_export.lower import export
+from aire_export.lower import check_frame, export
 from aire_export.models import SSMNetwork, family_of, modal_systems, parameter_count
 from aire_export.prune import (
     PLAN_NAME,
@@ -73,6 +73,7 @@ class PipelineOptions:
     data: eval set (x, y, lengths) for accuracy and parity inputs; inputs: parity inputs
         (x, lengths) instead; calib: calibration sequences (x) that selective layers (Mamba)
         are scored on. bundle: write bundle/ even when the target does not.
+    frame: steps per call of the step graph (``--frame K``; graphs/step.py).
     finetune: labelled training sequences: fine-tune the pruned model on them, keeping the
         best epoch on ``data`` (aire_export/finetune.py; ``finetuning`` says how).
     fail_on_parity: a failed parity gate exits 3 (the report is written either way).
@@ -91,6 +92,7 @@ class PipelineOptions:
     finetune: Path | None = None
     finetuning: FinetuneOptions = field(default_factory=FinetuneOptions)
     bundle: bool = False
+    frame: int = 1
     fail_on_parity: bool = True
     out: Path | None = None
     force: bool = False
@@ -159,6 +161,7 @@ def run_pipeline(
 
     progress("load")
     model = load(model_path)
+    check_frame(model, options.frame)  # before any pruning (K ≥ 1, a model that streams)
     data = (
         load_data(options.data, model, need_labels=options.max_drop is not None)
         if options.data
@@ -258,6 +261,7 @@ def deploy(
             scan=v.scan,
             precision=v.precision,
             lengths_input=any(d is not None and d.lengths is not None for d in (data, inputs)),
+            frame=options.frame,
         )
 
         progress("build the runtimes")

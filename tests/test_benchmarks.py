@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -87,3 +89,24 @@ def test_the_channel_latency_benchmark_times_every_ratio_against_the_unpruned_gr
     (result,) = json.loads(out.read_text())["results"]
     assert [p["ratio"] for p in result["points"]] == [0.3, 0.6] and result["length"] == 100
     assert all(p["median_ms"] > 0 and p["speedup"] > 0 for p in result["points"])
+
+
+@pytest.mark.parametrize("workload", ["stream", "text-s4d"])
+def test_the_streaming_benchmark_smoke_run_times_every_contender_after_checking_it(
+    tmp_path, workload
+):
+    out = tmp_path / "streaming.json"
+    _benchmark(
+        "streaming.py", "--smoke", "--workload", workload, "--rounds", "2", "--steps", "32",
+        "--out", str(out),
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert {(r["kept"], r["contender"], r["frame"]) for r in rows} == {
+        (kept, kind, frame)
+        for kept in ("100%", "50%", "30%")
+        for kind, frame in (("eager", 1), ("onnx", 1), ("onnx", 8), ("onnx", 32))
+    }
+    assert max(r["max_rel_error"] for r in rows if r["contender"] == "onnx") <= 1e-5
+    assert all(r["us_per_step"] > 0 for r in rows)
+    assert "100%: K=1 / K=32" in result["ratios"] and "100% / 30% at K=32" in result["ratios"]

@@ -185,6 +185,7 @@ def prune_cmd(
     default=None,
     help="Write model.step.onnx (default: for unidirectional models).",
 )
+@opt.FRAME
 @click.option("--lengths-input", is_flag=True, help="Add a 'lengths' input for masked pooling.")
 @click.option("--max-length", type=int, help="Longest sequence the graph must accept.")
 @opt.FORCE
@@ -196,6 +197,7 @@ def export_cmd(model: Path, out: Path, force: bool, as_json: bool, **options) ->
     Examples:
       aire-export export pruned.pt -o out/
       aire-export export pruned.pt -o out/ --target jetson --precision fp16
+      aire-export export pruned.pt -o out/ --frame 32          # 32 streaming steps per call
     """
     check_file_outputs([out / SEQUENCE_FILE, out / STEP_FILE], [model], force=force)
     result = export(load(model), out, **options)
@@ -223,6 +225,7 @@ def export_cmd(model: Path, out: Path, force: bool, as_json: bool, **options) ->
 @opt.FINETUNE
 @opt.FINETUNING
 @opt.VALIDATION
+@opt.FRAME
 @opt.FAIL_ON_PARITY
 @click.option(
     "--bundle", is_flag=True, help="Also write bundle/ for edge GPUs (always for trt, jetson)."
@@ -251,8 +254,9 @@ def run_cmd(
       aire-export model.pt --ratio 0.5 --unit channel --finetune train.npz --data eval.npz
       aire-export model.pt --latency-budget 2.5 --data eval.npz   # least pruning within 2.5 ms
     \b
-    Writes OUT/: pruned.pt, plan.json, model.onnx, model.step.onnx (unidirectional models),
-    model.engine (trt), bundle/ (trt, jetson, --bundle), report.json, report.md, plots.
+    Writes OUT/: pruned.pt, plan.json, model.onnx, model.step.onnx (unidirectional models;
+    K steps per call with --frame K), model.engine (trt), bundle/ (trt, jetson, --bundle),
+    report.json, report.md, plots.
     Exit codes: 0 passed, 2 bad input, 3 parity gate failed, 4 runtime missing, 5 output,
     6 a runtime refused the graph, 7 not fit to ship (accuracy dropped more than --max-drop).
     """

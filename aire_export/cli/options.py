@@ -194,6 +194,17 @@ SCAN = click.option(
     help="How each layer's recurrence is lowered (auto: measured best for the target).",
 )
 
+FRAME = click.option(
+    "--frame",
+    type=int,
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="Steps per call of model.step.onnx: 1 one step; K > 1 a frame graph taking x (batch, "
+    "K, d_input) and giving y after each of the K steps, same state in and out, so streaming "
+    "pays the per-call overhead once per K steps. Whole frames only. S5 and S4D.",
+)
+
 # ---- validation ----------------------------------------------------------------------------------
 BATCH = click.option(
     "--batch",

@@ -196,6 +196,8 @@ def export_result(result: ExportResult) -> None:
     for graph in (result.sequence, result.step):
         if graph is not None:
             limit = f"up to {graph.max_length:,} steps" if graph.max_length else "any length"
+            if graph.mode == "step":
+                limit = "1 step per call" if graph.frame == 1 else f"{graph.frame} steps per call"
             click.echo(
                 f"wrote {graph.path} ({graph.mode}, {graph.scan}, {graph.precision}, "
                 f"opset {graph.opset}, {graph.node_count} nodes, {limit})"

@@ -7,7 +7,8 @@ passing its input through (S4oP's pruned operators, DESIGN §3.6).
 
 with order[h] the position of channel h in [active…, bypassed…], so y_h = u_h on a bypassed
 channel and the scan, its states and its constants hold the active channels only. The same
-three nodes wrap the step graph's update; the step state is the inner core's.
+three nodes wrap the step graph's update (one step or a frame); the step state is the inner
+core's.
 
 A dense core (S5) keeps every state whatever its channels, so the Gathers save no scan work:
 it is lowered widened instead, B̄ with zero columns and C̃ with zero rows on the bypassed
@@ -69,6 +70,12 @@ def bypassing(inner: CoreLowering) -> CoreLowering:
         y, new = inner.step(g, core.core, _gather(g, u, core.active), states, compute)
         return _place(g, core, u, y), new
 
+    def frame(g, core: ir.Bypassed, u, states, compute, steps):
+        if isinstance(core.core, ir.DenseLTI):
+            return inner.frame(g, widened(core), u, states, compute, steps)
+        y, new = inner.frame(g, core.core, _gather(g, u, core.active), states, compute, steps)
+        return _place(g, core, u, y), new
+
     return CoreLowering(
         sequence=sequence,
         step=step,
@@ -77,4 +84,5 @@ def bypassing(inner: CoreLowering) -> CoreLowering:
         modes=lambda core: inner.modes(core.core),
         recurrent=inner.recurrent,
         per_state_constants=inner.per_state_constants,
+        frame=None if inner.frame is None else frame,
     )

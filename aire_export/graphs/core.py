@@ -26,12 +26,17 @@ def _feedthrough_step(g, core: ir.Feedthrough, u, states, compute) -> tuple[str,
     return g.mul(u, g.const(core.D, compute, "D")), []
 
 
+def _feedthrough_frame(g, core: ir.Feedthrough, u, states, compute, steps) -> tuple[str, list[str]]:
+    return _feedthrough_step(g, core, u, states, compute)
+
+
 FEEDTHROUGH = CoreLowering(
     sequence=_feedthrough_sequence,
     step=_feedthrough_step,
     states=lambda core: [],
     time_multiple=lambda core, lowering: 1,
     recurrent=False,
+    frame=_feedthrough_frame,
 )
 
 CORE_LOWERINGS: dict[type, CoreLowering] = {

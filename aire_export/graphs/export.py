@@ -38,7 +38,7 @@ from aire_export.graphs.lowering import (
     growth_of,
 )
 from aire_export.graphs.sequence import sequence_graph
-from aire_export.graphs.step import step_graph
+from aire_export.graphs.step import frame_problem, step_graph
 from aire_export.targets import DEFAULT_TARGET, target_named
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -66,6 +66,7 @@ class ExportedGraph:
     opset: int
     node_count: int  # nodes in the graph and its subgraphs
     max_length: int | None  # None = any length; else the longest sequence the graph accepts
+    frame: int | None = None  # a step graph: the steps per call (K of --frame); None: sequence
 
     def to_json(self) -> dict:
         return {
@@ -76,6 +77,7 @@ class ExportedGraph:
             "opset": self.opset,
             "node_count": self.node_count,
             "max_length": self.max_length,
+            "frame": self.frame,
             **{
                 key: [
                     {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
@@ -116,6 +118,7 @@ def export_network(
     lengths_input: bool = False,
     max_length: int | None = None,
     rules: Sequence[ir.LoweringRule] = (),
+    frame: int = 1,
 ) -> ExportResult:
     """Write ``out_dir/model.onnx`` (and ``model.step.onnx``) for the network ``net``.
 
@@ -129,6 +132,8 @@ def export_network(
         graph grows with log2 of it. Chunked and Toeplitz graphs accept ≥ 2^20 steps whatever
         it is, scan any length. ``ExportedGraph.max_length`` states what the graph accepts.
     step: None = a step graph for unidirectional models, skipped for bidirectional ones.
+    frame: steps per call of the step graph (graphs/step.py): 1 one step, K > 1 a frame of K
+        steps (x (batch, K, …), y after every step); LTI layers only (S5, S4D).
     lengths_input: add a ``lengths`` input (valid steps per sequence) for masked pooling
         (a language model takes none: it is causal and predicts at every position).
     """
@@ -138,8 +143,14 @@ def export_network(
             "no step graph for a bidirectional model (its backward scan reads the future); "
             "drop --step"
         )
+    problem = frame_problem(net, frame)
+    if problem is None and frame > 1 and step is False:
+        problem = f"--frame {frame} sets the steps per call of model.step.onnx: drop --no-step"
+    if problem is not None:
+        raise InputError(problem)
     device = target_named(target).device
     lowerings = _lowerings(net, device, scan, max_length, (*rules, *auto.AUTO_TABLE))
+    _check_frame_growth(lowerings, frame)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -165,9 +176,13 @@ def export_network(
     elif net.bidirectional:
         skipped = "bidirectional model: the backward scan reads the future"
     else:
-        graph_of = language.step_graph if isinstance(net, ir.TokenLM) else step_graph
-        step_model = graph_of(net, compute, opset)
-        step_result = _write(step_model, out / STEP_FILE, "step", "step", precision, opset, None)
+        if isinstance(net, ir.TokenLM):
+            step_model = language.step_graph(net, compute, opset)
+        else:
+            step_model = step_graph(net, compute, opset, frame)
+        step_result = _write(
+            step_model, out / STEP_FILE, "step", "step", precision, opset, None, frame
+        )
     check = None
     rules_version = target_named(target).tensorrt_rules
     if rules_version is not None:
@@ -230,6 +245,18 @@ def _lowerings(
     return result
 
 
+def _check_frame_growth(lowerings: list[LayerLowering], frame: int) -> None:
+    """InputError when a frame's powers λ̄^1..λ̄^K of an unstable layer overflow float32."""
+    for index, lowering in enumerate(lowerings):
+        growth = lowering.growth
+        if frame > 1 and growth is not None and growth.power_limit < frame:
+            raise InputError(
+                f"layer {index} has a mode with |λ̄| = {growth.rho:.6g}: λ̄^{frame} overflows "
+                f"float32, so a frame of {frame} steps cannot hold it; use --frame "
+                f"{growth.power_limit} or less, or retrain with eigenvalue clipping (clip_eigs)"
+            )
+
+
 def _growth_warnings(lowerings: list[LayerLowering]) -> list[str]:
     """What an unstable layer means for the graph: how far its output stays finite."""
     out = []
@@ -276,7 +303,9 @@ def count_nodes(graph: onnx.GraphProto) -> int:
     return total
 
 
-def _write(model, path: Path, mode, scan, precision, opset, max_length) -> ExportedGraph:
+def _write(
+    model, path: Path, mode, scan, precision, opset, max_length, frame=None
+) -> ExportedGraph:
     bad = nonfinite_initializers(model.graph)
     if bad:  # every lowering keeps its constants finite: this is a bug, never a shipped graph
         raise RuntimeError(f"{path.name} would hold non-finite constants: {', '.join(bad[:3])}")
@@ -293,4 +322,5 @@ def _write(model, path: Path, mode, scan, precision, opset, max_length) -> Expor
         opset=opset,
         node_count=count_nodes(model.graph),
         max_length=max_length,
+        frame=frame,
     )

@@ -169,6 +169,9 @@ class CoreLowering:
     time_multiple(core, lowering): the length multiple the sequence form pads its input to.
     modes(core) → (λ̄, gain): every mode's eigenvalue and output gain (flat arrays), what the
         float32 limits of an unstable core are computed from (:func:`growth_of`).
+    frame(g, core, u, states, compute, steps) → (y, new states): ``steps`` = K steps in one
+        call, u (B, K, H) → y (B, K, H), states as for ``step`` (those after the K steps);
+        None: the layout has no frame form (the step graph refuses K > 1 for it).
     recurrent: False for a core without states (its lowering is FEEDTHROUGH).
     per_state_constants: each chunked level holds a (2Q × 2Q) matrix per state (LTI cores),
         so big layers carry across chunks by a Scan (``LayerLowering.states``); a selective
@@ -182,6 +185,7 @@ class CoreLowering:
     modes: Callable[..., tuple[np.ndarray, np.ndarray]] = lambda core: (np.zeros(0), np.zeros(0))
     recurrent: bool = True
     per_state_constants: bool = True
+    frame: Callable[..., tuple[str, list[str]]] | None = None
 
 
 def recurrence_states(

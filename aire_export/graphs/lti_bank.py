@@ -132,6 +132,31 @@ def step(
     return g.add(g.cast_if(y, F32, compute), feedthrough), [new]
 
 
+def frame(
+    g: GraphBuilder, core: ir.SisoBankLTI, u: str, state: list[str], compute: str, steps: int
+) -> tuple[str, list[str]]:
+    """K = ``steps`` steps from the entering state x_{−1} (B, H, N, 2), u (B, K, H) in
+    ``compute``, by the block-Toeplitz forms of one chunk of K steps (``toeplitz_forms``):
+
+        y_k = Σ_j T[h, j, k] u_j + Re Σ_n c_hn λ̄_hn^(k+1) x_{−1}     (u_j @ T, x_{−1} @ W_out)
+        x_{K−1} = λ̄^K ⊙ x_{−1} + e,   e = Σ_j λ̄^(K−1−j) b̄ u_j       (e = u @ W_in)
+
+    so no per-step state is materialized; the carry by λ̄^K is elementwise, split hi + lo
+    (recurrence.step_states). T holds D on its diagonal."""
+    (state,) = state
+    forms = toeplitz_forms(core, steps)
+    u_t = g.unsqueeze(g.transpose(u, [0, 2, 1]), [2])  # (B, H, 1, K)
+    y = g.matmul(u_t, g.const(forms.T, compute, "T"))  # (B, H, 1, K)
+    u32 = g.cast_if(u_t, compute, F32)
+    with g.scope("scan"):
+        e = g.matmul(u32, g.const(forms.W_in, F32, "W_in"))  # (B, H, 1, 2N)
+        flat = g.reshape(state, [0, 0, 1, -1])  # (B, H, 1, 2N), ordered (n, re/im)
+        entering = g.matmul(flat, g.const(forms.W_out, F32, "W_out"))  # (B, H, 1, K)
+        new = step_states(g, state, core.lam**steps, g.reshape(e, [0, 0, core.N, 2]), 4)
+    y = g.add(y, g.cast_if(entering, F32, compute))
+    return g.transpose(g.squeeze(y, [2]), [0, 2, 1]), [new]
+
+
 def states(core: ir.SisoBankLTI) -> list[tuple[str, list[int | str]]]:
     return [("", ["batch", core.H, core.N, 2])]
 
@@ -148,4 +173,4 @@ def modes(core: ir.SisoBankLTI) -> tuple[np.ndarray, np.ndarray]:
     return core.lam.ravel(), (np.abs(core.b) * sum(np.abs(c) for c in core.c)).ravel()
 
 
-LOWERING = CoreLowering(sequence, step, states, time_multiple, modes)
+LOWERING = CoreLowering(sequence, step, states, time_multiple, modes, frame=frame)

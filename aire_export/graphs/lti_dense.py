@@ -34,7 +34,12 @@ from aire_export.graphs.lowering import (
     entering_states,
     recurrence_states,
 )
-from aire_export.graphs.recurrence import RECURRENCE_DTYPE, pad_time, step_states
+from aire_export.graphs.recurrence import (
+    RECURRENCE_DTYPE,
+    frame_recurrence,
+    pad_time,
+    step_states,
+)
 
 F32 = RECURRENCE_DTYPE
 
@@ -98,22 +103,31 @@ def sequence(
 
 def _state_space(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, padded) -> str:
     """Input map → recurrence per direction → output map: v = u @ W_in (B, L, 2P) → (B, P, L, 2)."""
-    P = core.P
     chunked = lowering.method in ("chunked", "scan")
     pad_here = chunked and not padded
     if pad_here:
         u, length = pad_time(g, u, 3, 1, lowering.chunk)
-    v = g.matmul(u, g.const(input_matrix(core.B), compute, "B"))
-    v = g.transpose(g.reshape(g.cast_if(v, compute, F32), [0, 0, P, 2]), [0, 2, 1, 3])
+    v = _input_states(g, core, u, compute)
     y = None
     for d in range(len(core.C)):  # y = Σ_d s·Re(C_d x_d): one readout MatMul per direction
         with g.scope(f"scan{d}"):
             x = recurrence_states(g, v, core.lam, 4, lowering, d == 1, padded=chunked)
-        x = g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, -1])  # (B, L, 2P)
-        C = output_matrix(core.C[d], core.scale)
-        y_d = g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
+        y_d = _readout(g, core, x, d, compute)
         y = y_d if y is None else g.add(y, y_d)
     return g.slice(y, [0], length, [1]) if pad_here else y
+
+
+def _input_states(g: GraphBuilder, core: ir.DenseLTI, u: str, compute: str) -> str:
+    """v = B̄u for u (B, L, H) in ``compute``: u @ W_in (B, L, 2P) → (B, P, L, 2) float32."""
+    v = g.matmul(u, g.const(input_matrix(core.B), compute, "B"))
+    return g.transpose(g.reshape(g.cast_if(v, compute, F32), [0, 0, core.P, 2]), [0, 2, 1, 3])
+
+
+def _readout(g: GraphBuilder, core: ir.DenseLTI, x: str, direction: int, compute: str) -> str:
+    """s·Re(C̃_d x) (B, L, H) in ``compute`` for states x (B, P, L, 2) float32."""
+    x = g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, -1])  # (B, L, 2P)
+    C = output_matrix(core.C[direction], core.scale)
+    return g.matmul(g.cast_if(x, F32, compute), g.const(C, compute, "C"))
 
 
 def _toeplitz(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, padded) -> str:
@@ -153,6 +167,24 @@ def step(
     return g.add(y, feedthrough), [new]
 
 
+def frame(
+    g: GraphBuilder, core: ir.DenseLTI, u: str, state: list[str], compute: str, steps: int
+) -> tuple[str, list[str]]:
+    """K = ``steps`` steps from the entering state x_{−1} (B, P, 2), u (B, K, H) in ``compute``:
+
+        x_k = λ̄^(k+1) x_{−1} + Σ_{j ≤ k} λ̄^(k−j) B̄u_j;   y_k = s·Re(C̃x_k) + D ⊙ u_k
+
+    as the sequence form's input and output maps around recurrence.frame_recurrence (two
+    batched MatMuls: chunk-boundary states, then the states inside chunks of 8 steps); the
+    state after the frame is x_{K−1} (B, P, 2)."""
+    (state,) = state
+    feedthrough = g.mul(u, g.const(core.D, compute, "D"))
+    v = _input_states(g, core, u, compute)  # (B, P, K, 2)
+    with g.scope("scan"):
+        x, new = frame_recurrence(g, v, state, core.lam, 4, steps)
+    return g.add(_readout(g, core, x, 0, compute), feedthrough), [new]
+
+
 def states(core: ir.DenseLTI) -> list[tuple[str, list[int | str]]]:
     return [("", ["batch", core.P, 2])]
 
@@ -171,4 +203,4 @@ def modes(core: ir.DenseLTI) -> tuple[np.ndarray, np.ndarray]:
     return core.lam, core.scale * np.sqrt(core.H) * b * c
 
 
-LOWERING = CoreLowering(sequence, step, states, time_multiple, modes)
+LOWERING = CoreLowering(sequence, step, states, time_multiple, modes, frame=frame)

@@ -109,6 +109,71 @@ def chunked_recurrence(
     return states if padded else g.slice(states, [0], length, [time])
 
 
+FRAME_CHUNK = 8  # steps per chunk inside a frame
+
+
+def frame_recurrence(
+    g: GraphBuilder, v: str, start: str, lam: np.ndarray, rank: int, frame: int
+) -> tuple[str, str]:
+    """One frame of K = ``frame`` steps from the entering state x_{−1} = ``start`` (*lead, 2):
+
+        x_k = λ^(k+1) x_{−1} + Σ_{j ≤ k} λ^(k−j) v_j,   k = 0..K−1
+
+    for v (*lead, K, 2); returns (x (*lead, K, 2), the state after the frame x_{K−1}
+    (*lead, 2)). Two batched MatMuls (one small GEMM per state each), all shapes static:
+
+    1. the states entering chunks c = 1..n−1 of Q = FRAME_CHUNK steps, h_{c−1} = x_{cQ−1},
+       and the state after the frame x_{K−1}, from [v_0 … v_{K−1}, x_{−1}, x_{−1}] (2K + 4
+       wide) at once, the powers λ^m of x_{−1} split hi + lo in float32 (like
+       :func:`step_states`: λ^K multiplies the carried state once per frame, so its rounding
+       would otherwise accumulate over a long stream);
+    2. the states inside every chunk, [v_{cQ} … v_{cQ+Q−1}, h_{c−1}] (2Q + 2 wide, h_{−1} =
+       x_{−1}, the frame zero-padded to n·Q) times [M; G] (:func:`chunk_matrices`).
+
+    K ≤ Q is step 2 alone with its entering map split hi + lo. Measured on the stream
+    workload (benchmarks/RESULTS.md, streaming; 1 thread): at K = 32 one (2K × 2K) matrix per
+    state 1.5× slower, chunks of 4 or 16 steps 1.2× slower, the entering states added
+    elementwise 2× slower; the chunk ends carried one level up by this function (three
+    MatMuls) 1.0–1.1× slower at K = 16 and 32, and 24 more nodes."""
+    time, last_axis = rank - 2, rank - 1
+    q = min(frame, FRAME_CHUNK)
+    n = -(-frame // q)
+    M, G = chunk_matrices(lam, q, reverse=False)
+    x0 = g.unsqueeze(start, [time])  # (*lead, 1, 2)
+    if n == 1:
+        row = g.concat([g.reshape(v, [0] * time + [1, 2 * q]), x0, x0], axis=last_axis)
+        operator = np.concatenate([M, *(p.real for p in split_float32(G))], axis=-2)
+        x = g.matmul(row, g.const(operator, RECURRENCE_DTYPE, "frame"))  # (*lead, 1, 2K)
+        last = g.squeeze(g.slice(x, [2 * q - 2], [2 * q], [last_axis]), [time])
+        return g.reshape(x, [0] * time + [-1, 2]), last
+    row = g.concat([g.reshape(v, [0] * time + [1, 2 * frame]), x0, x0], axis=last_axis)
+    bounds = g.matmul(row, g.const(boundary_matrix(lam, frame, q), RECURRENCE_DTYPE, "bounds"))
+    bounds = g.reshape(bounds, [0] * time + [n, 2])  # h_0 … h_{n−2}, x_{K−1}
+    last = g.squeeze(g.slice(bounds, [n - 1], [n], [time]), [time])
+    entering = g.concat([x0, g.slice(bounds, [0], [n - 1], [time])], axis=time)  # h_{c−1}
+    if n * q > frame:
+        v = g.pad(v, [0] * (rank + time) + [n * q - frame, 0])
+    chunks = g.concat([g.reshape(v, [0] * time + [n, 2 * q]), entering], axis=last_axis)
+    x = g.matmul(chunks, g.const(np.concatenate([M, G], axis=-2), RECURRENCE_DTYPE, "chunks"))
+    x = g.reshape(x, [0] * time + [n * q, 2])
+    return (x, last) if n * q == frame else (g.slice(x, [0], [frame], [time]), last)
+
+
+def boundary_matrix(lam: np.ndarray, frame: int, q: int) -> np.ndarray:
+    """(S…, 2K + 4, 2n) float64: [v_0 … v_{K−1}, x_{−1} (hi), x_{−1} (lo)] ↦ the states at
+    steps t = Q−1, 2Q−1, …, (n−1)Q−1 and K−1 (n = ⌈K/Q⌉), x_t = λ^(t+1) x_{−1} +
+    Σ_{j ≤ t} λ^(t−j) v_j, as real row-vector blocks (:func:`complex_right`)."""
+    lam = np.asarray(lam, dtype=complex)
+    n = -(-frame // q)
+    t = np.append(q * np.arange(1, n) - 1, frame - 1)  # (n,)
+    lag = t[None, :] - np.arange(frame)[:, None]  # [j, c] = t_c − j
+    inputs = np.where(lag >= 0, lam[..., None, None] ** np.maximum(lag, 0), 0)  # (S…, K, n)
+    entering = [part[..., None, :] for part in split_float32(lam[..., None] ** (t + 1))]
+    Z = np.concatenate([inputs, *entering], axis=-2)  # (S…, K + 2, n)
+    R = complex_right(Z)  # (S…, rows, n, c_in, c_out)
+    return np.moveaxis(R, -2, -3).reshape(*lam.shape, 2 * (frame + 2), 2 * n)
+
+
 def scaled_pair(g: GraphBuilder, re: str, im: str, lam: np.ndarray) -> tuple[str, str]:
     """λ ⊙ (re + i·im) elementwise, λ split in float32 hi + lo parts (small part first):
     Σ_parts (λr re − λi im, λi re + λr im). λ broadcasts against re/im."""
@@ -123,12 +188,27 @@ def scaled_pair(g: GraphBuilder, re: str, im: str, lam: np.ndarray) -> tuple[str
     return out_re, out_im
 
 
+SWAP = np.array([[0.0, 1.0], [-1.0, 0.0]])  # [re, im] @ SWAP = [−im, re]: i·(re + i·im)
+
+
 def step_states(g: GraphBuilder, state: str, lam: np.ndarray, v: str, rank: int) -> str:
-    """One step x' = λ ⊙ x + v of states (…, 2), elementwise, λ split hi + lo in float32 (as
-    the Scan lowering does, so long streams do not drift with λ's rounding)."""
-    re, im = scaled_pair(g, *split_pair(g, state, rank), lam)
-    v_re, v_im = split_pair(g, v, rank)
-    return join_pair(g, g.add(re, v_re), g.add(im, v_im), rank)
+    """One step x' = λ ⊙ x + v of states x (…, 2), elementwise on the pairs as they are:
+
+        x' = Σ_parts (x ⊙ [λr, λr] + (x @ SWAP) ⊙ [λi, λi]) + v,   x @ SWAP = [−im, re]
+
+    (one MatMul by a shared 2 × 2 constant: a Gather of the swapped pair measured 3–6× slower
+    on S4D's (B, H, N, 2) states), λ split hi + lo in float32 (small part first, as the Scan
+    lowering does, so long streams do not drift with λ's rounding). The same products and
+    sums as re' = λr re − λi im, im' = λi re + λr im on split parts, in 9 nodes instead of 27
+    (no slices, squeezes or concat)."""
+    turned = g.matmul(state, g.const(SWAP, RECURRENCE_DTYPE, "swap"))
+    total = None
+    for part in reversed(split_float32(lam)):
+        same = g.const(np.stack([part.real, part.real], -1), RECURRENCE_DTYPE, "lam_re")
+        cross = g.const(np.stack([part.imag, part.imag], -1), RECURRENCE_DTYPE, "lam_im")
+        term = g.add(g.mul(state, same), g.mul(turned, cross))
+        total = term if total is None else g.add(term, total)
+    return g.add(total, v)
 
 
 def split_pair(g: GraphBuilder, x: str, rank: int) -> tuple[str, str]:

@@ -183,6 +183,7 @@ def export_json(result: ExportResult, target: str) -> dict[str, Any]:
                 "opset": graph.opset,
                 "nodes": graph.node_count,
                 "max_length": graph.max_length,
+                **({"frame": graph.frame} if graph.mode == "step" else {}),
             }
     summary: dict[str, Any] = {
         "target": target,

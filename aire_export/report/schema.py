@@ -80,15 +80,17 @@ PLAN_SCHEMA = _closed(
         "layers": {"type": "array", "items": _PLAN_LAYER},
     }
 )
+_GRAPH_FIELDS = {
+    "mode": {"enum": ["sequence", "step"]},
+    "scan": {"type": "string"},
+    "precision": {"type": "string"},
+    "opset": {"type": "integer"},
+    "nodes": {"type": "integer"},
+    "max_length": {"type": ["integer", "null"]},
+}
 _GRAPH = _closed(
-    {
-        "mode": {"enum": ["sequence", "step"]},
-        "scan": {"type": "string"},
-        "precision": {"type": "string"},
-        "opset": {"type": "integer"},
-        "nodes": {"type": "integer"},
-        "max_length": {"type": ["integer", "null"]},
-    }
+    {**_GRAPH_FIELDS, "frame": {"type": "integer", "minimum": 1}},  # steps per call (step graphs)
+    required=list(_GRAPH_FIELDS),
 )
 _EXPORT = _closed(
     {

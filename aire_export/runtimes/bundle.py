@@ -5,7 +5,8 @@ and the engine is built on the device (refs/deployment.md §4). The folder holds
 
     model.onnx            fp32 sequence graph (TensorRT 10 weak typing uses it with --fp16)
     model.fp16.onnx       fp16 projections around an fp32 scan, explicit Casts (strongly typed builds)
-    model.step.onnx       streaming graph (unidirectional models)
+    model.step.onnx       streaming graph (unidirectional models), one step or a frame of K steps
+                          per call as exported (``--frame K``; manifest.json records K)
     inputs.npz, inputs/*.bin     validation inputs (raw little-endian files for trtexec --loadInputs)
     ref_outputs.npz       float64 PyTorch outputs of the pruned model on those inputs (as float32)
     polygraphy_inputs.json, polygraphy_outputs.json
@@ -70,8 +71,9 @@ class BundleGraph:
 
     @classmethod
     def of(cls, graph: ExportedGraph, role: str) -> BundleGraph:
-        """The bundle entry of an exported graph (sequence graphs record their lowering)."""
-        details = {"scan": graph.scan} if graph.mode == "sequence" else {}
+        """The bundle entry of an exported graph (sequence graphs record their lowering, step
+        graphs their steps per call)."""
+        details = {"scan": graph.scan} if graph.mode == "sequence" else {"frame": graph.frame}
         inputs = tuple((spec.name, spec.shape) for spec in graph.inputs)
         return cls(graph.path, role, graph.precision, inputs, details)
 

@@ -332,28 +332,35 @@ def check_graph_io(graph: Path, model: SSMNetwork) -> None:
         )
 
 
-STEP_PARITY_STEPS = 4096  # streamed steps at most (each one session run)
+STEP_PARITY_STEPS = 4096  # streamed steps at most (one session run per step or frame)
 
 
 def step_parity(
     graph: Path, pruned: SSMNetwork, samples: SequenceData, options: ValidateOptions
 ) -> ParityResult:
-    """Lowering fidelity of the streaming graph: ``model.step.onnx`` driven one step at a time
-    from the zero state over the parity sequences (up to their shortest valid length, at most
-    STEP_PARITY_STEPS), against the float64 model on the same prefix: its last output (a
-    classifier), or its output at every step (a per-token model: a language model decoding)."""
-    steps = min(samples.length, STEP_PARITY_STEPS)
-    if samples.lengths is not None:
-        steps = min(steps, int(samples.lengths.min()))
-    x = samples.x[:, :steps]
-    reference = TorchRunner(pruned, dtype=torch.float64).run({"x": x})
+    """Lowering fidelity of the streaming graph: ``model.step.onnx`` driven from the zero state
+    over the parity sequences, one call per step or per frame of K steps (its ``x`` says
+    which), against the float64 model's output after every step (:func:`stepwise_reference`).
+
+    Streamed: the parity length (up to the shortest valid length, at most STEP_PARITY_STEPS)
+    rounded down to whole frames, since a frame graph takes whole frames only; sequences
+    shorter than one frame are a bad input (give --length ≥ K)."""
     runner = OrtRunner(SessionLoader(graph, "cpu", emulate_bf16=options.precision == "bf16"))
-    outputs = stream(runner, x)
-    actual = np.stack(outputs, 1) if pruned.config.per_token else outputs[-1]
+    frame = frame_of(runner, pruned)
+    available = min(samples.length, STEP_PARITY_STEPS)
+    if samples.lengths is not None:
+        available = min(available, int(samples.lengths.min()))
+    steps = available - available % frame
+    if steps == 0:
+        raise InputError(
+            f"{graph.name} takes frames of {frame} steps but the parity sequences have "
+            f"{available}: give --length ≥ {frame} (or inputs at least that long)"
+        )
+    x = samples.x[:, :steps]
     return compare_outputs(
         runner.name,
-        {"y": actual},
-        reference,
+        {"y": stream(runner, x, frame)},
+        {"y": stepwise_reference(pruned, x)},
         parity_gate(pruned, options, steps),
         precision=options.precision,
         graph=graph.name,
@@ -362,9 +369,18 @@ def step_parity(
     )
 
 
-def stream(runner: OrtRunner, x: np.ndarray) -> list[np.ndarray]:
-    """Run a step graph over x (B, T[, d]) from the zero state, feeding every ``name_out``
-    back as ``name``; the output ``y`` after each step."""
+def frame_of(runner: OrtRunner, model: SSMNetwork) -> int:
+    """Steps per call of a step graph: 1 when its x is one step ((batch,) token ids or
+    (batch, d_input)), else the length K of its time axis ((batch, K[, d_input]))."""
+    shape = runner.input_shapes["x"]
+    one_step = 1 if model.config.input_kind == "tokens" else 2
+    return 1 if len(shape) == one_step else int(shape[1])
+
+
+def stream(runner: OrtRunner, x: np.ndarray, frame: int = 1) -> np.ndarray:
+    """Run a step graph over x (B, T[, d]) from the zero state, ``frame`` steps per call (T a
+    multiple of it), feeding every ``name_out`` back as ``name``; ``y`` after every step
+    (B, T, d_output)."""
     batch = x.shape[0]
     feeds = {
         name: np.zeros([batch if d == "batch" else d for d in shape], np.float32)
@@ -372,11 +388,27 @@ def stream(runner: OrtRunner, x: np.ndarray) -> list[np.ndarray]:
         if name != "x"
     }
     ys = []
-    for t in range(x.shape[1]):
-        outputs = runner.run({**feeds, "x": x[:, t]})
+    for t in range(0, x.shape[1], frame):
+        outputs = runner.run({**feeds, "x": x[:, t] if frame == 1 else x[:, t : t + frame]})
         feeds = {name: outputs[f"{name}_out"] for name in feeds}
-        ys.append(outputs["y"])
-    return ys
+        ys.append(outputs["y"][:, None] if frame == 1 else outputs["y"])
+    return np.concatenate(ys, 1)
+
+
+def stepwise_reference(model: SSMNetwork, x: np.ndarray) -> np.ndarray:
+    """The float64 model's output after every step of x (B, T[, d]), (B, T, d_output): what a
+    step graph streamed over x gives. A classifier's is the head of its pooling so far
+    (mean: the running mean of the top features; last: the current ones)."""
+    runner = TorchRunner(model, dtype=torch.float64)
+    if model.config.per_token:
+        return runner.run({"x": x})["y"]
+    inputs = torch.from_numpy(np.ascontiguousarray(x))
+    net = runner.model
+    with torch.inference_mode():
+        h = net.features(inputs.double() if inputs.is_floating_point() else inputs)
+        if net.config.pooling != "last":
+            h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype)[:, None]
+        return net.head(h).numpy()
 
 
 def parity_gate(model: SSMNetwork, options: ValidateOptions, length: int) -> Tolerance:
