@@ -76,3 +76,14 @@ def test_the_latency_budget_benchmark_re_measures_each_choice(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["ratio"] == 0.0 and row["points_measured"] == 1  # 1000 × the unpruned time
     assert row["repeats"] == 2 and row["remeasured_median_ms"]["min"] > 0
+
+
+def test_the_certificate_benchmark_smoke_run_compares_old_and_new(tmp_path):
+    out = tmp_path / "certificates.json"
+    _benchmark("certificates.py", "--quick", "--repeats", "1", "--ratios", "0.7", "--out", str(out))
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["model"] == "s5_digits" and len(row["layers"]) == 4
+    assert max(row["max_relative"][f] for f in ("bound", "measured_hinf", "h2")) <= 1e-9
+    stage = result["prune_stage"]["median_ms"]
+    assert set(stage) == {"new certificates", "old certificates", "no certificates"}
