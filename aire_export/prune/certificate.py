@@ -35,16 +35,20 @@ states) the layer is a compression of that operator, so its gain is no larger.
                      rises, then regula falsi (Illinois) for σ′ = 0 in the bracket where σ′
                      changes sign, each ascent to convergence. The last steps, and the value
                      returned, in complex128.
-                  About 30–70 eigenproblems per layer of the pathx workload (H = 128), where
-                  σ_max at every candidate above the best ‖G‖_F took 400–1500 (12× slower).
+                  On the pathx workload (H = 128, ratios 0.3–0.9) that is 26–98 matrices G(ω)
+                  per layer, most seeds settled by the Cholesky test, against ~480–560
+                  eigenproblems (ratio 0.7) when σ_max was computed at every candidate above
+                  the best ‖G‖_F and a 122-point zoom followed: 8.6–10.6× faster at ratios
+                  0.5–0.9 (benchmarks/RESULTS.md).
                   What it guarantees: the value is σ_max at the ω returned, so a lower
-                  estimate of the true supremum (which the bound must exceed); that ω is a
-                  stationary point of σ_max (σ′ = 0, a kink where singular values cross, or
-                  0 or π), at least as high as every candidate sampled. What it does not:
+                  estimate of the true supremum (which the bound must exceed), at least as
+                  high as every candidate sampled; that ω is (unless an ascent ran out of
+                  REFINE_STEPS) a local maximum of σ_max: σ′ = 0, a kink where singular
+                  values cross, or 0 or π. What it does not:
                   that no unsampled candidate is higher; a peak is found when its basin holds
                   a sampled local maximum of ‖G‖_F (or is at 0 or π). On every layer of the
                   shipped models and of the pathx workload at ratios 0.3–0.9 it gives the
-                  values of the exhaustive search it replaced to ≤ 1e-9 relative
+                  values of the exhaustive search it replaced to ≤ 1e-12 relative
                   (benchmarks/certificates.py); tests compare it with a dense brute-force grid
                   on random layers with resonances 1e-5 inside the unit circle.
 
