@@ -110,3 +110,17 @@ def test_the_streaming_benchmark_smoke_run_times_every_contender_after_checking_
     assert max(r["max_rel_error"] for r in rows if r["contender"] == "onnx") <= 1e-5
     assert all(r["us_per_step"] > 0 for r in rows)
     assert "100%: K=1 / K=32" in result["ratios"] and "100% / 30% at K=32" in result["ratios"]
+
+
+def test_the_certificate_benchmark_smoke_run_compares_old_and_new(tmp_path):
+    history = subprocess.run(["git", "cat-file", "-e", "0d45a51^{commit}"], cwd=ROOT)
+    if history.returncode != 0:  # a shallow clone: the old implementation is not there
+        pytest.skip("needs the git history holding 0d45a51 (the old certificates)")
+    out = tmp_path / "certificates.json"
+    _benchmark("certificates.py", "--quick", "--repeats", "1", "--ratios", "0.7", "--out", str(out))
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["model"] == "s5_digits" and len(row["layers"]) == 4
+    assert max(row["max_relative"][f] for f in ("bound", "measured_hinf", "h2")) <= 1e-9
+    stage = result["prune_stage"]["median_ms"]
+    assert set(stage) == {"new certificates", "old certificates", "no certificates"}
