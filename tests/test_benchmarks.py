@@ -124,3 +124,16 @@ def test_the_certificate_benchmark_smoke_run_compares_old_and_new(tmp_path):
     assert max(row["max_relative"][f] for f in ("bound", "measured_hinf", "h2")) <= 1e-9
     stage = result["prune_stage"]["median_ms"]
     assert set(stage) == {"new certificates", "old certificates", "no certificates"}
+
+
+def test_the_auto_choice_benchmark_times_every_lowering_and_names_autos_choice(tmp_path):
+    out = tmp_path / "auto.json"
+    _benchmark(
+        "auto_choice.py", "--workloads", "listops", "--keeps", "1.0", "--threads", "1",
+        "--rounds", "1", "--max-length", "64", "--out", str(out),
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["batch"], r["length"]) for r in rows] == [(1, 64), (32, 64)]
+    for row in rows:
+        assert set(row["median_ms"]) == {"chunked", "scan", "toeplitz"}
+        assert row["auto"] in row["median_ms"] and row["auto_vs_fastest"] >= 1.0

@@ -14,11 +14,16 @@ from collections.abc import Sequence
 from aire_export.ir import Core, DenseLTI, LoweringRule, SelectiveCore, SisoBankLTI
 
 CPU_SOURCE = (
-    "benchmarks/cpu_lowerings.py, 2026-11-23 (benchmarks/RESULTS.md, 'CPU: every lowering vs "
-    "PyTorch eager'): dense S5 chunked fastest or within noise at every B, T, P; S4D banks "
-    "block-Toeplitz 2.3-41x eager, Q=32 about 2x faster than Q=16 at batch 16"
+    "benchmarks/auto_choice.py, 2026-12-01 (benchmarks/RESULTS.md, 'CPU: is auto the fastest "
+    "lowering'): whole pathx, pathfinder and listops models, unpruned and at 30 %, batch 1 "
+    "and the workload's batch, 1 thread: chunked within 1.00-1.07x of the fastest of chunked, "
+    "scan and block-Toeplitz in 11 of 12 cells (1.12x once, listops at 30 %, B=32); "
+    "block-Toeplitz is 2.4x slower on pathfinder, so no Toeplitz rule. Earlier: "
+    "benchmarks/cpu_lowerings.py, 2026-11-23, single layers, chunked fastest or within noise"
 )
 CPU_SISO_SOURCE = (
+    "benchmarks/auto_choice.py, 2026-12-01: text-s4d unpruned and at 30 %, 1 thread: scan "
+    "(Toeplitz chunks, Scan carry) within 1.00x of the toeplitz lowering in every cell; "
     "benchmarks/cpu_lowerings.py --models s4d s4d-10 and the keywords example, 2026-11-23 "
     "(benchmarks/RESULTS.md, 'CPU: S4D carry'): block-Toeplitz chunks (Q=32) with the carry "
     "across chunks in one Scan. A bank small enough for chunked-level carries (H·N ≤ 1024, "
