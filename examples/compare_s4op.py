@@ -1,7 +1,7 @@
 """S4oP against AIRE-Prune on a shipped model: accuracy and measured latency at 10 … 90 % of
 the pruning unit removed.
 
-    python examples/compare_s4op.py [--model keywords|digits|charlm] [--seeds 7,42] [--epochs 2]
+    python examples/compare_s4op.py [--model keywords|digits|charlm|listops] [--seeds 7,42] [--epochs 2]
                                     [--lr 1e-3] [--threads 1] [--train-count N]
                                     [--out examples/results/s4op_MODEL.json]
 
@@ -23,6 +23,10 @@ training modules, seed 5), and the shipped eval windows (128 × 256 characters o
 never trained on) split in two: the first 64 validate, the last 64 test; the scores of states
 and channels are measured on the shipped calibration windows. A unit there is an inner
 channel (of d_inner) or a state (of d_state).
+
+listops (bidirectional S5): generated expressions (data_listops.py, the eval set's lengths
+256–2048, none of the eval set's): ``--train-count`` (500) to fine-tune (seed 7), 200 to
+validate (seed 8), the shipped eval set (256) to test.
 
 Contenders, every one at the fraction p of its unit removed:
 
@@ -116,10 +120,21 @@ def charlm_sets(count: int | None) -> tuple[SequenceData, SequenceData, Sequence
     )
 
 
+def listops_sets(count: int | None) -> tuple[SequenceData, SequenceData, SequenceData]:
+    from data_listops import generate_listops, token_keys
+    from sequence_set import SequenceSet
+
+    test = SequenceSet.load(HERE / "data" / "listops_eval.npz")
+    val = generate_listops(200, seed=8, exclude=token_keys(test))
+    train = generate_listops(count or 500, seed=7, exclude=token_keys(test) | token_keys(val))
+    return _as_data(train, "train"), _as_data(val, "val"), _as_data(test, "test")
+
+
 MODELS = {  # checkpoint, data sets, calibration data (selective models)
     "keywords": ("checkpoints/s4d_keywords.pt", keyword_sets, None),
     "digits": ("checkpoints/s5_digits.pt", digit_sets, None),
     "charlm": ("checkpoints/mamba_charlm.pt", charlm_sets, "data/charlm_calib.npz"),
+    "listops": ("checkpoints/s5_listops.pt", listops_sets, None),
 }
 
 
