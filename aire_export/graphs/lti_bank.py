@@ -67,6 +67,87 @@ def toeplitz_forms(core: ir.SisoBankLTI, q: int) -> ToeplitzForms:
     return ToeplitzForms(T, np.concatenate(w_in, -1), np.concatenate(w_out, 1))
 
 
+def kernel_table(core: ir.SisoBankLTI, q: int) -> np.ndarray:
+    """(H, 2q) float64 [K_fwd[0] + K_bwd[0] + D, K_fwd[1..q−1], K_bwd[1..q−1], 0] (no K_bwd
+    on a forward core): every entry of :func:`_toeplitz` is one of these, sums included."""
+    kernels = [kernel(core, q, d) for d in range(len(core.c))]
+    diagonal = sum(K[:, 0] for K in kernels) + core.D
+    backward = kernels[1][:, 1:] if len(kernels) == 2 else np.zeros((core.H, q - 1))
+    zero = np.zeros((core.H, 1))
+    return np.concatenate([diagonal[:, None], kernels[0][:, 1:], backward, zero], axis=1)
+
+
+def toeplitz_index(q: int) -> np.ndarray:
+    """(q, q) positions in :func:`kernel_table` of T[h, j, k]: lag k − j > 0 forward, j − k > 0
+    backward (a zero on a forward core), the diagonal first."""
+    j, k = np.meshgrid(np.arange(q), np.arange(q), indexing="ij")
+    return np.where(k >= j, k - j, q - 1 + j - k)
+
+
+def binary_powers(lam: np.ndarray, count: int) -> np.ndarray:
+    """(…, bits) complex float64 λ^(2^i), i = 0..bits−1, 2^bits ≥ count: λ^m for m < count is
+    the product of the factors of m's binary digits (at most bits − 1 float32 products)."""
+    bits = max(int(np.ceil(np.log2(count))), 1)
+    return np.asarray(lam, dtype=complex)[..., None] ** (2 ** np.arange(bits))
+
+
+def graph_powers(g: GraphBuilder, lam: np.ndarray, count: int) -> tuple[str, str]:
+    """(re, im) of λ^m, m = 0..count−1, float32 (…, count), built in the graph from the
+    float32 λ^(2^i) (:func:`binary_powers`) by doubling: [λ^0 … λ^(2^i − 1)] is extended by
+    itself times λ^(2^i), one broadcast complex product per digit."""
+    factors = binary_powers(lam, count)
+    axis = factors.ndim - 1
+    factors = [
+        _complex_const(g, factors[..., i : i + 1], "lam_2i") for i in range(factors.shape[-1])
+    ]
+    zero = g.mul(factors[0][0], g.const(0.0, F32, "zero"))  # λ^0 = 1 + 0i, shaped (…, 1)
+    powers = (g.add(zero, g.const(1.0, F32, "one")), zero)
+    for factor in factors:
+        higher = _complex_mul(g, powers, factor)
+        powers = tuple(g.concat([a, b], axis) for a, b in zip(powers, higher, strict=True))
+    return tuple(g.slice(x, [0], [count], [axis]) for x in powers)
+
+
+def _complex_mul(g: GraphBuilder, a: tuple[str, str], b: tuple[str, str]) -> tuple[str, str]:
+    """(re, im) of a·b for a = (re, im) and b = (re, im), broadcasting."""
+    re = g.sub(g.mul(a[0], b[0]), g.mul(a[1], b[1]))
+    return re, g.add(g.mul(a[0], b[1]), g.mul(a[1], b[0]))
+
+
+def _complex_const(g: GraphBuilder, z: np.ndarray, hint: str) -> tuple[str, str]:
+    return g.const(z.real, F32, f"{hint}_re"), g.const(z.imag, F32, f"{hint}_im")
+
+
+def toeplitz_operators(
+    g: GraphBuilder, core: ir.SisoBankLTI, q: int, compute: str, weights: str
+) -> ToeplitzForms:
+    """The :func:`toeplitz_forms` of ``core`` built in the graph (names, not arrays): T in
+    ``compute`` by one Gather from :func:`kernel_table` (equal to the float64 T cast, bit for
+    bit); W_in, W_out in ``weights`` from b̄, c̄ and λ̄^m in float32 (:func:`graph_powers`:
+    2⌈log2(Q + 1)⌉ floats per state instead of 4Q·dirs), within a few
+    float32 roundings of the float64 forms. All inputs are initializers: the nodes fold when
+    the graph is loaded."""
+    H, N = core.H, core.N
+    table = g.const(kernel_table(core, q), compute, "kernel")
+    T = g.op("Gather", table, g.ints(toeplitz_index(q).ravel().tolist()), axis=1)
+    T = g.reshape(T, [H, q, q])
+    powers = graph_powers(g, core.lam, q + 1)  # λ̄^m (H, N, q + 1), m = 0..q
+    in_pow, out_pow = boundary_exponents(q)
+    w_in, w_out = [], []
+    for d in range(len(core.c)):
+        p_in = [g.op("Gather", x, g.ints(in_pow[d].tolist()), axis=2) for x in powers]
+        re, im = _complex_mul(g, _complex_const(g, core.b[..., None], "b"), p_in)  # (H, N, Q)
+        w = g.reshape(g.concat([g.unsqueeze(re, [2]), g.unsqueeze(im, [2])], 2), [H, 2 * N, q])
+        w_in.append(g.transpose(w, [0, 2, 1]))  # (H, Q, 2N)
+        p_out = [g.op("Gather", x, g.ints(out_pow[d].tolist()), axis=2) for x in powers]
+        re, im = _complex_mul(g, _complex_const(g, core.c[d][..., None], "c"), p_out)
+        parts = [g.unsqueeze(re, [2]), g.unsqueeze(g.op("Neg", im), [2])]
+        w_out.append(g.reshape(g.concat(parts, 2), [H, 2 * N, q]))  # (H, 2N, Q)
+    W_in = w_in[0] if len(w_in) == 1 else g.concat(w_in, -1)
+    W_out = w_out[0] if len(w_out) == 1 else g.concat(w_out, 1)
+    return ToeplitzForms(T, g.cast_if(W_in, F32, weights), g.cast_if(W_out, F32, weights))
+
+
 def sequence(
     g: GraphBuilder,
     core: ir.SisoBankLTI,
@@ -99,12 +180,12 @@ def _state_space(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, compute, p
 
 def _toeplitz_chunks(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, compute, padded) -> str:
     q = lowering.toeplitz_chunk
-    forms = toeplitz_forms(core, q)
+    forms = toeplitz_operators(g, core, q, compute, compute)
     H, N = core.H, core.N
     chunks_in, length = (u, None) if padded else pad_time(g, u, 3, 1, q)
     chunks = g.transpose(g.reshape(chunks_in, [0, -1, q, H]), [0, 3, 1, 2])  # (B, H, n, Q)
-    y = g.matmul(chunks, g.const(forms.T, compute, "T"))  # (B, H, n, Q)
-    ends = g.cast_if(g.matmul(chunks, g.const(forms.W_in, compute, "W_in")), compute, F32)
+    y = g.matmul(chunks, forms.T)  # (B, H, n, Q)
+    ends = g.cast_if(g.matmul(chunks, forms.W_in), compute, F32)
     entering = []
     for d in range(len(core.c)):
         e = g.slice(ends, [2 * N * d], [2 * N * (d + 1)], [3])  # (B, H, n, 2N)
@@ -113,7 +194,7 @@ def _toeplitz_chunks(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, comput
             h = entering_states(g, e, core.lam, 5, lowering, reverse=d == 1)
         entering.append(g.reshape(g.transpose(h, [0, 1, 3, 2, 4]), [0, 0, 0, -1]))
     h = entering[0] if len(entering) == 1 else g.concat(entering, axis=3)  # (B, H, n, 2N·dirs)
-    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
+    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), forms.W_out))
     y = g.reshape(g.transpose(y, [0, 2, 3, 1]), [0, -1, H])  # (B, nQ, H)
     return y if padded else g.slice(y, [0], length, [1])
 
@@ -144,14 +225,14 @@ def frame(
     so no per-step state is materialized; the carry by λ̄^K is elementwise, split hi + lo
     (recurrence.step_states). T holds D on its diagonal."""
     (state,) = state
-    forms = toeplitz_forms(core, steps)
+    forms = toeplitz_operators(g, core, steps, compute, F32)
     u_t = g.unsqueeze(g.transpose(u, [0, 2, 1]), [2])  # (B, H, 1, K)
-    y = g.matmul(u_t, g.const(forms.T, compute, "T"))  # (B, H, 1, K)
+    y = g.matmul(u_t, forms.T)  # (B, H, 1, K)
     u32 = g.cast_if(u_t, compute, F32)
     with g.scope("scan"):
-        e = g.matmul(u32, g.const(forms.W_in, F32, "W_in"))  # (B, H, 1, 2N)
+        e = g.matmul(u32, forms.W_in)  # (B, H, 1, 2N)
         flat = g.reshape(state, [0, 0, 1, -1])  # (B, H, 1, 2N), ordered (n, re/im)
-        entering = g.matmul(flat, g.const(forms.W_out, F32, "W_out"))  # (B, H, 1, K)
+        entering = g.matmul(flat, forms.W_out)  # (B, H, 1, K)
         new = step_states(g, state, core.lam**steps, g.reshape(e, [0, 0, core.N, 2]), 4)
     y = g.add(y, g.cast_if(entering, F32, compute))
     return g.transpose(g.squeeze(y, [2]), [0, 2, 1]), [new]
