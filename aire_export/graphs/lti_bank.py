@@ -91,31 +91,32 @@ def binary_powers(lam: np.ndarray, count: int) -> np.ndarray:
     return np.asarray(lam, dtype=complex)[..., None] ** (2 ** np.arange(bits))
 
 
-def graph_powers(g: GraphBuilder, lam: np.ndarray, count: int) -> tuple[str, str]:
-    """(re, im) of λ^m, m = 0..count−1, float32 (…, count), built in the graph from the
-    float32 λ^(2^i) (:func:`binary_powers`) by doubling: [λ^0 … λ^(2^i − 1)] is extended by
-    itself times λ^(2^i), one broadcast complex product per digit."""
+def graph_powers(g: GraphBuilder, lam: np.ndarray, count: int) -> str:
+    """[Re λ^m, Im λ^m], m = 0..2^bits − 1 ≥ count − 1, float32 (…, 2^bits, 2), built in the
+    graph from the float32 λ^(2^i) (:func:`binary_powers`) by doubling: [λ^0 … λ^(2^i − 1)]
+    is extended by itself times λ^(2^i), one MatMul by the real form R(λ^(2^i)) per digit."""
     factors = binary_powers(lam, count)
-    axis = factors.ndim - 1
-    factors = [
-        _complex_const(g, factors[..., i : i + 1], "lam_2i") for i in range(factors.shape[-1])
-    ]
-    zero = g.mul(factors[0][0], g.const(0.0, F32, "zero"))  # λ^0 = 1 + 0i, shaped (…, 1)
-    powers = (g.add(zero, g.const(1.0, F32, "one")), zero)
-    for factor in factors:
-        higher = _complex_mul(g, powers, factor)
-        powers = tuple(g.concat([a, b], axis) for a, b in zip(powers, higher, strict=True))
-    return tuple(g.slice(x, [0], [count], [axis]) for x in powers)
+    lead, bits = factors.ndim - 1, factors.shape[-1]
+    R = real_forms(g, factors, "lam_2i")  # (…, bits, 2, 2)
+    steps = [g.op("Gather", R, g.ints(i), axis=lead) for i in range(bits)]  # (…, 2, 2) each
+    row = g.slice(steps[0], [0], [1], [lead])  # (…, 1, 2): its shape for λ^0 = [1, 0]
+    x = g.add(g.mul(row, g.const(0.0, F32, "zero")), g.const([1.0, 0.0], F32, "one"))
+    for step in steps:
+        x = g.concat([x, g.matmul(x, step)], lead)
+    return x
 
 
-def _complex_mul(g: GraphBuilder, a: tuple[str, str], b: tuple[str, str]) -> tuple[str, str]:
-    """(re, im) of a·b for a = (re, im) and b = (re, im), broadcasting."""
-    re = g.sub(g.mul(a[0], b[0]), g.mul(a[1], b[1]))
-    return re, g.add(g.mul(a[0], b[1]), g.mul(a[1], b[0]))
+REAL_FORM_INDEX = {False: [0, 1, 3, 0], True: [0, 3, 3, 2]}  # in [re, im, −re, −im]
 
 
-def _complex_const(g: GraphBuilder, z: np.ndarray, hint: str) -> tuple[str, str]:
-    return g.const(z.real, F32, f"{hint}_re"), g.const(z.imag, F32, f"{hint}_im")
+def real_forms(g: GraphBuilder, z: np.ndarray, hint: str, conjugate_output: bool = False) -> str:
+    """(…, 2, 2) float32 M with [Re p, Im p] @ M = [Re zp, Im zp] (builder.complex_right), or
+    [Re zp, −Im zp] with ``conjugate_output``, for complex z (…): stored as its float32
+    (re, im) pairs, the 2 × 2 forms by one Gather of [re, im, −re, −im] in the graph."""
+    stored = g.const(pairs(z), F32, hint)  # (…, 2)
+    table = g.concat([stored, g.op("Neg", stored)], z.ndim)
+    M = g.op("Gather", table, g.ints(REAL_FORM_INDEX[conjugate_output]), axis=z.ndim)
+    return g.reshape(M, [*z.shape, 2, 2])
 
 
 def toeplitz_operators(
@@ -124,25 +125,23 @@ def toeplitz_operators(
     """The :func:`toeplitz_forms` of ``core`` built in the graph (names, not arrays): T in
     ``compute`` by one Gather from :func:`kernel_table` (equal to the float64 T cast, bit for
     bit); W_in, W_out in ``weights`` from b̄, c̄ and λ̄^m in float32 (:func:`graph_powers`:
-    2⌈log2(Q + 1)⌉ floats per state instead of 4Q·dirs), within a few
-    float32 roundings of the float64 forms. All inputs are initializers: the nodes fold when
-    the graph is loaded."""
+    2⌈log2(Q + 1)⌉ floats per state instead of 4Q·dirs), within a few float32 roundings of
+    the float64 forms (measured: benchmarks/RESULTS.md, graph size). All inputs are
+    initializers: the nodes fold when the graph is loaded, at a cost in session creation."""
     H, N = core.H, core.N
     table = g.const(kernel_table(core, q), compute, "kernel")
     T = g.op("Gather", table, g.ints(toeplitz_index(q).ravel().tolist()), axis=1)
     T = g.reshape(T, [H, q, q])
-    powers = graph_powers(g, core.lam, q + 1)  # λ̄^m (H, N, q + 1), m = 0..q
+    powers = graph_powers(g, core.lam, q + 1)  # [Re, Im] λ̄^m (H, N, ≥ q + 1, 2), m = 0..
     in_pow, out_pow = boundary_exponents(q)
     w_in, w_out = [], []
     for d in range(len(core.c)):
-        p_in = [g.op("Gather", x, g.ints(in_pow[d].tolist()), axis=2) for x in powers]
-        re, im = _complex_mul(g, _complex_const(g, core.b[..., None], "b"), p_in)  # (H, N, Q)
-        w = g.reshape(g.concat([g.unsqueeze(re, [2]), g.unsqueeze(im, [2])], 2), [H, 2 * N, q])
-        w_in.append(g.transpose(w, [0, 2, 1]))  # (H, Q, 2N)
-        p_out = [g.op("Gather", x, g.ints(out_pow[d].tolist()), axis=2) for x in powers]
-        re, im = _complex_mul(g, _complex_const(g, core.c[d][..., None], "c"), p_out)
-        parts = [g.unsqueeze(re, [2]), g.unsqueeze(g.op("Neg", im), [2])]
-        w_out.append(g.reshape(g.concat(parts, 2), [H, 2 * N, q]))  # (H, 2N, Q)
+        p_in = g.op("Gather", powers, g.ints(in_pow[d].tolist()), axis=2)  # (H, N, Q, 2)
+        z = g.matmul(p_in, real_forms(g, core.b, "b"))
+        w_in.append(g.reshape(g.transpose(z, [0, 2, 1, 3]), [H, q, 2 * N]))  # (H, Q, 2N)
+        p_out = g.op("Gather", powers, g.ints(out_pow[d].tolist()), axis=2)
+        z = g.matmul(p_out, real_forms(g, core.c[d], "c", conjugate_output=True))
+        w_out.append(g.reshape(g.transpose(z, [0, 1, 3, 2]), [H, 2 * N, q]))  # (H, 2N, Q)
     W_in = w_in[0] if len(w_in) == 1 else g.concat(w_in, -1)
     W_out = w_out[0] if len(w_out) == 1 else g.concat(w_out, 1)
     return ToeplitzForms(T, g.cast_if(W_in, F32, weights), g.cast_if(W_out, F32, weights))
