@@ -137,3 +137,22 @@ def test_the_auto_choice_benchmark_times_every_lowering_and_names_autos_choice(t
     for row in rows:
         assert set(row["median_ms"]) == {"chunked", "scan", "toeplitz"}
         assert row["auto"] in row["median_ms"] and row["auto_vs_fastest"] >= 1.0
+
+
+def test_the_graph_size_benchmark_smoke_run_compares_old_and_new_graphs(tmp_path):
+    history = subprocess.run(["git", "cat-file", "-e", "9797b4e^{commit}"], cwd=ROOT)
+    if history.returncode != 0:  # a shallow clone: the old lowering is not there
+        pytest.skip("needs the git history holding 9797b4e (the stored Q×Q tables)")
+    out = tmp_path / "graph_size.json"
+    _benchmark("graph_size.py", "--quick", "--repeats", "1", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["lowering"]) for r in rows] == [
+        ("s5_digits", "auto"),
+        ("s5_digits", "scan"),
+    ]
+    for row in rows:
+        assert row["new_fp32_bytes"] < row["old_fp32_bytes"]
+        assert row["new_fp16_bytes"] <= row["new_fp32_bytes"]
+        assert row["new_loaded_nodes"] <= row["old_loaded_nodes"]  # the power tables fold
+        assert row["max_rel_difference"] <= 1e-6
+        assert row["load_ms"]["new"] > 0 and row["run_ms"]["new"] > 0

@@ -94,7 +94,8 @@ def test_graphs_of_a_channel_pruned_model_match_it(tmp_path, scan, maker):
     assert rel_err(run_sequence(result.sequence.path, x), want) <= 1e-5
     assert rel_err(stream(result.step.path, model, x)[-1], want) <= 1e-5
     graph = onnx.load(result.sequence.path)
-    gathers = sum(n.op_type == "Gather" for n in graph.graph.node)
+    constants = {t.name for t in graph.graph.initializer}  # Gathers of tables fold at load
+    gathers = sum(n.op_type == "Gather" and n.input[0] not in constants for n in graph.graph.node)
     if maker is make_s4d:  # the scan runs on the active channels only
         assert gathers >= 3
     else:  # S5's states serve every channel: widened with zero B̄ columns, C̃ rows, D_h = 1

@@ -232,3 +232,22 @@ def test_the_max_drop_search_is_recorded_in_the_report(tmp_path, labelled, capsy
     assert search["budget_pp"] == 5 and search["ratio"] == report["plan"]["ratio_requested"]
     assert len(search["curve"]) >= 20 and search["drop_pp"] <= 5
     assert report["accuracy"]["budget_pp"] == 5 and report["accuracy"]["passed"]
+
+
+def test_the_report_gives_graph_bytes_next_to_parameter_bytes(tmp_path, capsys):
+    model = make_s5()
+    path = ax.save(model, tmp_path / "m.pt")
+    code, out, err = run(capsys, path, "--ratio", "0.5", "--length", "16", "--no-latency", "--json")
+    assert code == 0, err
+    report = check(json.loads(out))
+    folder = tmp_path / "m.aire"
+    assert report["model"]["parameter_bytes_before"] == 4 * report["model"]["parameters_before"]
+    assert report["model"]["parameter_bytes_after"] == 4 * report["model"]["parameters_after"]
+    assert report["model"]["parameter_bytes_after"] < report["model"]["parameter_bytes_before"]
+    graphs = report["export"]["graphs"]
+    assert set(graphs) == {"model.onnx", "model.step.onnx"}
+    for name, graph in graphs.items():
+        assert graph["bytes"] == (folder / name).stat().st_size
+    summary = (folder / "report.md").read_text()
+    assert f"| parameter bytes (fp32) | {report['model']['parameter_bytes_before']:,} |" in summary
+    assert f"| model.onnx bytes | | {graphs['model.onnx']['bytes']:,} |" in summary

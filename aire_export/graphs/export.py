@@ -67,6 +67,7 @@ class ExportedGraph:
     node_count: int  # nodes in the graph and its subgraphs
     max_length: int | None  # None = any length; else the longest sequence the graph accepts
     frame: int | None = None  # a step graph: the steps per call (K of --frame); None: sequence
+    bytes: int = 0  # the size of the serialized graph (the file written)
 
     def to_json(self) -> dict:
         return {
@@ -78,6 +79,7 @@ class ExportedGraph:
             "node_count": self.node_count,
             "max_length": self.max_length,
             "frame": self.frame,
+            "bytes": self.bytes,
             **{
                 key: [
                     {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
@@ -323,4 +325,5 @@ def _write(
         node_count=count_nodes(model.graph),
         max_length=max_length,
         frame=frame,
+        bytes=len(data),
     )

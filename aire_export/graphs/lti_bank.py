@@ -67,6 +67,86 @@ def toeplitz_forms(core: ir.SisoBankLTI, q: int) -> ToeplitzForms:
     return ToeplitzForms(T, np.concatenate(w_in, -1), np.concatenate(w_out, 1))
 
 
+def kernel_table(core: ir.SisoBankLTI, q: int) -> np.ndarray:
+    """(H, 2q) float64 [K_fwd[0] + K_bwd[0] + D, K_fwd[1..q−1], K_bwd[1..q−1], 0] (no K_bwd
+    on a forward core): every entry of :func:`_toeplitz` is one of these, sums included."""
+    kernels = [kernel(core, q, d) for d in range(len(core.c))]
+    diagonal = sum(K[:, 0] for K in kernels) + core.D
+    backward = kernels[1][:, 1:] if len(kernels) == 2 else np.zeros((core.H, q - 1))
+    zero = np.zeros((core.H, 1))
+    return np.concatenate([diagonal[:, None], kernels[0][:, 1:], backward, zero], axis=1)
+
+
+def toeplitz_index(q: int) -> np.ndarray:
+    """(q, q) positions in :func:`kernel_table` of T[h, j, k]: lag k − j > 0 forward, j − k > 0
+    backward (a zero on a forward core), the diagonal first."""
+    j, k = np.meshgrid(np.arange(q), np.arange(q), indexing="ij")
+    return np.where(k >= j, k - j, q - 1 + j - k)
+
+
+def binary_powers(lam: np.ndarray, count: int) -> np.ndarray:
+    """(…, bits) complex float64 λ^(2^i), i = 0..bits−1, 2^bits ≥ count: λ^m for m < count is
+    the product of the factors of m's binary digits (at most bits − 1 float32 products)."""
+    bits = max(int(np.ceil(np.log2(count))), 1)
+    return np.asarray(lam, dtype=complex)[..., None] ** (2 ** np.arange(bits))
+
+
+def graph_powers(g: GraphBuilder, lam: np.ndarray, count: int) -> str:
+    """[Re λ^m, Im λ^m], m = 0..2^bits − 1 ≥ count − 1, float32 (…, 2^bits, 2), built in the
+    graph from the float32 λ^(2^i) (:func:`binary_powers`) by doubling: [λ^0 … λ^(2^i − 1)]
+    is extended by itself times λ^(2^i), one MatMul by the real form R(λ^(2^i)) per digit."""
+    factors = binary_powers(lam, count)
+    lead, bits = factors.ndim - 1, factors.shape[-1]
+    R = real_forms(g, factors, "lam_2i")  # (…, bits, 2, 2)
+    steps = [g.op("Gather", R, g.ints(i), axis=lead) for i in range(bits)]  # (…, 2, 2) each
+    row = g.slice(steps[0], [0], [1], [lead])  # (…, 1, 2): its shape for λ^0 = [1, 0]
+    x = g.add(g.mul(row, g.const(0.0, F32, "zero")), g.const([1.0, 0.0], F32, "one"))
+    for step in steps:
+        x = g.concat([x, g.matmul(x, step)], lead)
+    return x
+
+
+REAL_FORM_INDEX = {False: [0, 1, 3, 0], True: [0, 3, 3, 2]}  # in [re, im, −re, −im]
+
+
+def real_forms(g: GraphBuilder, z: np.ndarray, hint: str, conjugate_output: bool = False) -> str:
+    """(…, 2, 2) float32 M with [Re p, Im p] @ M = [Re zp, Im zp] (builder.complex_right), or
+    [Re zp, −Im zp] with ``conjugate_output``, for complex z (…): stored as its float32
+    (re, im) pairs, the 2 × 2 forms by one Gather of [re, im, −re, −im] in the graph."""
+    stored = g.const(pairs(z), F32, hint)  # (…, 2)
+    table = g.concat([stored, g.op("Neg", stored)], z.ndim)
+    M = g.op("Gather", table, g.ints(REAL_FORM_INDEX[conjugate_output]), axis=z.ndim)
+    return g.reshape(M, [*z.shape, 2, 2])
+
+
+def toeplitz_operators(
+    g: GraphBuilder, core: ir.SisoBankLTI, q: int, compute: str, weights: str
+) -> ToeplitzForms:
+    """The :func:`toeplitz_forms` of ``core`` built in the graph (names, not arrays): T in
+    ``compute`` by one Gather from :func:`kernel_table` (equal to the float64 T cast, bit for
+    bit); W_in, W_out in ``weights`` from b̄, c̄ and λ̄^m in float32 (:func:`graph_powers`:
+    2⌈log2(Q + 1)⌉ floats per state instead of 4Q·dirs), within a few float32 roundings of
+    the float64 forms (measured: benchmarks/RESULTS.md, graph size). All inputs are
+    initializers: the nodes fold when the graph is loaded, at a cost in session creation."""
+    H, N = core.H, core.N
+    table = g.const(kernel_table(core, q), compute, "kernel")
+    T = g.op("Gather", table, g.ints(toeplitz_index(q).ravel().tolist()), axis=1)
+    T = g.reshape(T, [H, q, q])
+    powers = graph_powers(g, core.lam, q + 1)  # [Re, Im] λ̄^m (H, N, ≥ q + 1, 2), m = 0..
+    in_pow, out_pow = boundary_exponents(q)
+    w_in, w_out = [], []
+    for d in range(len(core.c)):
+        p_in = g.op("Gather", powers, g.ints(in_pow[d].tolist()), axis=2)  # (H, N, Q, 2)
+        z = g.matmul(p_in, real_forms(g, core.b, "b"))
+        w_in.append(g.reshape(g.transpose(z, [0, 2, 1, 3]), [H, q, 2 * N]))  # (H, Q, 2N)
+        p_out = g.op("Gather", powers, g.ints(out_pow[d].tolist()), axis=2)
+        z = g.matmul(p_out, real_forms(g, core.c[d], "c", conjugate_output=True))
+        w_out.append(g.reshape(g.transpose(z, [0, 1, 3, 2]), [H, 2 * N, q]))  # (H, 2N, Q)
+    W_in = w_in[0] if len(w_in) == 1 else g.concat(w_in, -1)
+    W_out = w_out[0] if len(w_out) == 1 else g.concat(w_out, 1)
+    return ToeplitzForms(T, g.cast_if(W_in, F32, weights), g.cast_if(W_out, F32, weights))
+
+
 def sequence(
     g: GraphBuilder,
     core: ir.SisoBankLTI,
@@ -99,12 +179,12 @@ def _state_space(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, compute, p
 
 def _toeplitz_chunks(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, compute, padded) -> str:
     q = lowering.toeplitz_chunk
-    forms = toeplitz_forms(core, q)
+    forms = toeplitz_operators(g, core, q, compute, compute)
     H, N = core.H, core.N
     chunks_in, length = (u, None) if padded else pad_time(g, u, 3, 1, q)
     chunks = g.transpose(g.reshape(chunks_in, [0, -1, q, H]), [0, 3, 1, 2])  # (B, H, n, Q)
-    y = g.matmul(chunks, g.const(forms.T, compute, "T"))  # (B, H, n, Q)
-    ends = g.cast_if(g.matmul(chunks, g.const(forms.W_in, compute, "W_in")), compute, F32)
+    y = g.matmul(chunks, forms.T)  # (B, H, n, Q)
+    ends = g.cast_if(g.matmul(chunks, forms.W_in), compute, F32)
     entering = []
     for d in range(len(core.c)):
         e = g.slice(ends, [2 * N * d], [2 * N * (d + 1)], [3])  # (B, H, n, 2N)
@@ -113,7 +193,7 @@ def _toeplitz_chunks(g, core: ir.SisoBankLTI, u, lowering: LayerLowering, comput
             h = entering_states(g, e, core.lam, 5, lowering, reverse=d == 1)
         entering.append(g.reshape(g.transpose(h, [0, 1, 3, 2, 4]), [0, 0, 0, -1]))
     h = entering[0] if len(entering) == 1 else g.concat(entering, axis=3)  # (B, H, n, 2N·dirs)
-    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
+    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), forms.W_out))
     y = g.reshape(g.transpose(y, [0, 2, 3, 1]), [0, -1, H])  # (B, nQ, H)
     return y if padded else g.slice(y, [0], length, [1])
 
@@ -144,14 +224,14 @@ def frame(
     so no per-step state is materialized; the carry by λ̄^K is elementwise, split hi + lo
     (recurrence.step_states). T holds D on its diagonal."""
     (state,) = state
-    forms = toeplitz_forms(core, steps)
+    forms = toeplitz_operators(g, core, steps, compute, F32)
     u_t = g.unsqueeze(g.transpose(u, [0, 2, 1]), [2])  # (B, H, 1, K)
-    y = g.matmul(u_t, g.const(forms.T, compute, "T"))  # (B, H, 1, K)
+    y = g.matmul(u_t, forms.T)  # (B, H, 1, K)
     u32 = g.cast_if(u_t, compute, F32)
     with g.scope("scan"):
-        e = g.matmul(u32, g.const(forms.W_in, F32, "W_in"))  # (B, H, 1, 2N)
+        e = g.matmul(u32, forms.W_in)  # (B, H, 1, 2N)
         flat = g.reshape(state, [0, 0, 1, -1])  # (B, H, 1, 2N), ordered (n, re/im)
-        entering = g.matmul(flat, g.const(forms.W_out, F32, "W_out"))  # (B, H, 1, K)
+        entering = g.matmul(flat, forms.W_out)  # (B, H, 1, K)
         new = step_states(g, state, core.lam**steps, g.reshape(e, [0, 0, core.N, 2]), 4)
     y = g.add(y, g.cast_if(entering, F32, compute))
     return g.transpose(g.squeeze(y, [2]), [0, 2, 1]), [new]

@@ -69,6 +69,46 @@ def chunk_matrices(lam: np.ndarray, q: int, reverse: bool) -> tuple[np.ndarray, 
     return M, G.reshape(*lead, 2, 2 * q)
 
 
+def power_table(lam: np.ndarray, count: int) -> np.ndarray:
+    """(S…, 3·count + 1) float64 [Re λ^m, Im λ^m, −Im λ^m (m = 0..count−1), 0]: every entry
+    of the real forms of :func:`chunk_matrices` is one of these (0 for lags below zero)."""
+    powers = np.asarray(lam, dtype=complex)[..., None] ** np.arange(count)
+    zero = np.zeros((*powers.shape[:-1], 1))
+    return np.concatenate([powers.real, powers.imag, -powers.imag, zero], axis=-1)
+
+
+def chunk_indices(q: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in :func:`power_table` (count = q + 1) of the entries of M (2q, 2q) and
+    G (2, 2q) of :func:`chunk_matrices`: R(z) = [[Re z, Im z], [−Im z, Re z]] per block."""
+    count = q + 1
+    k = np.arange(q)
+    block = np.array([[0, 1], [2, 0]]) * count  # offsets of Re, Im, −Im in the table
+
+    def blocks(lag: np.ndarray) -> np.ndarray:  # lag (rows, q) → (rows, 2, q, 2) indices
+        index = block[None, :, None, :] + lag[:, None, :, None]
+        return np.where(lag[:, None, :, None] >= 0, index, 3 * count)  # the zero entry
+
+    lag = k[None, :] - k[:, None]  # [j, k] = k − j
+    M = blocks(-lag if reverse else lag)  # (j, c_in, k, c_out)
+    G = blocks(((q - k) if reverse else (k + 1))[None, :])[0]  # (c_in, k, c_out)
+    return M.reshape(2 * q, 2 * q), G.reshape(2, 2 * q)
+
+
+def chunk_operators(g: GraphBuilder, lam: np.ndarray, q: int, reverse: bool) -> tuple[str, str]:
+    """M (S…, 2q, 2q) and G (S…, 2, 2q) of :func:`chunk_matrices`, float32, built in the graph
+    by two Gathers from the float32 powers λ^m, m = 0..q (:func:`power_table`, 3q + 4 floats
+    per state instead of 4q² + 4q), so they equal the float64 tables cast to float32 exactly.
+    All inputs are initializers: onnxruntime and TensorRT fold the nodes when they load the
+    graph (measured, benchmarks/RESULTS.md graph size)."""
+    table = g.const(power_table(lam, q + 1), RECURRENCE_DTYPE, "powers")
+    lead = list(np.shape(lam))
+    axis = len(lead)
+    M_index, G_index = chunk_indices(q, reverse)
+    M = g.op("Gather", table, g.ints(M_index.ravel().tolist()), axis=axis)
+    G = g.op("Gather", table, g.ints(G_index.ravel().tolist()), axis=axis)
+    return g.reshape(M, [*lead, 2 * q, 2 * q]), g.reshape(G, [*lead, 2, 2 * q])
+
+
 def chunked_recurrence(
     g: GraphBuilder,
     v: str,
@@ -92,11 +132,11 @@ def chunked_recurrence(
     """
     time = rank - 2
     q = chunk
-    M, G = chunk_matrices(lam, q, reverse)
+    M, G = chunk_operators(g, lam, q, reverse)
     if not padded:
         v, length = pad_time(g, v, rank, time, q)
     chunks = g.reshape(v, [0] * time + [-1, 2 * q])  # (*lead, n, 2q)
-    x = g.matmul(chunks, g.const(M, RECURRENCE_DTYPE, "decay"))  # states from a zero start
+    x = g.matmul(chunks, M)  # states from a zero start
     if levels > 1:
         ends = g.slice(x, [0] if reverse else [2 * q - 2], [2] if reverse else [2 * q], [rank - 1])
         if carry_scan:
@@ -104,7 +144,7 @@ def chunked_recurrence(
         else:
             carried = chunked_recurrence(g, ends, lam**q, rank, chunk, levels - 1, reverse)
         entering = shift_time(g, carried, rank, 1, reverse)  # h_{c−1} (h_{c+1} in reverse)
-        x = g.add(x, g.matmul(entering, g.const(G, RECURRENCE_DTYPE, "entering")))
+        x = g.add(x, g.matmul(entering, G))
     states = g.reshape(x, [0] * time + [-1, 2])
     return states if padded else g.slice(states, [0], length, [time])
 

@@ -41,7 +41,13 @@ def render_markdown(report: Report) -> str:
             f"| states | {m.states_before} | {m.states_after} |",
             f"| stored state slots | {m.states_before} | {m.physical_states_after} |",
             f"| parameters | {m.parameters_before:,} | {m.parameters_after:,} |",
+            f"| parameter bytes (fp32) | {m.parameter_bytes_before:,} | "
+            f"{m.parameter_bytes_after:,} |",
         ]
+        if r.export is not None:
+            for graph in (r.export.sequence, r.export.step):
+                if graph is not None:
+                    lines.append(f"| {graph.path.name} bytes | | {graph.bytes:,} |")
     if v.accuracy:
         a = v.accuracy
         lines.append(

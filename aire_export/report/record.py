@@ -157,6 +157,8 @@ class ModelRecord:
     physical_states_after: int  # stored slots after the shrink (above states_after for padded S4D)
     parameters_before: int
     parameters_after: int
+    parameter_bytes_before: int  # the parameters as float32 (how model.onnx stores weights)
+    parameter_bytes_after: int
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -168,6 +170,8 @@ class ModelRecord:
             "physical_states_after": self.physical_states_after,
             "parameters_before": self.parameters_before,
             "parameters_after": self.parameters_after,
+            "parameter_bytes_before": self.parameter_bytes_before,
+            "parameter_bytes_after": self.parameter_bytes_after,
         }
 
 
@@ -182,6 +186,7 @@ def export_json(result: ExportResult, target: str) -> dict[str, Any]:
                 "precision": graph.precision,
                 "opset": graph.opset,
                 "nodes": graph.node_count,
+                "bytes": graph.bytes,
                 "max_length": graph.max_length,
                 **({"frame": graph.frame} if graph.mode == "step" else {}),
             }

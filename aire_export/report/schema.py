@@ -86,6 +86,7 @@ _GRAPH_FIELDS = {
     "precision": {"type": "string"},
     "opset": {"type": "integer"},
     "nodes": {"type": "integer"},
+    "bytes": {"type": "integer", "minimum": 0},  # the serialized graph (file size)
     "max_length": {"type": ["integer", "null"]},
 }
 _GRAPH = _closed(
@@ -265,6 +266,8 @@ _MODEL = _closed(
         "physical_states_after": {"type": "integer"},
         "parameters_before": {"type": "integer"},
         "parameters_after": {"type": "integer"},
+        "parameter_bytes_before": {"type": "integer", "minimum": 0},
+        "parameter_bytes_after": {"type": "integer", "minimum": 0},
     }
 )
 _ENVIRONMENT = _closed(
