@@ -28,7 +28,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,17 +90,7 @@ class Trial:
     chosen: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "ratio": self.ratio,
-            "seed": self.seed,
-            "channels_kept": list(self.channels_kept),
-            "accuracy_before": self.accuracy_before,
-            "accuracy_after": self.accuracy_after,
-            "best_epoch": self.best_epoch,
-            "seconds": round(self.seconds, 3),
-            "chosen": self.chosen,
-        }
+        return asdict(self) | {"seconds": round(self.seconds, 3)}
 
 
 @dataclass(frozen=True)
@@ -118,17 +108,7 @@ class StepResult:
     latency: dict[str, Any]  # per runtime: p50 original, p50 pruned, reduction
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "ratio": self.ratio,
-            "seed": self.seed,
-            "accuracy": self.accuracy,
-            "test_accuracy": self.test_accuracy,
-            "parameters": self.parameters,
-            "folder": self.folder,
-            "exit_code": self.exit_code,
-            "latency": self.latency,
-        }
+        return asdict(self)
 
 
 @dataclass

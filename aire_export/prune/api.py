@@ -185,7 +185,7 @@ def unit_views(
     model: SSMNetwork, systems: list[ScoringView], options: PruneOptions
 ) -> list[ScoringView]:
     """The views the options' unit is scored on: the layers' own (states), or one unit per
-    active channel grouping its modes (``unit="channel"``, prune/channels.py)."""
+    active channel, what its removal changes (``unit="channel"``, prune/channels.py)."""
     return channel_views(model, systems) if options.unit == "channel" else systems
 
 

@@ -376,7 +376,8 @@ class _Response:
         n = gram.shape[-1]
         lift = 1e-5 if gram.dtype == torch.complex64 else 1e-10
         shift = (top * (1 + lift) + 1e-30)[:, None, None] * torch.eye(n, dtype=gram.dtype)
-        x = torch.from_numpy(_START[:n].copy()).to(gram.dtype).expand(G.shape[0], n)[:, :, None]
+        start = np.random.default_rng(0).standard_normal(n) + 0j  # fixed, any size
+        x = torch.from_numpy(start).to(gram.dtype).expand(G.shape[0], n)[:, :, None]
         for _ in range(2):
             x = torch.linalg.solve(gram - shift, x)
             x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
@@ -441,9 +442,6 @@ def _partial_fractions(
         j, k = np.nonzero(near)
         double = (j, k, terms[j, k])
     return _FrobeniusTerms(linear, constant, double)
-
-
-_START = np.random.default_rng(0).standard_normal(4096) + 0j  # inverse iteration's start
 
 
 def hinf_norm(system: ModalSystem, grid: int = GRID_POINTS) -> tuple[float, float]:

@@ -55,13 +55,13 @@ def channel_views(model: nn.Module, systems: list[ScoringView]) -> list[ScoringV
     family = family_of(model)
     views = []
     for block, system in zip(model.layers, systems, strict=True):
-        family.channel_width(block)  # InputError for a family without operators
+        width = family.channel_width(block)  # InputError for a family without operators
         if isinstance(system, ModalSystem):
             views.append(bypass_view(system))
         elif system.operators is not None:  # measured on --calib
             views.append(system.operators)
         else:
-            views.append(_nominal_channels(system, family.channel_width(block)))
+            views.append(_nominal_channels(system, width))
     return views
 
 
