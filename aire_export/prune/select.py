@@ -55,12 +55,13 @@ def kept_count(total: int, ratio: float) -> int:
 def check_ratio_threshold(ratio: float | None, threshold: float | None) -> None:
     """Exactly one of ratio ∈ [0, 1) or threshold ≥ 0, finite; InputError otherwise."""
     if (ratio is None) == (threshold is None):
-        raise InputError("give exactly one of ratio (fraction of states to prune) or threshold")
+        raise InputError("give exactly one of ratio (fraction of units to prune) or threshold")
     if ratio is not None and (
         isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1
     ):
         raise InputError(
-            f"ratio is the fraction of states to prune and must be in [0, 1), got {ratio!r} "
+            f"ratio is the fraction of units (states, or channels) to prune and must be in [0, 1), "
+            f"got {ratio!r} "
             "(e.g. 0.7 prunes 70 %)"
         )
     if threshold is not None and (
