@@ -67,10 +67,10 @@ def cases(quick: bool) -> list[dict]:
     return out
 
 
-def old_tree(folder: Path) -> Path:
-    """The old package, extracted from git into ``folder``."""
+def old_tree(folder: Path, commit: str = OLD_COMMIT) -> Path:
+    """The package at ``commit``, extracted from git into ``folder``."""
     archive = subprocess.run(
-        ["git", "archive", OLD_COMMIT, "aire_export"], cwd=ROOT, capture_output=True, check=True
+        ["git", "archive", commit, "aire_export"], cwd=ROOT, capture_output=True, check=True
     ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
@@ -95,10 +95,14 @@ def session(path: Path, optimized: Path | None = None) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def loaded_nodes(path: Path, scratch: Path) -> int:
-    """Nodes of the graph onnxruntime runs after its optimizations (constant folding)."""
+def loaded_nodes(path: Path, scratch: Path) -> tuple[int, int]:
+    """Nodes of the graph onnxruntime runs after its optimizations (constant folding), and
+    how many of them still compute from initializers alone (0: every table folded)."""
     session(path, scratch)
-    return len(onnx.load(str(scratch)).graph.node)
+    graph = onnx.load(str(scratch)).graph
+    constants = {t.name for t in graph.initializer}
+    unfolded = sum(bool(n.input) and all(i in constants for i in n.input) for n in graph.node)
+    return len(graph.node), unfolded
 
 
 def measure(case: dict, lowering: str, folders: dict, repeats: int, scratch: Path) -> dict:
@@ -111,7 +115,8 @@ def measure(case: dict, lowering: str, folders: dict, repeats: int, scratch: Pat
             row[f"{version}_{precision}_bytes"] = path.stat().st_size
         paths[version] = folders[version, "fp32"] / "model.onnx"
         row[f"{version}_nodes"] = len(onnx.load(str(paths[version])).graph.node)
-        row[f"{version}_loaded_nodes"] = loaded_nodes(paths[version], scratch / "opt.onnx")
+        loaded = loaded_nodes(paths[version], scratch / "opt.onnx")
+        row[f"{version}_loaded_nodes"], row[f"{version}_unfolded_nodes"] = loaded
     row["scan"] = (folders["new", "fp32"] / "scan.txt").read_text()
     row["new_over_parameters"] = row["new_fp32_bytes"] / row["parameter_bytes"]
     row["old_over_parameters"] = row["old_fp32_bytes"] / row["parameter_bytes"]

@@ -153,6 +153,22 @@ def test_the_graph_size_benchmark_smoke_run_compares_old_and_new_graphs(tmp_path
     for row in rows:
         assert row["new_fp32_bytes"] < row["old_fp32_bytes"]
         assert row["new_fp16_bytes"] <= row["new_fp32_bytes"]
-        assert row["new_loaded_nodes"] <= row["old_loaded_nodes"]  # the power tables fold
+        assert row["new_loaded_nodes"] < row["new_nodes"]
+        assert row["new_unfolded_nodes"] == 0  # the power tables fold at session creation
         assert row["max_rel_difference"] <= 1e-6
         assert row["load_ms"]["new"] > 0 and row["run_ms"]["new"] > 0
+
+
+def test_the_chunk_layout_benchmark_smoke_run_compares_the_layouts(tmp_path):
+    history = subprocess.run(["git", "cat-file", "-e", "3bea52a^{commit}"], cwd=ROOT)
+    if history.returncode != 0:  # a shallow clone: the pair layout is not there
+        pytest.skip("needs the git history holding 3bea52a (the pair layout)")
+    out = tmp_path / "chunk_layout.json"
+    _benchmark("chunk_layout.py", "--quick", "--repeats", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert len(result["transposes"]) == 5 and all(r["ms"] > 0 for r in result["transposes"])
+    rows = result["models"]
+    assert [(r["model"], r["lowering"]) for r in rows] == [("pathx", "auto"), ("pathx", "scan")]
+    for row in rows:  # pathx: 2P = 256 ≥ H = 128, time last; 6 bidirectional layers
+        assert row["transpose_nodes"] == {"old": 6 * 3, "new": 6 * 5}
+        assert 0 < row["max_rel_difference"] <= 1e-6

@@ -37,15 +37,20 @@ def _modes(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return radius * np.exp(1j * rng.uniform(-np.pi, np.pi, size=shape))
 
 
+@pytest.mark.parametrize("planar", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("shape", [(7,), (3, 5)])
 @pytest.mark.parametrize("q", [4, 16])
-def test_chunk_operators_built_in_the_graph_equal_the_float64_tables(reverse, shape, q):
+def test_chunk_operators_built_in_the_graph_equal_the_float64_tables(reverse, shape, q, planar):
     lam = _modes(np.random.default_rng(q + len(shape)), shape)
     g = GraphBuilder("chunk", 17)
-    M, G = chunk_operators(g, lam, q, reverse)
+    M, G = chunk_operators(g, lam, q, reverse, planar)
     built = _run_constants(g, {"M": M, "G": G})
-    M64, G64 = chunk_matrices(lam, q, reverse)
+    M64, G64 = chunk_matrices(lam, q, reverse)  # rows and columns (step, re/im)
+    if planar:  # (re/im, step)
+        M64 = M64.reshape(*shape, q, 2, q, 2).swapaxes(-4, -3).swapaxes(-2, -1)
+        M64, G64 = M64.reshape(*shape, 2 * q, 2 * q), G64.reshape(*shape, 2, q, 2).swapaxes(-2, -1)
+        G64 = G64.reshape(*shape, 2, 2 * q)
     np.testing.assert_array_equal(built["M"], M64.astype(np.float32))
     np.testing.assert_array_equal(built["G"], G64.astype(np.float32))
 

@@ -5,7 +5,9 @@
 Layout: states as (B, P, L, 2) in sequence mode (time second to last, (re, im) last), (B, P, 2)
 in the step graph. The input map is one MatMul u @ W_in (H, 2P), the readout one MatMul per
 direction x @ W_out (2P, H) (graphs/forms.py). Chunked lowerings pad u (H wide) rather than
-the states (2P wide) and slice y at the end.
+the states (2P wide) and slice y at the end. When 2P ≥ H the chunked scan runs with time
+last instead, (B, 2P, L) and chunks (B, P, n, 2Q) (:func:`time_last`), so that the narrower
+u and y are what is transposed.
 
 Block-Toeplitz chunks of Q steps flatten a chunk of u as (j, h) and use
 
@@ -38,6 +40,7 @@ from aire_export.graphs.recurrence import (
     RECURRENCE_DTYPE,
     frame_recurrence,
     pad_time,
+    planar_chunked_recurrence,
     step_states,
 )
 
@@ -102,12 +105,14 @@ def sequence(
 
 
 def _state_space(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, padded) -> str:
-    """Input map → recurrence per direction → output map: v = u @ W_in (B, L, 2P) → (B, P, L, 2)."""
+    """Input map → recurrence per direction → output map, for u (B, L, H) in ``compute``."""
+    if lowering.method != "logdepth" and time_last(core):
+        return _time_last(g, core, u, lowering, compute, padded)
     chunked = lowering.method in ("chunked", "scan")
     pad_here = chunked and not padded
     if pad_here:
         u, length = pad_time(g, u, 3, 1, lowering.chunk)
-    v = _input_states(g, core, u, compute)
+    v = _input_states(g, core, u, compute)  # (B, P, L, 2)
     y = None
     for d in range(len(core.C)):  # y = Σ_d s·Re(C_d x_d): one readout MatMul per direction
         with g.scope(f"scan{d}"):
@@ -115,6 +120,43 @@ def _state_space(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute,
         y_d = _readout(g, core, x, d, compute)
         y = y_d if y is None else g.add(y, y_d)
     return g.slice(y, [0], length, [1]) if pad_here else y
+
+
+def time_last(core: ir.DenseLTI) -> bool:
+    """Whether the chunked scan runs with time last (:func:`_time_last`): when the states
+    are at least as wide as the channels, 2P ≥ H. Measured (benchmarks/chunk_layout.py,
+    benchmarks/RESULTS.md 'chunk layout'; whole models, 1 thread): pathx (2P = 256, H = 128)
+    1.25-1.35x faster than the pair layout, at 50 % (2P = H) 1.28x, pathfinder (2P = 256,
+    H = 192) 1.00-1.07x; narrower states lose by the two H-wide transposes (listops,
+    2P = 16: 0.95-0.98x; pathx at 30 %, 2P = 76: 0.97-0.99x)."""
+    return 2 * core.P >= core.H
+
+
+def _time_last(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, padded) -> str:
+    """The chunked scan with time last, so that only u and y (H wide) are transposed:
+
+        v = W_inᵀ uᵀ (B, 2P, L) → chunks (B, P, n, 2Q) (recurrence.planar_chunked_recurrence)
+        yᵀ = Σ_d W_out,dᵀ x_d (B, H, L),  x_d (B, 2P, L) back from the chunk layout
+
+    the 2P-wide tensors only change layout by Transposes of Q-float blocks."""
+    q, P = lowering.chunk, core.P
+    u_padded, length = (u, None) if padded else pad_time(g, u, 3, 1, q)
+    u_t = g.transpose(u_padded, [0, 2, 1])  # (B, H, L)
+    v = g.matmul(g.const(input_matrix(core.B).T, compute, "B"), u_t)  # (B, 2P, L), rows (p, c)
+    v = g.reshape(g.cast_if(v, compute, F32), [0, P, 2, -1, q])
+    chunks = g.reshape(g.transpose(v, [0, 1, 3, 2, 4]), [0, P, -1, 2 * q])  # (B, P, n, 2Q)
+    y_t = None
+    for d in range(len(core.C)):  # yᵀ = Σ_d s·Re(C_d x_d)ᵀ: one readout MatMul per direction
+        with g.scope(f"scan{d}"):
+            x = planar_chunked_recurrence(
+                g, chunks, core.lam, 4, q, lowering.levels, d == 1, lowering.carry_by_scan
+            )
+        x = g.reshape(g.transpose(g.reshape(x, [0, P, -1, 2, q]), [0, 1, 3, 2, 4]), [0, 2 * P, -1])
+        C = output_matrix(core.C[d], core.scale).T  # (H, 2P)
+        y_d = g.matmul(g.const(C, compute, "C"), g.cast_if(x, F32, compute))
+        y_t = y_d if y_t is None else g.add(y_t, y_d)
+    y = g.transpose(y_t, [0, 2, 1])  # (B, L, H)
+    return y if padded else g.slice(y, [0], length, [1])
 
 
 def _input_states(g: GraphBuilder, core: ir.DenseLTI, u: str, compute: str) -> str:

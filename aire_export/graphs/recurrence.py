@@ -77,9 +77,11 @@ def power_table(lam: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([powers.real, powers.imag, -powers.imag, zero], axis=-1)
 
 
-def chunk_indices(q: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
+def chunk_indices(q: int, reverse: bool, planar: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Positions in :func:`power_table` (count = q + 1) of the entries of M (2q, 2q) and
-    G (2, 2q) of :func:`chunk_matrices`: R(z) = [[Re z, Im z], [−Im z, Re z]] per block."""
+    G (2, 2q) of :func:`chunk_matrices`: R(z) = [[Re z, Im z], [−Im z, Re z]] per block.
+    ``planar``: rows and columns ordered (re/im, step) instead of (step, re/im), the chunk
+    layout of :func:`planar_chunked_recurrence`."""
     count = q + 1
     k = np.arange(q)
     block = np.array([[0, 1], [2, 0]]) * count  # offsets of Re, Im, −Im in the table
@@ -91,11 +93,19 @@ def chunk_indices(q: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
     lag = k[None, :] - k[:, None]  # [j, k] = k − j
     M = blocks(-lag if reverse else lag)  # (j, c_in, k, c_out)
     G = blocks(((q - k) if reverse else (k + 1))[None, :])[0]  # (c_in, k, c_out)
+    if planar:
+        M, G = (
+            M.transpose(1, 0, 3, 2),
+            G.transpose(0, 2, 1),
+        )  # (c_in, j, c_out, k), (c_in, c_out, k)
     return M.reshape(2 * q, 2 * q), G.reshape(2, 2 * q)
 
 
-def chunk_operators(g: GraphBuilder, lam: np.ndarray, q: int, reverse: bool) -> tuple[str, str]:
-    """M (S…, 2q, 2q) and G (S…, 2, 2q) of :func:`chunk_matrices`, float32, built in the graph
+def chunk_operators(
+    g: GraphBuilder, lam: np.ndarray, q: int, reverse: bool, planar: bool = False
+) -> tuple[str, str]:
+    """M (S…, 2q, 2q) and G (S…, 2, 2q) of :func:`chunk_matrices` (``planar``: ordered as
+    :func:`chunk_indices` says), float32, built in the graph
     by two Gathers from the float32 powers λ^m, m = 0..q (:func:`power_table`, 3q + 4 floats
     per state instead of 4q² + 4q), so they equal the float64 tables cast to float32 exactly.
     All inputs are initializers: onnxruntime and TensorRT fold the nodes when they load the
@@ -103,7 +113,7 @@ def chunk_operators(g: GraphBuilder, lam: np.ndarray, q: int, reverse: bool) -> 
     table = g.const(power_table(lam, q + 1), RECURRENCE_DTYPE, "powers")
     lead = list(np.shape(lam))
     axis = len(lead)
-    M_index, G_index = chunk_indices(q, reverse)
+    M_index, G_index = chunk_indices(q, reverse, planar)
     M = g.op("Gather", table, g.ints(M_index.ravel().tolist()), axis=axis)
     G = g.op("Gather", table, g.ints(G_index.ravel().tolist()), axis=axis)
     return g.reshape(M, [*lead, 2 * q, 2 * q]), g.reshape(G, [*lead, 2, 2 * q])
@@ -139,14 +149,54 @@ def chunked_recurrence(
     x = g.matmul(chunks, M)  # states from a zero start
     if levels > 1:
         ends = g.slice(x, [0] if reverse else [2 * q - 2], [2] if reverse else [2 * q], [rank - 1])
-        if carry_scan:
-            carried = scan_recurrence(g, ends, lam**q, rank, reverse)
-        else:
-            carried = chunked_recurrence(g, ends, lam**q, rank, chunk, levels - 1, reverse)
-        entering = shift_time(g, carried, rank, 1, reverse)  # h_{c−1} (h_{c+1} in reverse)
-        x = g.add(x, g.matmul(entering, G))
+        x = _add_entering(g, x, ends, G, lam, rank, chunk, levels, reverse, carry_scan)
     states = g.reshape(x, [0] * time + [-1, 2])
     return states if padded else g.slice(states, [0], length, [time])
+
+
+def planar_chunked_recurrence(
+    g: GraphBuilder,
+    chunks: str,
+    lam: np.ndarray,
+    rank: int,
+    chunk: int,
+    levels: int,
+    reverse: bool,
+    carry_scan: bool = False,
+) -> str:
+    """:func:`chunked_recurrence` on chunks laid out (*lead, n, 2q) with columns (re/im, step):
+
+        chunk c = [Re v_{cq} … Re v_{cq+q−1}, Im v_{cq} … Im v_{cq+q−1}]
+
+    and the states returned in the same layout. A sequence layout with time last,
+    (*lead, 2, T), turns into it by a Transpose that moves blocks of q floats, where the pair
+    layout (*lead, T, 2) needs one that moves pairs of 8 bytes from a (…, T, P, 2) input map:
+    on the pathx layer (P = 128, T = 16384) 2.4 ms against 6.1 and 15 ms for the two pair
+    transposes (benchmarks/RESULTS.md, 'chunk layout'). The chunk-end states (*lead, n, 2)
+    are carried in the pair layout (a tensor q times smaller) by the chunked recurrence on
+    λ^q, or by a Scan with ``carry_scan``. ``rank`` is the rank of ``chunks``."""
+    q = chunk
+    M, G = chunk_operators(g, lam, q, reverse, planar=True)
+    x = g.matmul(chunks, M)  # states from a zero start
+    if levels == 1:
+        return x
+    last = rank - 1
+    ends = g.op(  # columns (re, im) of the chunk's last step (first in reverse)
+        "Slice", x, g.ints([0 if reverse else q - 1]), g.ints([2 * q]), g.ints([last]), g.ints([q])
+    )
+    return _add_entering(g, x, ends, G, lam, rank, chunk, levels, reverse, carry_scan)
+
+
+def _add_entering(g, x, ends, G, lam, rank, chunk, levels, reverse, carry_scan) -> str:
+    """x + h_{c∓1} @ G: the chunk-end states ``ends`` (*lead, n, 2) of chunks computed from a
+    zero start carried across chunks (h_c = λ^Q h_{c∓1} + e_c) by the chunked recurrence on
+    λ^Q with ``levels − 1`` levels, or by one Scan with ``carry_scan``."""
+    if carry_scan:
+        carried = scan_recurrence(g, ends, lam**chunk, rank, reverse)
+    else:
+        carried = chunked_recurrence(g, ends, lam**chunk, rank, chunk, levels - 1, reverse)
+    entering = shift_time(g, carried, rank, 1, reverse)  # h_{c−1} (h_{c+1} in reverse)
+    return g.add(x, g.matmul(entering, G))
 
 
 FRAME_CHUNK = 8  # steps per chunk inside a frame
