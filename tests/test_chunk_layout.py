@@ -72,16 +72,21 @@ def test_wide_states_run_time_last_and_narrow_ones_in_pairs(tmp_path, method, bi
     narrow = make_s5(state_sizes=(2, 2), d_model=6, bidirectional=bidirectional)  # 2P < 6
     assert all(time_last(b.core) for b in family_of(wide).export_ir(wide).blocks)
     assert not any(time_last(b.core) for b in family_of(narrow).export_ir(narrow).blocks)
-    perms = {}
+    perms, loaded = {}, {}
     for name, model in (("wide", wide), ("narrow", narrow)):
         result = ax.export(model, tmp_path / name, scan=method, step=False)
         perms[name] = _transposes(result.sequence.path)
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{name}-loaded.onnx")
+        ort.InferenceSession(str(result.sequence.path), options, providers=["CPUExecutionProvider"])
+        loaded[name] = _transposes(options.optimized_model_filepath)
     pair = [0, 2, 1, 3]  # (B, L, P, 2) ↔ (B, P, L, 2)
     assert pair not in perms["wide"]
-    per_layer = 4 + bidirectional  # u, chunks in, x out per direction, y
-    assert perms["wide"].count([0, 2, 1]) == 2 * 2
-    assert perms["wide"].count([0, 1, 3, 2, 4]) == 2 * (1 + 1 + bidirectional)
-    assert len(perms["wide"]) == 2 * per_layer
+    directions = 1 + bidirectional  # per layer: u and each x_d (fused into the MatMuls) ...
+    assert perms["wide"].count([0, 2, 1]) == 2 * (1 + directions)
+    assert perms["wide"].count([0, 1, 3, 2, 4]) == 2 * (1 + directions)  # ... and Q-blocks
+    assert len(perms["wide"]) == 2 * 2 * (1 + directions)
+    assert loaded["wide"] == [[0, 1, 3, 2, 4]] * (2 * (1 + directions))  # the others fused
     assert perms["narrow"].count(pair) == 2 * (2 + bidirectional)
 
 

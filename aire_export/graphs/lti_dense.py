@@ -133,29 +133,29 @@ def time_last(core: ir.DenseLTI) -> bool:
 
 
 def _time_last(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, padded) -> str:
-    """The chunked scan with time last, so that only u and y (H wide) are transposed:
+    """The chunked scan with time last, so that the 2P-wide tensors change layout only by
+    Transposes of Q-float blocks:
 
         v = W_inᵀ uᵀ (B, 2P, L) → chunks (B, P, n, 2Q) (recurrence.planar_chunked_recurrence)
-        yᵀ = Σ_d W_out,dᵀ x_d (B, H, L),  x_d (B, 2P, L) back from the chunk layout
+        y = Σ_d x_dᵀ W_out,d (B, L, H),  x_d (B, 2P, L) back from the chunk layout
 
-    the 2P-wide tensors only change layout by Transposes of Q-float blocks."""
+    onnxruntime folds the transposes of u and of x_d into its MatMul kernels (FusedMatMul)."""
     q, P = lowering.chunk, core.P
     u_padded, length = (u, None) if padded else pad_time(g, u, 3, 1, q)
     u_t = g.transpose(u_padded, [0, 2, 1])  # (B, H, L)
     v = g.matmul(g.const(input_matrix(core.B).T, compute, "B"), u_t)  # (B, 2P, L), rows (p, c)
     v = g.reshape(g.cast_if(v, compute, F32), [0, P, 2, -1, q])
     chunks = g.reshape(g.transpose(v, [0, 1, 3, 2, 4]), [0, P, -1, 2 * q])  # (B, P, n, 2Q)
-    y_t = None
-    for d in range(len(core.C)):  # yᵀ = Σ_d s·Re(C_d x_d)ᵀ: one readout MatMul per direction
+    y = None
+    for d in range(len(core.C)):  # y = Σ_d s·Re(C_d x_d): one readout MatMul per direction
         with g.scope(f"scan{d}"):
             x = planar_chunked_recurrence(
                 g, chunks, core.lam, 4, q, lowering.levels, d == 1, lowering.carry_by_scan
             )
         x = g.reshape(g.transpose(g.reshape(x, [0, P, -1, 2, q]), [0, 1, 3, 2, 4]), [0, 2 * P, -1])
-        C = output_matrix(core.C[d], core.scale).T  # (H, 2P)
-        y_d = g.matmul(g.const(C, compute, "C"), g.cast_if(x, F32, compute))
-        y_t = y_d if y_t is None else g.add(y_t, y_d)
-    y = g.transpose(y_t, [0, 2, 1])  # (B, L, H)
+        x_t = g.transpose(g.cast_if(x, F32, compute), [0, 2, 1])  # (B, L, 2P)
+        y_d = g.matmul(x_t, g.const(output_matrix(core.C[d], core.scale), compute, "C"))
+        y = y_d if y is None else g.add(y, y_d)
     return y if padded else g.slice(y, [0], length, [1])
 
 
