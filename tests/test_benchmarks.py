@@ -168,7 +168,13 @@ def test_the_chunk_layout_benchmark_smoke_run_compares_the_layouts(tmp_path):
     result = json.loads(out.read_text())
     assert len(result["transposes"]) == 5 and all(r["ms"] > 0 for r in result["transposes"])
     rows = result["models"]
-    assert [(r["model"], r["lowering"]) for r in rows] == [("pathx", "auto"), ("pathx", "scan")]
-    for row in rows:  # pathx: 2P = 256 ≥ H = 128, time last; 6 bidirectional layers
+    assert [(r["keep"], r["lowering"]) for r in rows] == [
+        (1.0, "auto"), (1.0, "scan"), (0.3, "auto"), (0.3, "scan"),
+    ]  # fmt: skip
+    for row in rows[:2]:  # pathx: 2P = 256 ≥ H = 128, time last; 6 bidirectional layers
         assert row["transpose_nodes"] == {"old": 6 * 3, "new": 6 * 6}
         assert 0 < row["max_rel_difference"] <= 1e-6
+        assert "speedup_forced_over_old" not in row
+    for row in rows[2:]:  # at 30 %, 2P = 76 < H: the pair layout as before, and a forced contender
+        assert row["transpose_nodes"] == {"old": 6 * 3, "new": 6 * 3, "forced": 6 * 6}
+        assert row["max_rel_difference"] == 0.0 and row["speedup_forced_over_old"] > 0

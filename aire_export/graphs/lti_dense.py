@@ -125,10 +125,10 @@ def _state_space(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute,
 def time_last(core: ir.DenseLTI) -> bool:
     """Whether the chunked scan runs with time last (:func:`_time_last`): when the states
     are at least as wide as the channels, 2P ≥ H. Measured (benchmarks/chunk_layout.py,
-    benchmarks/RESULTS.md 'chunk layout'; whole models, 1 thread): pathx (2P = 256, H = 128)
-    1.25-1.35x faster than the pair layout, at 50 % (2P = H) 1.28x, pathfinder (2P = 256,
-    H = 192) 1.00-1.07x; narrower states lose by the two H-wide transposes (listops,
-    2P = 16: 0.95-0.98x; pathx at 30 %, 2P = 76: 0.97-0.99x)."""
+    benchmarks/RESULTS.md 'chunk layout'; whole models, 1 thread, against the pair layout):
+    pathx (2P = 256, H = 128) 1.27-1.35x faster, pathfinder (2P = 256, H = 192) 1.03x;
+    narrower states gain nothing (listops, 2P = 16: 0.98-0.98x; pathx at 30 %, 2P = 76:
+    1.02x; pathfinder at 30 %: 1.01x, single quick runs) and keep the pair layout."""
     return 2 * core.P >= core.H
 
 
