@@ -18,7 +18,10 @@ CPU_SOURCE = (
     "lowering'): whole pathx, pathfinder and listops models, unpruned and at 30 %, batch 1 "
     "and the workload's batch, 1 thread: chunked within 1.00-1.07x of the fastest of chunked, "
     "scan and block-Toeplitz in 11 of 12 cells (1.12x once, listops at 30 %, B=32); "
-    "block-Toeplitz is 2.4x slower on pathfinder, so no Toeplitz rule. Earlier: "
+    "block-Toeplitz is 2.4x slower on pathfinder, so no Toeplitz rule. Re-run with the "
+    "time-last chunked graphs (benchmarks/auto_choice_time_last.json, pathx and pathfinder, "
+    "1 thread): chunked within 1.00-1.05x of the fastest in 8 of 8 cells, 1.36x faster than "
+    "block-Toeplitz on unpruned pathx at batch 1 (was 1.07x slower). Earlier: "
     "benchmarks/cpu_lowerings.py, 2026-11-23, single layers, chunked fastest or within noise"
 )
 CPU_SISO_SOURCE = (

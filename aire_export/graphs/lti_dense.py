@@ -126,9 +126,9 @@ def time_last(core: ir.DenseLTI) -> bool:
     """Whether the chunked scan runs with time last (:func:`_time_last`): when the states
     are at least as wide as the channels, 2P ≥ H. Measured (benchmarks/chunk_layout.py,
     benchmarks/RESULTS.md 'chunk layout'; whole models, 1 thread, against the pair layout):
-    pathx (2P = 256, H = 128) 1.27-1.35x faster, pathfinder (2P = 256, H = 192) 1.03x;
-    narrower states gain nothing (listops, 2P = 16: 0.98-0.98x; pathx at 30 %, 2P = 76:
-    1.02x; pathfinder at 30 %: 1.01x, single quick runs) and keep the pair layout."""
+    pathx (2P = 256, H = 128) 1.23-1.39x faster, pathfinder (2P = 256, H = 192) 1.02-1.06x;
+    narrower states run time last gain nothing (0.96-1.03x on pathx and pathfinder at 30 %,
+    2P = 76, and listops, 2P = 16), so they keep the pair layout."""
     return 2 * core.P >= core.H
 
 
