@@ -178,3 +178,14 @@ def test_the_chunk_layout_benchmark_smoke_run_compares_the_layouts(tmp_path):
     for row in rows[2:]:  # at 30 %, 2P = 76 < H: the pair layout as before, and a forced contender
         assert row["transpose_nodes"] == {"old": 6 * 3, "new": 6 * 3, "forced": 6 * 6}
         assert row["max_rel_difference"] == 0.0 and row["speedup_forced_over_old"] > 0
+
+
+def test_the_frame_kernels_benchmark_smoke_run_times_every_contender(tmp_path):
+    out = tmp_path / "frame_kernels.json"
+    _benchmark("frame_kernels.py", "--rounds", "2", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["contender"] for r in rows] == [
+        "bounds", "bounds, operator left", "chunks", "one GEMM per state", "grouped Conv",
+        "input map", "empty",
+    ]  # fmt: skip
+    assert all(r["us"] > 0 for r in rows)
