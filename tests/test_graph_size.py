@@ -13,6 +13,7 @@ from conftest import make_s4d, make_s5
 from onnx import TensorProto, helper
 
 import aire_export as ax
+from aire_export.graphs import lti_dense
 from aire_export.graphs.builder import GraphBuilder
 from aire_export.graphs.lti_bank import toeplitz_forms, toeplitz_operators
 from aire_export.graphs.recurrence import chunk_matrices, chunk_operators
@@ -98,3 +99,28 @@ def test_s4d_block_toeplitz_graph_is_at_most_four_times_its_parameter_bytes(tmp_
     result = ax.export(model, tmp_path, scan=scan, step=False)
     assert result.sequence.bytes == result.sequence.path.stat().st_size
     assert result.sequence.bytes <= GRAPH_BYTES_PER_PARAMETER_BYTE * parameter_bytes(model)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("q", [1, 5, 16])
+def test_s5_toeplitz_operators_built_in_the_graph_match_the_float64_forms(bidirectional, q):
+    model = make_s5(seed=2, state_sizes=(8, 4), d_model=6, bidirectional=bidirectional)
+    for block in family_of(model).export_ir(model).blocks:
+        g = GraphBuilder("forms", 17)
+        built = lti_dense.toeplitz_operators(g, block.core, q, "float32")
+        got = _run_constants(g, {"T": built.T, "W_in": built.W_in, "W_out": built.W_out})
+        want = lti_dense.toeplitz_forms(block.core, q)
+        np.testing.assert_array_equal(got["T"], want.T.astype(np.float32))  # one block each
+        for key in ("W_in", "W_out"):  # float32 λ̄^m times B̄, s·C̃
+            scale = np.abs(getattr(want, key)).max()
+            np.testing.assert_allclose(got[key], getattr(want, key), rtol=0, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_s5_toeplitz_graph_stores_blocks_once(tmp_path, bidirectional):
+    """The block-Toeplitz T (QH × QH) is built from 2Q H × H blocks: its graph is well under
+    the Q²H² floats T alone would take."""
+    model = make_s5(state_sizes=(32, 32), d_model=64, d_input=8, bidirectional=bidirectional)
+    result = ax.export(model, tmp_path, scan="toeplitz", step=False)
+    q, H = 16, 64  # the CPU rule's Toeplitz chunk (graphs/auto.py)
+    assert result.sequence.bytes < 2 * 4 * (q * H) ** 2 / 4  # a quarter of the two layers' T

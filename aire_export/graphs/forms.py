@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aire_export.graphs.builder import GraphBuilder
+
 
 def interleave(re: np.ndarray, im: np.ndarray, axis: int) -> np.ndarray:
     """Stack re/im right after ``axis`` and merge: (…, P, …) → (…, 2P, …) ordered (p, re/im)."""
@@ -68,3 +70,25 @@ class ToeplitzForms:
     T: np.ndarray
     W_in: np.ndarray
     W_out: np.ndarray
+
+
+def toeplitz_index(q: int) -> np.ndarray:
+    """(q, q) positions of block (j, k) of a Toeplitz chunk in a table of 2q kernels ordered
+    [lag 0 (both directions and D), forward lags 1..q−1, backward lags 1..q−1, zero]
+    (lti_bank.kernel_table, lti_dense.lag_table): lag k − j > 0 forward, j − k > 0 backward
+    (a zero on a forward core), the diagonal first."""
+    j, k = np.meshgrid(np.arange(q), np.arange(q), indexing="ij")
+    return np.where(k >= j, k - j, q - 1 + j - k)
+
+
+REAL_FORM_INDEX = {False: [0, 1, 3, 0], True: [0, 3, 3, 2]}  # in [re, im, −re, −im]
+
+
+def real_forms(g: GraphBuilder, z: np.ndarray, hint: str, conjugate_output: bool = False) -> str:
+    """(…, 2, 2) float32 M with [Re p, Im p] @ M = [Re zp, Im zp] (builder.complex_right), or
+    [Re zp, −Im zp] with ``conjugate_output``, for complex z (…): stored as its float32
+    (re, im) pairs, the 2 × 2 forms by one Gather of [re, im, −re, −im] in the graph."""
+    stored = g.const(pairs(z), "float32", hint)  # (…, 2)
+    table = g.concat([stored, g.op("Neg", stored)], z.ndim)
+    M = g.op("Gather", table, g.ints(REAL_FORM_INDEX[conjugate_output]), axis=z.ndim)
+    return g.reshape(M, [*z.shape, 2, 2])

@@ -21,7 +21,14 @@ import numpy as np
 
 from aire_export import ir
 from aire_export.graphs.builder import GraphBuilder
-from aire_export.graphs.forms import ToeplitzForms, boundary_exponents, interleave, pairs
+from aire_export.graphs.forms import (
+    ToeplitzForms,
+    boundary_exponents,
+    interleave,
+    pairs,
+    real_forms,
+    toeplitz_index,
+)
 from aire_export.graphs.lowering import (
     CoreLowering,
     LayerLowering,
@@ -77,13 +84,6 @@ def kernel_table(core: ir.SisoBankLTI, q: int) -> np.ndarray:
     return np.concatenate([diagonal[:, None], kernels[0][:, 1:], backward, zero], axis=1)
 
 
-def toeplitz_index(q: int) -> np.ndarray:
-    """(q, q) positions in :func:`kernel_table` of T[h, j, k]: lag k − j > 0 forward, j − k > 0
-    backward (a zero on a forward core), the diagonal first."""
-    j, k = np.meshgrid(np.arange(q), np.arange(q), indexing="ij")
-    return np.where(k >= j, k - j, q - 1 + j - k)
-
-
 def binary_powers(lam: np.ndarray, count: int) -> np.ndarray:
     """(…, bits) complex float64 λ^(2^i), i = 0..bits−1, 2^bits ≥ count: λ^m for m < count is
     the product of the factors of m's binary digits (at most bits − 1 float32 products)."""
@@ -104,19 +104,6 @@ def graph_powers(g: GraphBuilder, lam: np.ndarray, count: int) -> str:
     for step in steps:
         x = g.concat([x, g.matmul(x, step)], lead)
     return x
-
-
-REAL_FORM_INDEX = {False: [0, 1, 3, 0], True: [0, 3, 3, 2]}  # in [re, im, −re, −im]
-
-
-def real_forms(g: GraphBuilder, z: np.ndarray, hint: str, conjugate_output: bool = False) -> str:
-    """(…, 2, 2) float32 M with [Re p, Im p] @ M = [Re zp, Im zp] (builder.complex_right), or
-    [Re zp, −Im zp] with ``conjugate_output``, for complex z (…): stored as its float32
-    (re, im) pairs, the 2 × 2 forms by one Gather of [re, im, −re, −im] in the graph."""
-    stored = g.const(pairs(z), F32, hint)  # (…, 2)
-    table = g.concat([stored, g.op("Neg", stored)], z.ndim)
-    M = g.op("Gather", table, g.ints(REAL_FORM_INDEX[conjugate_output]), axis=z.ndim)
-    return g.reshape(M, [*z.shape, 2, 2])
 
 
 def toeplitz_operators(

@@ -14,7 +14,9 @@ Block-Toeplitz chunks of Q steps flatten a chunk of u as (j, h) and use
     T (QH, QH),  block [(j, ·), (k, ·)] = K_fwd[k−j]ᵀ (k ≥ j) + K_bwd[j−k]ᵀ (j ≥ k) + diag(D)
     K_m = s·Re(C̃ diag(λ̄^m) B̄)  (H × H, the Markov parameters)
 
-plus the chunk-boundary maps W_in (QH, 2P·dirs) and W_out (2P·dirs, QH) of graphs/forms.py.
+plus the chunk-boundary maps W_in (QH, 2P·dirs) and W_out (2P·dirs, QH) of graphs/forms.py,
+all three built in the graph from the 2Q Markov blocks and the powers λ̄^m
+(:func:`toeplitz_operators`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from aire_export.graphs.forms import (
     input_matrix,
     interleave,
     output_matrix,
+    pairs,
+    real_forms,
+    toeplitz_index,
 )
 from aire_export.graphs.lowering import (
     CoreLowering,
@@ -69,6 +74,43 @@ def _block_toeplitz(kernels: list[np.ndarray], D: np.ndarray, q: int) -> np.ndar
     for j in range(q):
         out[j, :, j, :] += np.diag(D)
     return out.reshape(q * H, q * H)
+
+
+def lag_table(core: ir.DenseLTI, q: int) -> np.ndarray:
+    """(2q, H, H) float64 [K_fwd[0]ᵀ + K_bwd[0]ᵀ + diag(D), K_fwd[1..q−1]ᵀ, K_bwd[1..q−1]ᵀ, 0]
+    (no K_bwd on a forward core): every block of :func:`_block_toeplitz`, sums included."""
+    kernels = [markov(core, q, d).transpose(0, 2, 1) for d in range(len(core.C))]
+    diagonal = sum(K[0] for K in kernels) + np.diag(core.D)
+    backward = kernels[1][1:] if len(kernels) == 2 else np.zeros((q - 1, core.H, core.H))
+    zero = np.zeros((1, core.H, core.H))
+    return np.concatenate([diagonal[None], kernels[0][1:], backward, zero], axis=0)
+
+
+def toeplitz_operators(g: GraphBuilder, core: ir.DenseLTI, q: int, compute: str) -> ToeplitzForms:
+    """The :func:`toeplitz_forms` of ``core`` built in the graph (names, not arrays), in
+    ``compute``: T by one Gather of blocks from :func:`lag_table` (2q H × H blocks stored
+    instead of q², equal to the float64 T cast, bit for bit); W_in, W_out as products of the
+    float32 λ̄^m and of B̄, s·C̃ (4Pq·dirs + 2PH·(1 + dirs) floats instead of 4PqH·dirs),
+    within a few float32 roundings of the float64 forms. All inputs are initializers: the
+    nodes fold when the graph is loaded."""
+    H, P = core.H, core.P
+    table = g.const(lag_table(core, q), compute, "markov")
+    T = g.op("Gather", table, g.ints(toeplitz_index(q).ravel().tolist()), axis=0)
+    T = g.reshape(g.transpose(g.reshape(T, [q, q, H, H]), [0, 2, 1, 3]), [q * H, q * H])
+    in_pow, out_pow = boundary_exponents(q)
+    b = g.const(pairs(core.B), F32, "B")  # (P, H, 2)
+    w_in, w_out = [], []
+    for d in range(len(core.C)):
+        R = real_forms(g, core.lam[None, :] ** in_pow[d][:, None], "lam_in")  # (Q, P, 2, 2)
+        z = g.matmul(b, R)  # (Q, P, H, 2): λ̄^(e_j) B̄ as (re, im)
+        w_in.append(g.reshape(g.transpose(z, [0, 2, 1, 3]), [q * H, 2 * P]))  # rows (j, h)
+        c = g.const(pairs(core.scale * core.C[d].T), F32, "C")  # (P, H, 2)
+        R = real_forms(g, core.lam[None, :] ** out_pow[d][:, None], "lam_out", True)
+        z = g.matmul(c, R)  # (Q, P, H, 2): [Re, −Im] of λ̄^(e_k) s·C̃
+        w_out.append(g.reshape(g.transpose(z, [1, 3, 0, 2]), [2 * P, q * H]))  # cols (k, h)
+    W_in = w_in[0] if len(w_in) == 1 else g.concat(w_in, 1)
+    W_out = w_out[0] if len(w_out) == 1 else g.concat(w_out, 0)
+    return ToeplitzForms(T, g.cast_if(W_in, F32, compute), g.cast_if(W_out, F32, compute))
 
 
 def toeplitz_forms(core: ir.DenseLTI, q: int) -> ToeplitzForms:
@@ -174,12 +216,12 @@ def _readout(g: GraphBuilder, core: ir.DenseLTI, x: str, direction: int, compute
 
 def _toeplitz(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, padded) -> str:
     q = lowering.toeplitz_chunk
-    forms = toeplitz_forms(core, q)
+    forms = toeplitz_operators(g, core, q, compute)
     H, P = core.H, core.P
     chunks_in, length = (u, None) if padded else pad_time(g, u, 3, 1, q)
     chunks = g.reshape(chunks_in, [0, -1, q * H])  # (B, n, QH)
-    y = g.matmul(chunks, g.const(forms.T, compute, "T"))
-    ends = g.cast_if(g.matmul(chunks, g.const(forms.W_in, compute, "W_in")), compute, F32)
+    y = g.matmul(chunks, forms.T)
+    ends = g.cast_if(g.matmul(chunks, forms.W_in), compute, F32)
     entering = []
     for d in range(len(core.C)):
         e = g.slice(ends, [2 * P * d], [2 * P * (d + 1)], [2])  # (B, n, 2P)
@@ -188,7 +230,7 @@ def _toeplitz(g, core: ir.DenseLTI, u: str, lowering: LayerLowering, compute, pa
             h = entering_states(g, e, core.lam, 4, lowering, reverse=d == 1)
         entering.append(g.reshape(g.transpose(h, [0, 2, 1, 3]), [0, 0, -1]))
     h = entering[0] if len(entering) == 1 else g.concat(entering, axis=2)  # (B, n, 2P·dirs)
-    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), g.const(forms.W_out, compute, "W_out")))
+    y = g.add(y, g.matmul(g.cast_if(h, F32, compute), forms.W_out))
     y = g.reshape(y, [0, -1, H])
     return y if padded else g.slice(y, [0], length, [1])
 
