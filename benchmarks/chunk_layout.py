@@ -1,7 +1,8 @@
 """The chunked S5 graph's layout (issue 14 item 4): states in the pair layout (B, P, L, 2),
-transposed to and from the (B, L, 2P) maps, against time last with chunks (B, P, n, 2Q) of
-(re/im, step) columns, where only u and y (H wide) are transposed and the 2P-wide tensors move
-in blocks of Q floats.
+transposed to and from the (B, L, 2P) maps by (re, im) pairs, against time last with chunks
+(B, P, n, 2Q) of (re/im, step) columns, where the 2P-wide tensors move in blocks of Q floats
+(and the transposes of u and of each direction's states before the readout are fused into
+onnxruntime's MatMuls).
 
     python benchmarks/chunk_layout.py [--quick] [--repeats 7] [--out benchmarks/chunk_layout.json]
 
@@ -124,7 +125,6 @@ def main() -> None:
     for row in result["transposes"]:
         print(f"{row['transpose']:42s} {row['ms']:7.2f} ms", flush=True)
     models = ("pathx",) if args.quick else MODELS
-    keeps = KEEPS
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -132,7 +132,7 @@ def main() -> None:
         jobs = {"old": [], "new": []}
         plan = []
         for name in models:
-            for keep in keeps:
+            for keep in KEEPS:
                 model = build(WORKLOADS[name], keep)
                 saved = ax.save(model, tmp / f"{name}-{keep}.pt")
                 cores = [b.core for b in family_of(model).export_ir(model).blocks]

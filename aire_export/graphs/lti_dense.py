@@ -6,8 +6,8 @@ Layout: states as (B, P, L, 2) in sequence mode (time second to last, (re, im) l
 in the step graph. The input map is one MatMul u @ W_in (H, 2P), the readout one MatMul per
 direction x @ W_out (2P, H) (graphs/forms.py). Chunked lowerings pad u (H wide) rather than
 the states (2P wide) and slice y at the end. When 2P ≥ H the chunked scan runs with time
-last instead, (B, 2P, L) and chunks (B, P, n, 2Q) (:func:`time_last`), so that the narrower
-u and y are what is transposed.
+last instead, (B, 2P, L) and chunks (B, P, n, 2Q) (:func:`time_last`): the states move
+between layouts as blocks of Q floats, never as (re, im) pairs.
 
 Block-Toeplitz chunks of Q steps flatten a chunk of u as (j, h) and use
 
@@ -169,7 +169,7 @@ def time_last(core: ir.DenseLTI) -> bool:
     are at least as wide as the channels, 2P ≥ H. Measured (benchmarks/chunk_layout.py,
     benchmarks/RESULTS.md 'chunk layout'; whole models, 1 thread, against the pair layout):
     pathx (2P = 256, H = 128) 1.23-1.39x faster, pathfinder (2P = 256, H = 192) 1.02-1.06x;
-    narrower states run time last gain nothing (0.96-1.03x on pathx and pathfinder at 30 %,
+    narrower states gain nothing from it (0.96-1.03x on pathx and pathfinder at 30 %,
     2P = 76, and listops, 2P = 16), so they keep the pair layout."""
     return 2 * core.P >= core.H
 

@@ -94,10 +94,8 @@ def chunk_indices(q: int, reverse: bool, planar: bool = False) -> tuple[np.ndarr
     M = blocks(-lag if reverse else lag)  # (j, c_in, k, c_out)
     G = blocks(((q - k) if reverse else (k + 1))[None, :])[0]  # (c_in, k, c_out)
     if planar:
-        M, G = (
-            M.transpose(1, 0, 3, 2),
-            G.transpose(0, 2, 1),
-        )  # (c_in, j, c_out, k), (c_in, c_out, k)
+        M = M.transpose(1, 0, 3, 2)  # (c_in, j, c_out, k)
+        G = G.transpose(0, 2, 1)  # (c_in, c_out, k)
     return M.reshape(2 * q, 2 * q), G.reshape(2, 2 * q)
 
 
@@ -171,8 +169,8 @@ def planar_chunked_recurrence(
     and the states returned in the same layout. A sequence layout with time last,
     (*lead, 2, T), turns into it by a Transpose that moves blocks of q floats, where the pair
     layout (*lead, T, 2) needs one that moves pairs of 8 bytes from a (…, T, P, 2) input map:
-    on the pathx layer (P = 128, T = 16384, q = 16) 4.2-4.8 ms against 7.9 and 17 ms for the
-    two pair transposes (benchmarks/chunk_layout.py). The chunk-end states (*lead, n, 2)
+    on the pathx layer (P = 128, T = 16384, q = 16) 4.4-5.2 ms against 7.8 and 16.7 ms for
+    the two pair transposes (benchmarks/chunk_layout.py). The chunk-end states (*lead, n, 2)
     are carried in the pair layout (a tensor q times smaller) by the chunked recurrence on
     λ^q, or by a Scan with ``carry_scan``. ``rank`` is the rank of ``chunks``."""
     q = chunk
