@@ -14,19 +14,19 @@ from collections.abc import Sequence
 from aire_export.ir import Core, DenseLTI, LoweringRule, SelectiveCore, SisoBankLTI
 
 CPU_SOURCE = (
-    "benchmarks/auto_choice.py, 2026-12-01 (benchmarks/RESULTS.md, 'CPU: is auto the fastest "
-    "lowering'): whole pathx, pathfinder and listops models, unpruned and at 30 %, batch 1 "
-    "and the workload's batch, 1 thread: chunked within 1.00-1.07x of the fastest of chunked, "
-    "scan and block-Toeplitz in 11 of 12 cells (1.12x once, listops at 30 %, B=32); "
-    "block-Toeplitz is 2.4x slower on pathfinder, so no Toeplitz rule. Re-run with the "
-    "time-last chunked graphs (benchmarks/auto_choice_time_last.json, pathx and pathfinder, "
-    "1 thread): chunked within 1.00-1.05x of the fastest in 8 of 8 cells, 1.36x faster than "
-    "block-Toeplitz on unpruned pathx at batch 1 (was 1.07x slower). Earlier: "
-    "benchmarks/cpu_lowerings.py, 2026-11-23, single layers, chunked fastest or within noise"
+    "benchmarks/auto_choice.py --rounds 3, 2026-12-01, re-run on the time-last chunked graphs "
+    "(benchmarks/RESULTS.md, 'CPU: is auto the fastest lowering', re-run): whole pathx, "
+    "pathfinder and listops models, unpruned and at 30 %, batch 1 and the workload's batch, 1 "
+    "and 2 threads: chunked within 1.00-1.04x of the fastest of chunked, scan and "
+    "block-Toeplitz in 24 of 24 cells; block-Toeplitz 1.2-4.6x slower everywhere (on pathx "
+    "with 2 threads 340 vs 272 ms; before the time-last layout it was 1.54-1.75x faster "
+    "there), so no Toeplitz rule. Earlier: benchmarks/cpu_lowerings.py, 2026-11-23, single "
+    "layers, chunked fastest or within noise"
 )
 CPU_SISO_SOURCE = (
-    "benchmarks/auto_choice.py, 2026-12-01: text-s4d unpruned and at 30 %, 1 thread: scan "
-    "(Toeplitz chunks, Scan carry) within 1.00x of the toeplitz lowering in every cell; "
+    "benchmarks/auto_choice.py, 2026-12-01: text-s4d unpruned and at 30 %, 1 and 2 threads: "
+    "scan (Toeplitz chunks, Scan carry) within 1.00-1.02x of the toeplitz lowering in every "
+    "cell; "
     "benchmarks/cpu_lowerings.py --models s4d s4d-10 and the keywords example, 2026-11-23 "
     "(benchmarks/RESULTS.md, 'CPU: S4D carry'): block-Toeplitz chunks (Q=32) with the carry "
     "across chunks in one Scan. A bank small enough for chunked-level carries (H·N ≤ 1024, "
