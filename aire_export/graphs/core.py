@@ -4,7 +4,7 @@
     SisoBankLTI  graphs/lti_bank.py      H SISO systems of N modes (S4D)
     Feedthrough  (here)                  y = D ⊙ u: a layer pruned to nothing emits no recurrence
     SelectiveCore graphs/selective.py    Mamba-1 mixer: input-dependent scan, conv, projections
-    Bypassed     graphs/bypass.py        an LTI core on some channels, the others pass through
+    Bypassed     graphs/bypass.py        a SISO bank on some channels, the others pass through
 
 A new core type (a selective scan) brings its own module with a :class:`CoreLowering` and
 one entry in :data:`CORE_LOWERINGS`; nothing else in graphs/ changes.

@@ -281,10 +281,13 @@ def time_multiple(core: ir.DenseLTI, lowering: LayerLowering) -> int:
 
 
 def modes(core: ir.DenseLTI) -> tuple[np.ndarray, np.ndarray]:
-    """λ̄ (P,) and each mode's gain s·√H·‖B_i‖·Σ_d‖C_d,i‖ (inputs of magnitude ≤ 1 per channel)."""
+    """λ̄ (P,) and each mode's gain s·√H_in·‖B_i‖·Σ_d‖C_d,i‖ (inputs of magnitude ≤ 1 per
+    channel), H_in the channels that reach the states (a bypassed channel's column of B̄ is
+    zero: ir.with_bypass)."""
     b = np.linalg.norm(core.B, axis=1)
     c = sum(np.linalg.norm(C, axis=0) for C in core.C)
-    return core.lam, core.scale * np.sqrt(core.H) * b * c
+    reaching = np.count_nonzero(np.abs(core.B).sum(axis=0))
+    return core.lam, core.scale * np.sqrt(reaching) * b * c
 
 
 LOWERING = CoreLowering(sequence, step, states, time_multiple, modes, frame=frame)

@@ -306,8 +306,8 @@ class S5Family(ClassifierFamily):
 
     def core_ir(self, block: S5Block) -> ir.Core:
         """The core as a dense diagonal system (complex128), or the feedthrough D·u when the
-        layer has no states left; with pruned operators on the active channels
-        (ir.Bypassed), the feedthrough D_h = 1 on the bypassed ones."""
+        layer has no states left; with pruned operators widened to every channel by
+        ir.with_bypass (zero B̄ columns and C̃ rows, D_h = 1 on the bypassed ones)."""
         system = self.modal_system(block)
         active = block.seq.active
         if system.P == 0 or active == ():
