@@ -47,7 +47,6 @@ from aire_export.validate.validation import (
 )
 
 PRUNED_NAME = "pruned.pt"
-FLOAT32_BYTES = 4  # parameter bytes are counted as float32, the dtype model.onnx stores
 FINETUNE_SELECTION_NOTE = (
     "fine-tuning kept its best epoch on {data}, so the pruned accuracy measured on that set is "
     "optimistic by the selection: measure it on held-out data with `aire-export validate`"
@@ -408,8 +407,6 @@ def _model_record(
         physical_states_after=sum(len(family.units(b).ids) for b in pruned.layers),
         parameters_before=parameter_count(model),
         parameters_after=parameter_count(pruned),
-        parameter_bytes_before=FLOAT32_BYTES * parameter_count(model),
-        parameter_bytes_after=FLOAT32_BYTES * parameter_count(pruned),
     )
 
 

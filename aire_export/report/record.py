@@ -145,6 +145,9 @@ def verdict(validation: Validation, *, fail_on_parity: bool = True) -> Verdict:
     return Verdict(code == EXIT_OK, code, reasons, checks_of(validation))
 
 
+FLOAT32_BYTES = 4
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     """The input model and what pruning made of it."""
@@ -157,8 +160,15 @@ class ModelRecord:
     physical_states_after: int  # stored slots after the shrink (above states_after for padded S4D)
     parameters_before: int
     parameters_after: int
-    parameter_bytes_before: int  # the parameters as float32 (how model.onnx stores weights)
-    parameter_bytes_after: int
+
+    @property
+    def parameter_bytes_before(self) -> int:
+        """The parameters as float32, the dtype model.onnx stores its weights in."""
+        return FLOAT32_BYTES * self.parameters_before
+
+    @property
+    def parameter_bytes_after(self) -> int:
+        return FLOAT32_BYTES * self.parameters_after
 
     def to_json(self) -> dict[str, Any]:
         return {
