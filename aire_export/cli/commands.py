@@ -55,7 +55,7 @@ class PipelineGroup(click.Group):
 )
 @click.version_option(package_name="aire-export")
 def cli() -> None:
-    """Prune state space models (S5, S4D) with AIRE-Prune, shrink them, export them to
+    """Prune state space models (S5, S4D, Mamba-1) with AIRE-Prune, shrink them, export them to
     ONNX / TensorRT, and prove the result is right and fast.
 
     \b
@@ -384,9 +384,10 @@ def sweep_cmd(
     type=click.Choice(SELECTIONS),
     default="random",
     show_default=True,
-    help="random: S4oP's draws (per-layer budget ∝ 2^i). energy: our channel scores (AIRE "
-    "energy of each channel's modes, Algorithm 1), one candidate per step, no seeds. budget: "
-    "S4oP's per-layer budget, each layer's lowest-energy channels.",
+    help="random: S4oP's draws (per-layer budget ∝ 2^i). energy: our channel scores (the AIRE "
+    "energy of the modes a channel's bypass changes plus (D_h - 1)^2, Algorithm 1), one "
+    "candidate per step, no seeds. budget: S4oP's per-layer budget, each layer's lowest-energy "
+    "channels.",
 )
 @opt.FINETUNING
 @opt.MAX_DROP
@@ -424,7 +425,8 @@ def s4op_cmd(
     \b
     Writes OUT/s4op.json and s4op.md (every trial: step, seed, ratio, accuracy before and
     after fine-tuning; every step: accuracy, latency side by side with the input model) and
-    OUT/step_NN/ per step. Use --batch 1 for S4oP's latency protocol (batch 1, full length).
+    OUT/step_NN/ per step (NN: its ratio in %). Use --batch 1 for S4oP's latency protocol
+    (batch 1, full length).
     Exit 0 when the search ran (each step's verdict is in its report), 3 when a step's
     graphs failed parity.
     """
