@@ -24,6 +24,8 @@ was written, and a gate or a runtime failed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
@@ -68,11 +70,13 @@ class OutputError(AireError):
 
 class Terminated(BaseException):
     """The process was asked to stop (SIGTERM, SIGHUP): unwinds like Ctrl-C, so staged
-    outputs are removed; the CLI exits with 128 + the signal number."""
+    outputs are removed; the CLI exits with 128 + the signal number. ``written``: the output
+    folder, when the signal came after it was complete (it stays)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, written: Path | None = None) -> None:
         super().__init__(signum)
         self.signum = signum
+        self.written = written
 
 
 class RuntimeBuildError(AireError):

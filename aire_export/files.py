@@ -3,14 +3,27 @@
     write_atomically(path, write)     a temporary file beside ``path``, renamed when complete
     check_destination(out, inputs)    a folder output (run, sweep) may go to ``out``: it does
                                       not exist, is empty, or holds only files aire-export
-                                      wrote there (its manifest says so); it holds no input
+                                      wrote there (its manifest says so); it holds no input;
+                                      returns the folder to write (absolute, a symlink
+                                      followed), after a trial stage was made and removed
     staged_folder(out)                a hidden folder beside ``out`` to build the outputs in,
                                       removed if the block fails (also on SIGTERM/SIGHUP, which
                                       the CLI turns into an exception); stages and replaced
                                       folders that a killed run left behind are removed first
-    commit(stage, out)                the manifest written, the stage renamed into place
+    commit(stage, out)                the manifest written, the stage renamed into place, with
+                                      the replaced folder's permissions (stop signals held
+                                      meanwhile)
+    after_commit(out)                 a stop signal while the results of ``out`` print says
+                                      that the output was written
+    clear_folder(out)                 empty a folder that is ours (or forced), keeping it
+
+A folder that cannot be renamed (a mount point such as a container volume, the current
+folder or one above it, a folder in a parent the user may not write) is filled in place
+instead: the stage is a hidden folder inside it and the commit moves its entries over the old
+ones, then removes the old entries it did not replace.
     check_file_outputs(paths, inputs) files written into a folder (export, prune): none is an
-                                      input, none replaces a file aire-export did not write
+                                      input, none replaces a file aire-export did not write or
+                                      one a whole job's report describes
     record_outputs(folder, names)     add written files to the folder's manifest
     file_sha256(path)                 the digest a report records for its input
 
@@ -27,21 +40,32 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from aire_export.errors import OutputError
+from aire_export.errors import OutputError, Terminated
 
 MANIFEST = "aire-files.json"
+REPORT_NAME = "report.json"  # a folder whose manifest lists it is a whole job's output
 MANIFEST_FORMAT = "aire-export-files/1"
 #: write faults that are the environment's, not ours: exit 5 with their reason
 WRITE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
-)
+    {
+        errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG,
+        errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EBUSY, errno.EXDEV, errno.EIO,
+    }
+)  # fmt: skip
+#: why a folder's rename can fail where its contents can still be replaced
+_UNMOVABLE = frozenset({errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES})
+_DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # held during a commit
 _STAGE, _OLD = "stage", "old"
 
 
@@ -123,18 +147,38 @@ def _refuse_inputs(where: Path, inputs: Iterable[Path | None], what: str) -> Non
 
 def check_destination(
     out: Path, inputs: Iterable[Path | None] = (), *, force: bool = False
-) -> None:
-    """OutputError unless ``out`` can receive a whole output folder (see the module doc)."""
+) -> Path:
+    """The folder to write for ``--out`` ``out`` (absolute; a symlink to a folder followed, so
+    the outputs go where it points); OutputError unless it can receive a whole output folder
+    (see the module doc)."""
+    out = Path(os.path.abspath(out))
+    if out.is_symlink() and out.is_dir():
+        out = out.resolve()
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is a file: choose another --out")
     _refuse_inputs(out, inputs, "--out")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"cannot write {out}: folder {parent} is not writable")
-    if force or not out.is_dir() or not any(out.iterdir()):
-        return
+    if not out.parent.is_dir():
+        raise OutputError(f"cannot write {out}: folder {out.parent} does not exist")
+    where = out if _in_place(out) else out.parent
+    if not os.access(where, os.W_OK):
+        raise OutputError(f"cannot write {out}: folder {where} is not writable")
+    remove_stale(out)
+    _try_stage(out)
+    if not force and out.is_dir() and any(out.iterdir()):
+        _refuse_foreign(out)
+    return out
+
+
+def _try_stage(out: Path) -> None:
+    """Make and remove the stage :func:`staged_folder` will make (a name the file system
+    takes, a folder it lets us create), so the job fails before its work, not after."""
+    try:
+        os.rmdir(_make_stage(out))
+    except OSError as e:
+        raise write_error(out, e) from None
+
+
+def _refuse_foreign(out: Path) -> None:
     owned = owned_files(out)
     if owned is None:
         raise OutputError(
@@ -164,10 +208,17 @@ def check_file_outputs(
         folder = path.parent if str(path.parent) else Path(".")
         if folder.exists() and not os.access(folder, os.W_OK):
             raise OutputError(f"cannot write {path}: folder {folder} is not writable")
-        if path.exists() and not force and path.name not in (owned_files(folder) or set()):
+        owned = owned_files(folder) or set()
+        if path.exists() and not force and path.name not in owned:
             raise OutputError(
                 f"{path} exists and was not written by aire-export: choose another output, or "
                 "pass --force to replace it"
+            )
+        if path.exists() and not force and REPORT_NAME in owned:
+            raise OutputError(
+                f"{folder} is the output of a whole job and its {REPORT_NAME} describes "
+                f"{path.name}: replacing it alone would leave the report wrong; write elsewhere, "
+                f"re-run the job with -o {folder}, or pass --force"
             )
 
 
@@ -192,31 +243,75 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _in_place(out: Path) -> bool:
+    """Whether ``out`` is filled in place rather than replaced by a rename (module doc)."""
+    if not out.is_dir() or out.is_symlink():
+        return False
+    return _mount_point(out) or _inside(Path.cwd(), out) or not os.access(out.parent, os.W_OK)
+
+
+def _mount_point(folder: Path) -> bool:
+    """Whether ``folder`` is a mount point, bind mounts included (which ``os.path.ismount``
+    misses on Linux when both sides are one file system: /proc/self/mountinfo lists them)."""
+    if os.path.ismount(folder):
+        return True
+    try:
+        table = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return False
+    fields = (line.split() for line in table.splitlines())
+    points = {_octal_unescaped(f[4]) for f in fields if len(f) > 4}  # field 5: the mount point
+    return str(folder.resolve()) in points
+
+
+def _octal_unescaped(field: str) -> str:
+    """mountinfo's escapes (a space is \\040) decoded."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a symlink or a folder tree (a symlink itself, never what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def remove_stale(out: Path) -> list[Path]:
     """Remove the stages and replaced folders of ``out`` left by runs that were killed (their
-    process is gone); returns what was removed."""
+    process is gone), beside it and inside it (in-place stages); returns what was removed."""
     removed = []
     parent = out.parent if str(out.parent) else Path(".")
-    for kind in (_STAGE, _OLD):
-        for path in parent.glob(f".{out.name}.{kind}-*-*"):
-            try:
-                pid = int(path.name[len(f".{out.name}.{kind}-") :].split("-", 1)[0])
-            except ValueError:
-                continue
-            if pid != os.getpid() and not _alive(pid):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
+    places = [parent, out] if out.is_dir() and not out.is_symlink() else [parent]
+    for place in places:
+        for kind in (_STAGE, _OLD):
+            for path in place.glob(f".{out.name}.{kind}-*-*"):
+                try:
+                    pid = int(path.name[len(f".{out.name}.{kind}-") :].split("-", 1)[0])
+                except ValueError:
+                    continue
+                if pid != os.getpid() and not _alive(pid):
+                    _remove(path)
+                    removed.append(path)
     return removed
+
+
+def _make_stage(out: Path) -> Path:
+    where = out if _in_place(out) else out.parent
+    stage = Path(tempfile.mkdtemp(prefix=_scratch(out, _STAGE), suffix=".tmp", dir=where))
+    os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+    return stage
 
 
 @contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
-    """A hidden folder beside ``out`` to build the outputs in; removed if the block fails
-    (the previous output, or nothing, stays). The caller renames it with :func:`commit`."""
+    """A hidden folder beside ``out`` (inside it when it is filled in place) to build the
+    outputs in; removed if the block fails (the previous output, or nothing, stays). The
+    caller moves it into place with :func:`commit`."""
     remove_stale(out)
     try:
-        stage = Path(tempfile.mkdtemp(prefix=_scratch(out, _STAGE), suffix=".tmp", dir=out.parent))
-        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        stage = _make_stage(out)
     except OSError as e:
         raise write_error(out, e) from None
     try:
@@ -230,16 +325,107 @@ def staged_folder(out: Path) -> Iterator[Path]:
 
 
 def commit(stage: Path, out: Path) -> None:
-    """Write the stage's manifest and move it into place, replacing an earlier output."""
+    """Write the stage's manifest and move it into place, replacing an earlier output. A stop
+    signal (Ctrl-C, SIGTERM, SIGHUP) that comes meanwhile waits until the output is whole,
+    then ends the job as :class:`Terminated` with ``written`` = ``out``."""
     _write_manifest(stage, _tree(stage))
+    with _signals_deferred() as pending:
+        try:
+            if stage.parent == out:
+                _fill_in_place(stage, out)
+            else:
+                _swap(stage, out)
+        except OSError as e:
+            if stage.parent == out or e.errno not in _UNMOVABLE or not out.is_dir():
+                raise write_error(out, e) from None
+            try:  # a folder we did not see could not be renamed: fill it from beside
+                _fill_in_place(stage, out)
+            except OSError as e:
+                raise write_error(out, e) from None
+    if pending:
+        raise Terminated(pending[0], written=out)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """The stop signals received inside the block, recorded instead of acted on (main
+    thread only: elsewhere Python delivers no signals)."""
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    previous = {s: signal.signal(s, lambda n, _frame: pending.append(n)) for s in _DEFERRED}
+    try:
+        yield pending
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _swap(stage: Path, out: Path) -> None:
+    """Rename the stage to ``out``, the old folder (its permissions kept) renamed away first."""
     old = None
     if out.exists():
-        old = out.with_name(f"{_scratch(out, _OLD)}{stage.name}")
+        os.chmod(stage, stat.S_IMODE(out.stat().st_mode))
+        old = out.with_name(f"{_scratch(out, _OLD)}{stage.name.split('-')[-1]}")
         out.rename(old)
-    stage.rename(out)
+    try:
+        stage.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
     if old is not None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(old)
+        _remove(old)
+
+
+def _fill_in_place(stage: Path, out: Path) -> None:
+    """Move the stage's entries into ``out`` over the old ones, then remove the old entries
+    the new output does not have (never the folder itself)."""
+    new = {p.name for p in stage.iterdir()}
+    for name in sorted(new):
+        target = out / name
+        if target.is_dir() and not target.is_symlink():  # a folder cannot replace a folder
+            old = out / f"{_scratch(out, _OLD)}{name}"
+            target.rename(old)
+            _move(stage / name, target)
+            _remove(old)
+        else:
+            _move(stage / name, target)
+    stage.rmdir()
+    for entry in out.iterdir():
+        if entry.name not in new:
+            _remove(entry)
+
+
+@contextmanager
+def after_commit(out: Path) -> Iterator[None]:
+    """A stop signal inside the block (printing the results of a committed ``out``) ends the
+    job as :class:`Terminated` with ``written`` = ``out``: the output is complete and stays."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Terminated(signal.SIGINT, written=out) from None
+    except Terminated as e:
+        e.written = out
+        raise
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename, or copy and remove where the two are on different mounts."""
+    try:
+        os.replace(source, target)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        shutil.move(source, target)
+
+
+def clear_folder(out: Path) -> None:
+    """Remove everything inside ``out`` (ours by :func:`check_destination`, or forced),
+    keeping the folder (it may be a mount point)."""
+    for entry in out.iterdir():
+        _remove(entry)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

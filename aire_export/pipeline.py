@@ -18,7 +18,7 @@ from pathlib import Path
 from aire_export.checkpoints import load, save
 from aire_export.data import SequenceData, load_data
 from aire_export.errors import InputError
-from aire_export.files import check_destination, commit, file_sha256, staged_folder
+from aire_export.files import REPORT_NAME, check_destination, commit, file_sha256, staged_folder
 from aire_export.finetune import FinetuneOptions, FinetuneResult, finetune
 from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
 from aire_export.lower import check_frame, export
@@ -157,7 +157,7 @@ def run_pipeline(
     model_path = Path(model_path)
     out = options.destination(model_path)
     inputs_read = [model_path, options.data, options.inputs, options.calib, options.finetune]
-    check_destination(out, inputs_read, force=options.force)
+    out = check_destination(out, inputs_read, force=options.force)
 
     progress("load")
     model = load(model_path)
@@ -383,7 +383,7 @@ def _check_provenance(folder: Path, original: Path, model: SSMNetwork, pruned: S
             + "): pass the checkpoint the folder was made from"
         )
     try:
-        recorded = json.loads((folder / "report.json").read_text())["model"]["sha256"]
+        recorded = json.loads((folder / REPORT_NAME).read_text())["model"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
     if recorded != file_sha256(original):

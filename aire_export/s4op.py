@@ -25,7 +25,6 @@ for any choice.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -37,7 +36,7 @@ import numpy as np
 from aire_export.checkpoints import load
 from aire_export.data import SequenceData, load_data
 from aire_export.errors import AireError, InputError
-from aire_export.files import check_destination, record_outputs, write_atomically
+from aire_export.files import check_destination, clear_folder, record_outputs, write_atomically
 from aire_export.finetune import FinetuneOptions, FinetuneResult, eval_accuracy, finetune
 from aire_export.models import SSMNetwork, family_of, modal_systems
 from aire_export.pipeline import Deployment, PipelineOptions, deploy
@@ -238,7 +237,7 @@ def run_s4op(
     candidates of a step are trials of ``executor`` (default: one after another here)."""
     options.check()
     model_path = Path(model_path)
-    check_destination(
+    out = check_destination(
         out, [model_path, train_path, data_path, test_path], force=options.deploy.force
     )
     model = load(model_path)
@@ -247,8 +246,8 @@ def run_s4op(
     data = load_data(data_path, model, need_labels=True)
     test = load_data(test_path, model, need_labels=True) if test_path else None
     if out.exists():
-        shutil.rmtree(out)  # ours (check_destination), or --force
-    out.mkdir(parents=True)
+        clear_folder(out)  # ours (check_destination), or --force
+    out.mkdir(parents=True, exist_ok=True)
 
     baseline = eval_accuracy(model, data, 64, "cpu")
     executor = executor or LocalExecutor()

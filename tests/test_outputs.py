@@ -191,3 +191,129 @@ def test_nvidias_polygraphy_checks_a_bundle_the_job_wrote(tmp_path, model_file, 
     )  # fmt: skip
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
     assert "PASSED" in check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("kind", ["current folder", "mount point"])
+def test_a_folder_that_cannot_be_renamed_is_filled_in_place(
+    tmp_path, model_file, capsys, monkeypatch, kind
+):
+    """The current folder, a mount point (a container volume) or a folder in a parent we may
+    not write keeps its identity and permissions: the outputs move into it, the old ones the
+    new output lacks (here bundle/) are removed, no stage is left inside or beside it."""
+    import aire_export.files as files
+
+    out = tmp_path / "volume"
+    assert run(capsys, model_file, *FAST, "--bundle", "-o", out)[0] == 0
+    assert (out / "bundle").is_dir()
+    out.chmod(0o750)
+    identity = out.stat().st_ino
+    dead = 2**22 + 17  # a stage a killed in-place run left inside the folder
+    (out / f".volume.stage-{dead}-abc.tmp").mkdir()
+    if kind == "mount point":
+        real = os.path.ismount
+        monkeypatch.setattr(files.os.path, "ismount", lambda p: Path(p) == out or real(p))
+        target = out
+    else:
+        monkeypatch.chdir(out)
+        target = Path(".")
+    code, stdout, err = run(capsys, model_file, *FAST, "-o", target)
+    assert code == 0, err
+    assert out.stat().st_ino == identity and out.stat().st_mode & 0o777 == 0o750
+    manifest = set(json.loads((out / MANIFEST).read_text())["files"])
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert manifest == on_disk - {MANIFEST} and "report.json" in manifest
+    assert not (out / "bundle").exists() and _hidden(out) == [] and _hidden(tmp_path) == []
+    assert str(out) in stdout  # the report names the folder, not "."
+
+
+def test_a_symlinked_output_folder_is_written_where_it_points(tmp_path, model_file, capsys):
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "disk")
+    assert run(capsys, model_file, *FAST, "-o", tmp_path / "link")[0] == 0
+    assert run(capsys, model_file, *FAST, "-o", tmp_path / "link")[0] == 0  # a re-run too
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "disk" / "report.json").is_file()
+    assert _hidden(tmp_path) == []
+
+
+def test_a_replaced_folder_keeps_its_permissions(tmp_path, model_file, capsys):
+    out = tmp_path / "private"
+    out.mkdir()
+    out.chmod(0o750)
+    assert run(capsys, model_file, *FAST, "-o", out)[0] == 0
+    assert out.stat().st_mode & 0o777 == 0o750
+    assert run(capsys, model_file, *FAST, "-o", out)[0] == 0
+    assert out.stat().st_mode & 0o777 == 0o750
+
+
+def test_an_output_name_the_file_system_refuses_fails_before_the_work(tmp_path, model_file, capsys):
+    code, _, err = run(capsys, model_file, *FAST, "-o", tmp_path / ("a" * 250))
+    assert code == 5 and "File name too long" in _one_error_line(err)
+    assert "lower to ONNX" not in err and _hidden(tmp_path) == []
+
+
+def test_a_stop_signal_during_the_commit_waits_until_the_output_is_whole(tmp_path, monkeypatch):
+    import aire_export.files as files
+    from aire_export.cli import stop_signals_unwind
+    from aire_export.errors import Terminated
+
+    swap = files._swap
+
+    def signalled_swap(stage, out):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives between the two renames
+        swap(stage, out)
+
+    monkeypatch.setattr(files, "_swap", signalled_swap)
+    out = tmp_path / "out"
+    with stop_signals_unwind():
+        for _ in range(2):  # into nothing, then over the first output
+            with pytest.raises(Terminated) as stopped, files.staged_folder(out) as stage:
+                (stage / "a.txt").write_text("whole")
+                files.commit(stage, out)
+            assert stopped.value.signum == signal.SIGTERM and stopped.value.written == out
+            assert (out / "a.txt").read_text() == "whole" and _hidden(tmp_path) == []
+
+
+def test_a_signal_while_the_results_print_says_the_output_was_written(
+    tmp_path, model_file, capsys, monkeypatch
+):
+    from aire_export.cli import render
+    from aire_export.errors import Terminated
+
+    def stopped(*_args):
+        raise Terminated(signal.SIGHUP)
+
+    monkeypatch.setattr(render, "run_report", stopped)
+    code, _, err = run(capsys, model_file, *FAST)
+    assert code == 128 + signal.SIGHUP
+    assert "after the output was written" in err and "nothing was written" not in err
+    assert (tmp_path / "model.aire" / "report.json").is_file()
+
+
+def test_prune_and_export_do_not_replace_part_of_a_whole_jobs_folder(tmp_path, model_file, capsys):
+    """A run folder's report describes its pruned.pt and graphs: replacing one alone would
+    leave a report that passes a model that is no longer there."""
+    assert run(capsys, model_file, *FAST)[0] == 0
+    folder = tmp_path / "model.aire"
+    before = (folder / "pruned.pt").read_bytes()
+    code, _, err = run(capsys, "prune", model_file, "--ratio", "0.2", "-o", folder / "pruned.pt")
+    assert code == 5 and "report.json describes pruned.pt" in _one_error_line(err)
+    assert (folder / "pruned.pt").read_bytes() == before
+    code, _, err = run(capsys, "export", model_file, "-o", folder)
+    assert code == 5 and "report.json describes model.onnx" in _one_error_line(err)
+    assert run(capsys, "prune", model_file, "--ratio", "0.2", "-o", folder / "pruned.pt",
+               "--force")[0] == 0  # fmt: skip
+
+
+def test_an_unexpected_os_error_is_one_line_not_a_traceback(
+    tmp_path, model_file, capsys, monkeypatch
+):
+    import aire_export.pipeline as pipeline
+
+    def broken(*_args, **_kwargs):
+        raise OSError(errno.EINVAL, "Invalid argument", "somewhere")
+
+    monkeypatch.setattr(pipeline, "load", broken)
+    code, _, err = run(capsys, model_file, *FAST)
+    lines = [line for line in err.splitlines() if line and not line.startswith("·")]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("internal error: OSError")
+    assert "Traceback" not in err

@@ -80,23 +80,31 @@ def _run(args: list[str], context: dict) -> int:
         click.echo("interrupted", err=True)
         return INTERRUPTED
     except Terminated as e:
-        click.echo(f"stopped by {signal.Signals(e.signum).name}: nothing was written", err=True)
+        name = signal.Signals(e.signum).name
+        if e.written is None:
+            click.echo(f"stopped by {name}: nothing was written", err=True)
+        else:
+            click.echo(f"stopped by {name} after the output was written: {e.written}", err=True)
         return 128 + e.signum
     except OSError as e:
-        if e.errno not in WRITE_ERRNOS:
-            raise
-        click.echo(f"error: cannot write {e.filename or 'the output'}: {e.strerror}", err=True)
-        return EXIT_OUTPUT
+        if e.errno in WRITE_ERRNOS:
+            click.echo(f"error: cannot write {e.filename or 'the output'}: {e.strerror}", err=True)
+            return EXIT_OUTPUT
+        return _internal_error(e)
     except Exception as e:  # a bug in aire-export, not a user mistake
-        if os.environ.get("AIRE_EXPORT_DEBUG"):
-            traceback.print_exc()
-        click.echo(
-            f"internal error: {e.__class__.__name__}: {e} (a bug in aire-export; rerun with "
-            "AIRE_EXPORT_DEBUG=1 for the traceback and please report it)",
-            err=True,
-        )
-        return EXIT_INTERNAL
+        return _internal_error(e)
     return EXIT_OK
+
+
+def _internal_error(e: Exception) -> int:
+    if os.environ.get("AIRE_EXPORT_DEBUG"):
+        traceback.print_exc()
+    click.echo(
+        f"internal error: {e.__class__.__name__}: {e} (a bug in aire-export; rerun with "
+        "AIRE_EXPORT_DEBUG=1 for the traceback and please report it)",
+        err=True,
+    )
+    return EXIT_INTERNAL
 
 
 def console_main() -> None:

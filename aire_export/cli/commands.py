@@ -14,7 +14,12 @@ from aire_export.cli import options as opt
 from aire_export.cli import render
 from aire_export.data import load_data
 from aire_export.errors import AireError
-from aire_export.files import check_destination, check_file_outputs, record_outputs
+from aire_export.files import (
+    after_commit,
+    check_destination,
+    check_file_outputs,
+    record_outputs,
+)
 from aire_export.graphs.export import SEQUENCE_FILE, STEP_FILE
 from aire_export.lower import export
 from aire_export.models import family_of
@@ -263,10 +268,11 @@ def run_cmd(
     pipeline = PipelineOptions(prune=pruning, validate=validation, command=_command(ctx), **options)
     with render.stage_status() as progress:
         result = run_pipeline(model, pipeline, progress=progress)
-    if as_json:
-        render.print_json(result.report.to_json())
-    else:
-        render.run_report(result.report, result.out)
+    with after_commit(result.out):
+        if as_json:
+            render.print_json(result.report.to_json())
+        else:
+            render.run_report(result.report, result.out)
     ctx.exit(result.exit_code)
 
 
@@ -328,7 +334,7 @@ def sweep_cmd(
     chosen = parse_methods(methods) if methods is not None else None
     out = out or default_folder(model)
     calib = options.pop("calib")
-    check_destination(out, [model, data, calib], force=force)
+    out = check_destination(out, [model, data, calib], force=force)
     net = load(model)
     chosen = chosen or family_of(net).sweep_methods
     dataset = load_data(data, net, need_labels=True)
@@ -343,10 +349,11 @@ def sweep_cmd(
             executor=ex, **options,
         )  # fmt: skip
     written = write_sweep(result, out)
-    if as_json:
-        render.print_json(result.to_json())
-    else:
-        render.sweep_table(result, list(chosen), grid, max_drop, [out / w for w in written])
+    with after_commit(out):
+        if as_json:
+            render.print_json(result.to_json())
+        else:
+            render.sweep_table(result, list(chosen), grid, max_drop, [out / w for w in written])
     if result.failed:  # reported above and in sweep.json; the exit code says it too
         raise click.exceptions.Exit(1)
 
