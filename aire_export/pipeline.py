@@ -43,6 +43,7 @@ from aire_export.validate.validation import (
     ValidateOptions,
     accuracy_budget,
     build_runners,
+    check_streamable,
     validate,
 )
 
@@ -172,6 +173,7 @@ def run_pipeline(
     train = load_data(options.finetune, model, need_labels=True) if options.finetune else None
     if train is not None and data.y is None:
         raise InputError(f"--finetune needs labels in --data {options.data} (array y)")
+    check_streamable(options.frame, options.validate, data, inputs)  # before any pruning
 
     progress("modal view")
     systems = modal_view(model, calib=calib)

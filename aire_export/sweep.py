@@ -44,7 +44,11 @@ def parse_ratios(text: str) -> tuple[float, ...]:
         raise InputError(
             f"--ratios must be START:STOP:STEP or a comma list, got {text!r}"
         ) from None
-    if not values or any(not 0 <= v < 1 for v in values):
+    if not values:
+        raise InputError(
+            f"--ratios {text!r} holds no ratio: START:STOP:STEP needs START ≤ STOP (e.g. 0:0.9:0.1)"
+        )
+    if any(not 0 <= v < 1 for v in values):
         raise InputError(f"every ratio must lie in [0, 1), got {text!r}")
     return tuple(sorted(set(values)))
 

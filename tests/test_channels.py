@@ -209,6 +209,12 @@ def test_prune_unit_channel_on_the_command_line(tmp_path, capsys):
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["unit"] == "channel" and plan["balance_channels"] is False
     assert all(layer["certificate"] is None for layer in plan["layers"])
+    code, out, err = run_cli(capsys, path, "--ratio", "0.5", "--unit", "channel", "--length",
+                             "16", "--no-latency", "-o", tmp_path / "job")  # fmt: skip
+    before = sum(layer["units_before"] for layer in plan["layers"])
+    kept = sum(len(layer["kept"]) for layer in plan["layers"])
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"{before} → {kept} channels (operators), ")
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,10 @@ def test_pickle_with_code_exits_2(tmp_path, capsys):
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     code, _, err = run(capsys, "inspect", str(tmp_path / "evil.pt"))
     assert code == 2 and "could run code" in err
+
+
+def test_a_stable_mode_near_one_never_reads_as_one_in_inspect():
+    from aire_export.cli.render import _magnitude
+
+    assert _magnitude(0.9999999) == "1 − 1.0e-07" and _magnitude(0.5) == "0.500000"
+    assert _magnitude(1.0) == "1.000000" and _magnitude(1.0000001) == "1.000000"

@@ -343,3 +343,20 @@ def test_an_unstable_layer_streams_in_frames_whose_powers_stay_finite(tmp_path):
     assert np.isfinite(got).all() and rel_err(got, model_steps(model, x)[0]) <= 1e-5
     with pytest.raises(InputError, match=r"λ̄\^128 overflows float32.*--frame 79 or less"):
         export(model, tmp_path / "over", frame=128)
+
+
+@pytest.mark.parametrize("source", ["--length", "--data"])
+def test_a_frame_longer_than_the_parity_sequences_is_refused_before_pruning(
+    tmp_path, capsys, source
+):
+    model = make_s5(seed=1, state_sizes=(8, 8))
+    path = ax.save(model, tmp_path / "m.pt")
+    if source == "--data":
+        np.savez(tmp_path / "eval.npz", x=random_input(model, 4, 12).numpy())
+        args = ["--data", tmp_path / "eval.npz"]
+    else:
+        args = ["--length", "12"]
+    code, _, err = run(capsys, path, "--ratio", "0.5", "--frame", "16", *args, "--no-latency")
+    line = one_error_line(err)
+    assert code == 2 and "frames of 16 steps" in line and "have 12" in line
+    assert "· score" not in err and not (tmp_path / "m.aire").exists()

@@ -14,6 +14,7 @@ import copy
 import json
 import sys
 import types
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -232,6 +233,25 @@ def test_the_max_drop_search_is_recorded_in_the_report(tmp_path, labelled, capsy
     assert search["budget_pp"] == 5 and search["ratio"] == report["plan"]["ratio_requested"]
     assert len(search["curve"]) >= 20 and search["drop_pp"] <= 5
     assert report["accuracy"]["budget_pp"] == 5 and report["accuracy"]["passed"]
+    summary = (Path(model).with_suffix(".aire") / "report.md").read_text()
+    chosen = f"{search['ratio']:.2f}"
+    assert f"ratio chosen by the --max-drop search {chosen}" in summary
+    assert "## Accuracy budget search (--max-drop)" in summary
+    assert summary.count(f"| {chosen} (chosen) |") == 1
+    code, out, _ = run(capsys, model, "--max-drop", "5", "--data", data, "--no-latency")
+    assert f"--max-drop 5: ratio {chosen} is the largest" in out
+
+
+def test_the_markdown_parity_table_names_each_graph_and_its_inputs(tmp_path, capsys):
+    path = ax.save(make_s5(), tmp_path / "m.pt")
+    assert run(capsys, path, "--ratio", "0.5", "--length", "16", "--no-latency")[0] == 0
+    report = json.loads((tmp_path / "m.aire" / "report.json").read_text())
+    summary = (tmp_path / "m.aire" / "report.md").read_text()
+    parity = report["parity"]
+    assert {p["graph"] for p in parity} == {"model.onnx", "model.step.onnx"}
+    for p in parity:
+        row = f"| {p['graph']} | {p['runner']} | {p['precision']} | {p['samples']} × 16 steps of"
+        assert summary.count(row) == 1, row
 
 
 def test_the_report_gives_graph_bytes_next_to_parameter_bytes(tmp_path, capsys):

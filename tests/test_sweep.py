@@ -103,6 +103,8 @@ def test_ratio_grids_parse():
     for bad in ("0:1:0.5", "a,b", "0:0.5:0", "1.2"):
         with pytest.raises(InputError):
             parse_ratios(bad)
+    with pytest.raises(InputError, match="holds no ratio: START:STOP:STEP needs START ≤ STOP"):
+        parse_ratios("0.5:0.1:0.1")
 
 
 def test_a_sweep_reads_back_from_its_json_and_plots_as_panels(tmp_path, task):

@@ -262,8 +262,9 @@ def run_cmd(
     Writes OUT/: pruned.pt, plan.json, model.onnx, model.step.onnx (unidirectional models;
     K steps per call with --frame K), model.engine (trt), bundle/ (trt, jetson, --bundle),
     report.json, report.md, plots.
-    Exit codes: 0 passed, 2 bad input, 3 parity gate failed, 4 runtime missing, 5 output,
-    6 a runtime refused the graph, 7 not fit to ship (accuracy dropped more than --max-drop).
+    Exit codes: 0 passed, 1 internal error (a bug), 2 bad input, 3 parity gate failed,
+    4 runtime missing, 5 output not writable, 6 a runtime refused the graph, 7 not fit to ship
+    (accuracy dropped more than --max-drop), 128 + n stopped by signal n.
     """
     pipeline = PipelineOptions(prune=pruning, validate=validation, command=_command(ctx), **options)
     with render.stage_status() as progress:

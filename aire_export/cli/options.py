@@ -91,7 +91,10 @@ AS_JSON = click.option(
 
 # ---- pruning ---------------------------------------------------------------------------------
 RATIO = click.option(
-    "--ratio", type=float, help="Fraction of states to prune, in [0, 1) (0.7: 70 %)."
+    "--ratio",
+    type=float,
+    help="Fraction of the units to prune, in [0, 1) (0.7: 70 %): states, or channels with "
+    "--unit channel.",
 )
 THRESHOLD = click.option(
     "--threshold", type=float, help="Keep every state whose normalized score is ≥ this (≥ 0)."
@@ -144,7 +147,7 @@ UNIT = click.option(
     help="What is pruned. state: SSM states (AIRE-Prune). channel: whole operators, S4oP's "
     "unit: on S4D and S5 a pruned channel's operator is removed and its input passes "
     "through (y = u); on Mamba an inner channel is cut out of its mixer (scored on --calib). "
-    "--ratio is then the fraction of channels, each scored by what its removal changes.",
+    "The ratio then counts channels, each scored by what its removal changes.",
 )
 SCORING = option_group(
     "scoring",
@@ -202,7 +205,9 @@ FRAME = click.option(
     metavar="K",
     help="Steps per call of model.step.onnx: 1 one step; K > 1 a frame graph taking x (batch, "
     "K, d_input) and giving y after each of the K steps, same state in and out, so streaming "
-    "pays the per-call overhead once per K steps. Whole frames only. S5 and S4D.",
+    "pays the per-call overhead once per K steps. Whole frames only (the parity sequences "
+    "must be at least K steps long), K ≤ 128; unidirectional S5 and S4D models (a "
+    "bidirectional or Mamba model refuses K > 1).",
 )
 
 # ---- validation ----------------------------------------------------------------------------------
@@ -395,7 +400,11 @@ FINETUNING = option_group(
         "--finetune-seed", type=int, default=0, show_default=True, help="Shuffling and dropout."
     ),
     click.option(
-        "--finetune-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+        "--finetune-device",
+        type=click.Choice(["cpu", "cuda"]),
+        default="cpu",
+        show_default=True,
+        help="Where the fine-tuning runs (cuda: a CUDA GPU, unverified here).",
     ),
 )
 EXECUTOR = option_group(

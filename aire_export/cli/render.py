@@ -71,7 +71,8 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
     console = stdout()
     cfg = summary.config
     console.print(
-        f"[bold]{escape(str(path))}[/bold]: {summary.arch.upper()}, {len(summary.layers)} "
+        f"[bold]{escape(str(path))}[/bold]: {ARCH_NAMES.get(summary.arch, summary.arch.upper())}, "
+        f"{len(summary.layers)} "
         f"layers, width {cfg['d_model']}, {summary.states} states, {summary.parameters:,} "
         "parameters"
     )
@@ -88,7 +89,7 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
         table.add_row(
             str(layer.index),
             str(layer.states) if layer.states else "0 (dropped)",
-            f"{layer.max_abs_lambda:.6f}",
+            _magnitude(layer.max_abs_lambda),
             f"[red]{layer.unstable}[/red]" if layer.unstable else "0",
             f"{decay:,.0f}" if math.isfinite(decay) else "∞",
             f"{layer.parameters:,}",
@@ -106,6 +107,14 @@ def model_summary(path: Path, summary: ModelSummary) -> None:
         )
 
 
+def _magnitude(value: float) -> str:
+    """|λ̄| to 6 decimals, or as 1 − δ when those would show a stable mode as 1.000000."""
+    if value < 1 and round(value, 6) >= 1:
+        return f"1 − {1 - value:.1e}"
+    return f"{value:.6f}"
+
+
+ARCH_NAMES = {"mamba": "Mamba"}  # the others read as their upper-case ids: S5, S4D
 IO_FIELDS = ("d_model", "state_sizes", "d_input", "d_output", "input_kind")
 
 
@@ -261,17 +270,29 @@ def verdict_line(console: Console, report: Report) -> None:
 
 def run_report(report: Report, out: Path) -> None:
     console = stdout()
-    m = report.model
+    m, plan = report.model, report.plan
+    channels = (
+        f"{sum(layer.units_before for layer in plan.layers)} → "
+        f"{sum(len(layer.kept) for layer in plan.layers)} channels (operators), "
+        if plan.unit == "channel"
+        else ""
+    )
     console.print(
-        f"[bold]{m.states_before} → {m.states_after} states[/bold]"
+        f"[bold]{channels}{m.states_before} → {m.states_after} states[/bold]"
         + (
             f" (stored {m.physical_states_after}: S4D channels padded to a common width)"
             if m.physical_states_after != m.states_after
             else ""
         )
         + f", {m.parameters_before:,} → {m.parameters_after:,} parameters "
-        f"(ratio achieved {report.plan.ratio_achieved:.3f})"
+        f"(ratio achieved {plan.ratio_achieved:.3f})"
     )
+    if report.search is not None:
+        s = report.search
+        console.print(
+            f"--max-drop {s.budget_pp:g}: ratio {s.ratio:.2f} is the largest on the grid within "
+            f"the budget ({100 * s.accuracy:.2f} %, {-s.drop_pp:+.2f} pp)"
+        )
     if report.latency_search is not None:
         b = report.latency_search
         curve = ", ".join(f"{p['ratio']:.2f}: {p['p50_ms']:.3g} ms" for p in b["curve"])

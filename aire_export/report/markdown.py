@@ -60,7 +60,13 @@ def render_markdown(report: Report) -> str:
         plan = r.plan
         lines += [
             "",
-            f"Method `{plan.method}`, ratio requested {plan.ratio_requested}, achieved "
+            f"Method `{plan.method}`, ratio "
+            + (
+                f"chosen by the --max-drop search {fmt(r.search.ratio, '.2f')}"
+                if r.search is not None
+                else f"requested {plan.ratio_requested}"
+            )
+            + ", achieved "
             f"{fmt(plan.ratio_achieved, '.4f')}, threshold τ = {fmt(plan.threshold)}, "
             f"eps = {plan.eps}."
             + (
@@ -100,6 +106,32 @@ def render_markdown(report: Report) -> str:
                 + " | ".join(fmt(b) for b in ((layer.calib_distortion,) if selective else bounds))
                 + " |"
             )
+    if r.search is not None:
+        s = r.search
+        lines += [
+            "",
+            "## Accuracy budget search (--max-drop)",
+            "",
+            f"The largest ratio whose accuracy on the eval set drops at most {s.budget_pp:g} pp "
+            f"from {100 * s.baseline_accuracy:.2f} %: {s.ratio:.2f} "
+            f"({100 * s.accuracy:.2f} %, {-s.drop_pp:+.2f} pp)"
+            + (
+                ""
+                if s.next_grid_ratio is None
+                else f"; the next grid ratio, {s.next_grid_ratio:.2f}, loses "
+                f"{s.next_grid_drop_pp:.2f} pp"
+            )
+            + ".",
+            "",
+            "| ratio | achieved | units kept | accuracy | drop (pp) |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {p.ratio:.2f}{' (chosen)' if p.ratio == s.ratio else ''} | "
+                f"{p.ratio_achieved:.3f} | {p.states_kept} | {100 * p.accuracy:.2f} % | "
+                f"{p.drop_pp:.2f} |"
+                for p in s.curve
+            ),
+        ]
     if r.latency_search is not None:
         b = r.latency_search
         lines += [
@@ -150,14 +182,16 @@ def render_markdown(report: Report) -> str:
     lines += ["", "## Lowering fidelity (pruned PyTorch float64 vs each runtime)", ""]
     if v.parity:
         lines += [
-            "| runtime | precision | output | max abs | max rel | cosine | top-1 | atol / rtol "
-            "| verdict |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| graph | runtime | precision | inputs | output | max abs | max rel | cosine | top-1 "
+            "| atol / rtol | verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in v.parity:
+            covered = f"{p.samples} × {p.length} steps of `{p.inputs}`" if p.inputs else ""
             for o in p.outputs:
                 lines.append(
-                    f"| {p.runner} | {p.precision} | {o.name} | {fmt(o.max_abs)} | "
+                    f"| {p.graph} | {p.runner} | {p.precision} | {covered} | {o.name} | "
+                    f"{fmt(o.max_abs)} | "
                     f"{fmt(o.max_rel)} | {fmt(o.cosine, '.6f')} | {fmt(o.top1_agreement, '.4f')} | "
                     f"{o.atol:.3g} / {o.rtol:.3g} | "
                     f"{'PASSED' if o.passed else f'FAILED ({o.failing})'} |"

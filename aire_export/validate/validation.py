@@ -21,7 +21,7 @@ import torch
 
 from aire_export.data import SequenceData, prepare_data, random_data, with_full_lengths
 from aire_export.errors import InputError, RuntimeBuildError, RuntimeMissingError
-from aire_export.graphs.export import check_lowering
+from aire_export.graphs.export import STEP_FILE, check_lowering
 from aire_export.models import SSMNetwork, family_of
 from aire_export.runtimes.base import Runner
 from aire_export.runtimes.ort import OrtRunner, SessionLoader
@@ -335,6 +335,34 @@ def check_graph_io(graph: Path, model: SSMNetwork) -> None:
 STEP_PARITY_STEPS = 4096  # streamed steps at most (one session run per step or frame)
 
 
+def check_streamable(
+    frame: int, options: ValidateOptions, data: SequenceData | None, inputs: SequenceData | None
+) -> None:
+    """InputError unless the parity sequences (``inputs``, else ``data``, else random ones of
+    --length) hold one whole frame of ``frame`` steps: checked before a job prunes."""
+    if frame > 1:
+        source = inputs if inputs is not None else data
+        if source is None:
+            _streamable(options.lengths_for(None).opt, None, frame, STEP_FILE)
+        else:
+            _streamable(source.length, source.lengths, frame, STEP_FILE)
+
+
+def _streamable(length: int, lengths: np.ndarray | None, frame: int, graph: str) -> int:
+    """The steps the step parity streams (before rounding down to whole frames): the
+    parity length, up to the shortest valid length, at most STEP_PARITY_STEPS."""
+    available = min(length, STEP_PARITY_STEPS)
+    if lengths is not None:
+        available = min(available, int(lengths.min()))
+    if available < frame:
+        raise InputError(
+            f"{graph} takes frames of {frame} steps but the parity sequences have "
+            f"{available}: give --length ≥ {frame} (or inputs at least that long), or a "
+            "smaller --frame"
+        )
+    return available
+
+
 def step_parity(
     graph: Path, pruned: SSMNetwork, samples: SequenceData, options: ValidateOptions
 ) -> ParityResult:
@@ -347,15 +375,8 @@ def step_parity(
     shorter than one frame are a bad input (give --length ≥ K)."""
     runner = OrtRunner(SessionLoader(graph, "cpu", emulate_bf16=options.precision == "bf16"))
     frame = frame_of(runner, pruned)
-    available = min(samples.length, STEP_PARITY_STEPS)
-    if samples.lengths is not None:
-        available = min(available, int(samples.lengths.min()))
+    available = _streamable(samples.length, samples.lengths, frame, graph.name)
     steps = available - available % frame
-    if steps == 0:
-        raise InputError(
-            f"{graph.name} takes frames of {frame} steps but the parity sequences have "
-            f"{available}: give --length ≥ {frame} (or inputs at least that long)"
-        )
     x = samples.x[:, :steps]
     return compare_outputs(
         runner.name,
