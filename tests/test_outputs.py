@@ -317,3 +317,13 @@ def test_an_unexpected_os_error_is_one_line_not_a_traceback(
     lines = [line for line in err.splitlines() if line and not line.startswith("·")]
     assert code == 1 and len(lines) == 1 and lines[0].startswith("internal error: OSError")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["run", "export"])
+def test_an_output_folder_that_is_a_file_exits_5(tmp_path, model_file, capsys, command):
+    """A file where the output folder should go is an output that cannot be written (5)."""
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    args = [model_file, *FAST] if command == "run" else ["export", model_file]
+    code, _, err = run(capsys, *args, "-o", taken)
+    assert code == 5 and str(taken) in _one_error_line(err) and taken.read_text() == "mine"

@@ -70,11 +70,13 @@ def output_file(help: str) -> Callable:
 
 
 def output_folder(help: str, required: bool = False) -> Callable:
-    """``-o/--out FOLDER``: where a command writes its files."""
+    """``-o/--out FOLDER``: where a command writes its files (a file there is refused with
+    exit 5, an output that cannot be written, by the command's own check)."""
     return click.option(
         "-o",
         "--out",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),
+        metavar="FOLDER",
         required=required,
         help=help,
     )
