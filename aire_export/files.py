@@ -319,6 +319,9 @@ def staged_folder(out: Path) -> Iterator[Path]:
     except OSError as e:
         shutil.rmtree(stage, ignore_errors=True)
         raise write_error(out, e) from None
+    except OutputError as e:  # named by the file it was writing: name the output instead
+        shutil.rmtree(stage, ignore_errors=True)
+        raise OutputError(str(e).replace(str(stage), str(out))) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -327,3 +327,19 @@ def test_an_output_folder_that_is_a_file_exits_5(tmp_path, model_file, capsys, c
     args = [model_file, *FAST] if command == "run" else ["export", model_file]
     code, _, err = run(capsys, *args, "-o", taken)
     assert code == 5 and str(taken) in _one_error_line(err) and taken.read_text() == "mine"
+
+
+def test_a_write_fault_names_the_output_not_the_hidden_stage(
+    tmp_path, model_file, capsys, monkeypatch
+):
+    import aire_export.report.write as report_write
+    from aire_export.errors import OutputError
+
+    def full(path, write):  # what write_atomically raises on a full disk
+        raise OutputError(f"cannot write {path}: No space left on device: free some space")
+
+    monkeypatch.setattr(report_write, "write_atomically", full)
+    code, _, err = run(capsys, model_file, *FAST)
+    line = _one_error_line(err)
+    assert code == 5 and f"{tmp_path / 'model.aire' / 'report.json'}:" in line
+    assert ".stage-" not in line and _hidden(tmp_path) == []

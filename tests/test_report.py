@@ -271,3 +271,6 @@ def test_the_report_gives_graph_bytes_next_to_parameter_bytes(tmp_path, capsys):
     summary = (folder / "report.md").read_text()
     assert f"| parameter bytes (fp32) | {report['model']['parameter_bytes_before']:,} |" in summary
     assert f"| model.onnx bytes | | {graphs['model.onnx']['bytes']:,} |" in summary
+    export = summary.split("## Export")[1].split("\n## ")[0]
+    assert f"- `model.onnx`: sequence graph, {graphs['model.onnx']['scan']} lowering" in export
+    assert f"{graphs['model.step.onnx']['bytes']:,} bytes" in export and "{" not in export

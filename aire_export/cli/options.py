@@ -235,8 +235,9 @@ MAX_DROP = click.option(
     "--max-drop",
     type=float,
     help="Accuracy budget in percentage points on --data (default 1 when --data has labels): a "
-    "pruned model that loses more is not fit to ship (exit 7). The whole job (`run`) given no "
-    "--ratio or --threshold prunes as much as the budget allows.",
+    "pruned model that loses more is not fit to ship (run and validate exit 7; s4op records "
+    "each step's verdict in its report). The whole job (`run`) given no --ratio or "
+    "--threshold prunes as much as the budget allows.",
 )
 LATENCY_BUDGET = click.option(
     "--latency-budget",
