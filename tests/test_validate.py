@@ -283,3 +283,13 @@ def test_predict_in_batches_equals_one_batch_and_accuracy_counts():
     assert np.allclose(out, predict(_EchoRunner(), data, batch_size=100))
     result = accuracy(out, data.y)
     assert result.total == 10 and result.correct == 10 and result.accuracy == 1.0
+
+
+def test_noisy_timings_are_flagged_and_quiet_ones_are_not():
+    from aire_export.validate.latency import noise_warnings, summarize
+
+    quiet = summarize("quiet", "cpu", [10.0 + 0.1 * i for i in range(20)], 1, 16, 2)
+    busy = summarize("busy", "cpu", [10.0] * 15 + [40.0] * 5, 1, 16, 2)  # p90 4x the median
+    assert noise_warnings([quiet]) == []
+    (warning,) = noise_warnings([quiet, busy])
+    assert "1 of 2 timed candidates" in warning and "worst: busy, 4.0×" in warning

@@ -30,6 +30,7 @@ from aire_export.prune.scores import scores_to_json
 from aire_export.s4op import SCHEDULE, SEEDS, SELECTIONS, S4opOptions, run_s4op
 from aire_export.summary import summarize
 from aire_export.sweep import default_folder, parse_methods, parse_ratios, sweep, write_sweep
+from aire_export.validate.latency import noise_warnings
 from aire_export.validate.speed import profile
 from aire_export.validate.validation import ValidateOptions
 
@@ -542,3 +543,4 @@ def profile_cmd(models: tuple[Path, ...], as_json: bool, **options) -> None:
         render.print_json([row.to_json() for row in rows])
     else:
         render.profile_table(rows, options["batch"], options["length"])
+    render.notes(render.stderr(), "warning", noise_warnings(row.latency for row in rows))

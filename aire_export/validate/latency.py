@@ -10,7 +10,7 @@ one run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,25 @@ def _timer(device: str) -> Callable[[Callable[[], None]], float]:
         return (time.perf_counter_ns() - t0) / 1e6
 
     return cpu_time
+
+
+NOISY_SPREAD = 1.5  # p90 / median above which a candidate's timing is called noisy
+
+
+def noise_warnings(results: Iterable[LatencyResult]) -> list[str]:
+    """One warning when some timings spread widely (p90 > NOISY_SPREAD × median): a busy
+    machine; ratios of interleaved runs hold up better than the absolute figures."""
+    spread = {r.name: r.p90_ms / r.p50_ms for r in results if r.p50_ms > 0}
+    noisy = {name: s for name, s in spread.items() if s > NOISY_SPREAD}
+    if not noisy:
+        return []
+    worst = max(noisy, key=noisy.get)
+    return [
+        f"timings are noisy: {len(noisy)} of {len(spread)} timed candidates have a 90th "
+        f"percentile above {NOISY_SPREAD}× their median (worst: {worst}, {noisy[worst]:.1f}×), "
+        "so the machine was busy; the ratios compare interleaved runs, but re-run on a quiet "
+        "machine before relying on these figures"
+    ]
 
 
 def summarize(

@@ -38,7 +38,7 @@ from aire_export.runtimes.trt import TrtBuildOptions
 from aire_export.targets import DEFAULT_TARGET, ORT_CPU, target_named
 from aire_export.tolerance import Tolerance
 from aire_export.validate.accuracy import AccuracySummary, accuracy, predict
-from aire_export.validate.latency import LatencyResult, Speedup
+from aire_export.validate.latency import LatencyResult, Speedup, noise_warnings
 from aire_export.validate.parity import (
     DistortionResult,
     ParityResult,
@@ -307,6 +307,7 @@ def validate(
                 work=work,
                 progress=progress,
             )
+            result.warnings += noise_warnings(result.latency)
     finally:
         if built_here:
             runtimes.close()
