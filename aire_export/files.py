@@ -152,17 +152,34 @@ def check_destination(
     the outputs go where it points); OutputError unless it can receive a whole output folder
     (see the module doc)."""
     out = Path(os.path.abspath(out))
-    if out.is_symlink() and out.is_dir():
-        out = out.resolve()
+    if out.is_symlink():
+        try:
+            out = out.resolve(strict=True)
+        except (OSError, RuntimeError):  # a loop, or a link to nothing
+            raise OutputError(f"{out} is a symlink that leads to no folder: fix it or choose "
+                              "another --out") from None  # fmt: skip
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is a file: choose another --out")
     _refuse_inputs(out, inputs, "--out")
+    cwd = Path.cwd().resolve()
+    if out.resolve() in cwd.parents:
+        raise OutputError(
+            f"--out {out} holds the current folder {cwd}: choose another --out (aire-export "
+            "never replaces the folder you are in)"
+        )
     if not out.parent.is_dir():
         raise OutputError(f"cannot write {out}: folder {out.parent} does not exist")
     where = out if _in_place(out) else out.parent
     if not os.access(where, os.W_OK):
         raise OutputError(f"cannot write {out}: folder {where} is not writable")
     remove_stale(out)
+    busy = [pid for _path, _kind, pid in _scratch_entries(out) if pid != os.getpid()]
+    if busy:
+        raise OutputError(
+            f"another aire-export (process {busy[0]}) is writing {out}: wait for it to finish, "
+            f"or choose another --out (if no such job runs, remove the hidden .{out.name}.* "
+            "folders it left)"
+        )
     _try_stage(out)
     if not force and out.is_dir() and any(out.iterdir()):
         _refuse_foreign(out)
@@ -282,6 +299,16 @@ def remove_stale(out: Path) -> list[Path]:
     """Remove the stages and replaced folders of ``out`` left by runs that were killed (their
     process is gone), beside it and inside it (in-place stages); returns what was removed."""
     removed = []
+    for path, _kind, pid in _scratch_entries(out):
+        if pid != os.getpid() and not _alive(pid):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _scratch_entries(out: Path) -> Iterator[tuple[Path, str, int]]:
+    """(path, kind, process id) of every stage and replaced folder of ``out``, beside it and
+    inside it."""
     parent = out.parent if str(out.parent) else Path(".")
     places = [parent, out] if out.is_dir() and not out.is_symlink() else [parent]
     for place in places:
@@ -291,10 +318,7 @@ def remove_stale(out: Path) -> list[Path]:
                     pid = int(path.name[len(f".{out.name}.{kind}-") :].split("-", 1)[0])
                 except ValueError:
                     continue
-                if pid != os.getpid() and not _alive(pid):
-                    _remove(path)
-                    removed.append(path)
-    return removed
+                yield path, kind, pid
 
 
 def _make_stage(out: Path) -> Path:
@@ -369,7 +393,10 @@ def _swap(stage: Path, out: Path) -> None:
     """Rename the stage to ``out``, the old folder (its permissions kept) renamed away first."""
     old = None
     if out.exists():
-        os.chmod(stage, stat.S_IMODE(out.stat().st_mode))
+        kept = out.stat()
+        os.chmod(stage, stat.S_IMODE(kept.st_mode))
+        with contextlib.suppress(OSError):  # the owner needs privileges; the group often not
+            os.chown(stage, kept.st_uid, kept.st_gid)
         old = out.with_name(f"{_scratch(out, _OLD)}{stage.name.split('-')[-1]}")
         out.rename(old)
     try:
@@ -383,22 +410,34 @@ def _swap(stage: Path, out: Path) -> None:
 
 
 def _fill_in_place(stage: Path, out: Path) -> None:
-    """Move the stage's entries into ``out`` over the old ones, then remove the old entries
-    the new output does not have (never the folder itself)."""
+    """Move the stage's entries into ``out`` over the old ones and remove the old entries the
+    new output does not have (never the folder itself). Not atomic, so ordered for a run killed
+    midway: first a manifest listing old and new files (the next run may replace them all),
+    then the old report.json removed, the new entries moved, the leftovers removed, and the
+    new report.json and manifest last: a half-filled folder has no report to vouch for it."""
     new = {p.name for p in stage.iterdir()}
-    for name in sorted(new):
-        target = out / name
-        if target.is_dir() and not target.is_symlink():  # a folder cannot replace a folder
-            old = out / f"{_scratch(out, _OLD)}{name}"
-            target.rename(old)
-            _move(stage / name, target)
-            _remove(old)
-        else:
-            _move(stage / name, target)
-    stage.rmdir()
+    _write_manifest(out, (owned_files(out) or set()) | _tree(stage))
+    (out / REPORT_NAME).unlink(missing_ok=True)
+    seals = [name for name in (REPORT_NAME, MANIFEST) if name in new]
+    for name in sorted(new - set(seals)):
+        _move_entry(stage / name, out / name)
     for entry in out.iterdir():
-        if entry.name not in new:
+        if entry.name not in new and entry != stage:
             _remove(entry)
+    for name in seals:
+        _move_entry(stage / name, out / name)
+    stage.rmdir()
+
+
+def _move_entry(source: Path, target: Path) -> None:
+    """``source`` moved to ``target``, replacing a file or a whole folder there."""
+    if target.is_dir() and not target.is_symlink():  # a folder cannot replace a folder
+        old = target.with_name(f"{_scratch(target.parent, _OLD)}{target.name}")
+        target.rename(old)
+        _move(source, target)
+        _remove(old)
+    else:
+        _move(source, target)
 
 
 @contextmanager

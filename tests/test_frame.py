@@ -248,7 +248,7 @@ def test_step_parity_streams_whole_frames_and_needs_at_least_one(tmp_path):
     check = validate(model, pruned, exported, options, inputs=x)
     (step,) = [p for p in check.parity if p.graph == "model.step.onnx"]
     assert step.passed and step.length == 8
-    with pytest.raises(InputError, match="--length ≥ 4"):
+    with pytest.raises(InputError, match="use --frame ≤ 3, or give sequences at least 4 steps"):
         validate(model, pruned, exported, options, inputs=x[:, :3])
 
 

@@ -119,8 +119,12 @@ def test_stages_left_by_killed_runs_are_removed_and_permissions_follow_the_umask
         (tmp_path / name / "half.onnx").write_text("x")
     alive = tmp_path / f".model.aire.stage-{os.getppid()}-ghi.tmp"  # a live process's stage
     alive.mkdir()
+    code, _, err = run(capsys, model_file, *FAST)  # another job is writing this output
+    assert code == 5 and f"another aire-export (process {os.getppid()})" in _one_error_line(err)
+    assert _hidden(tmp_path) == [alive.name] and not (tmp_path / "model.aire").exists()
+    alive.rmdir()
     assert run(capsys, model_file, *FAST)[0] == 0
-    assert _hidden(tmp_path) == [alive.name]
+    assert _hidden(tmp_path) == []
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "model.aire").stat().st_mode & 0o777 == 0o777 & ~mask
@@ -343,3 +347,58 @@ def test_a_write_fault_names_the_output_not_the_hidden_stage(
     line = _one_error_line(err)
     assert code == 5 and f"{tmp_path / 'model.aire' / 'report.json'}:" in line
     assert ".stage-" not in line and _hidden(tmp_path) == []
+
+
+def test_an_output_that_holds_the_current_folder_is_refused_even_forced(
+    tmp_path, model_file, capsys, monkeypatch
+):
+    work = tmp_path / "work"
+    (work / "inner").mkdir(parents=True)
+    (work / "precious.txt").write_text("mine")
+    monkeypatch.chdir(work / "inner")
+    code, _, err = run(capsys, model_file, *FAST, "-o", "..", "--force")
+    assert code == 5 and "holds the current folder" in _one_error_line(err)
+    assert (work / "precious.txt").read_text() == "mine" and (work / "inner").is_dir()
+
+
+def test_a_symlink_loop_as_the_output_is_exit_5(tmp_path, model_file, capsys):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    code, _, err = run(capsys, model_file, *FAST, "-o", tmp_path / "a")
+    assert code == 5 and "symlink that leads to no folder" in _one_error_line(err)
+
+
+def test_a_fill_in_place_killed_midway_leaves_no_report_and_only_our_files(tmp_path, monkeypatch):
+    """Filling a folder in place is not atomic: a run killed between two moves must leave no
+    report.json vouching for a mixed folder, and a manifest that lets the next run replace
+    every file there."""
+    import aire_export.files as files
+
+    out = tmp_path / "volume"
+    out.mkdir()
+    monkeypatch.chdir(out)  # the current folder: filled in place
+
+    def stage_of(version: str, extra: tuple[str, ...] = ()):
+        stage = files._make_stage(out)
+        for name in ("pruned.pt", "model.onnx", files.REPORT_NAME, *extra):
+            (stage / name).write_text(version)
+        return stage
+
+    files.commit(stage_of("old", ("old_only.png",)), out)
+    moved: list[str] = []
+    real = files._move_entry
+
+    def killed_after_one(source, target):
+        if moved:
+            raise KeyboardInterrupt  # the process dies here
+        moved.append(target.name)
+        real(source, target)
+
+    monkeypatch.setattr(files, "_move_entry", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        files.commit(stage_of("new"), out)
+    assert not (out / files.REPORT_NAME).exists()  # nothing vouches for the mixed folder
+    assert (out / moved[0]).read_text() == "new"
+    owned = files.owned_files(out)
+    visible = {p.name for p in out.iterdir() if not p.name.startswith(".")} - {MANIFEST}
+    assert visible <= owned and {"pruned.pt", "model.onnx", "old_only.png"} <= owned

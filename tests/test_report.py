@@ -234,12 +234,16 @@ def test_the_max_drop_search_is_recorded_in_the_report(tmp_path, labelled, capsy
     assert len(search["curve"]) >= 20 and search["drop_pp"] <= 5
     assert report["accuracy"]["budget_pp"] == 5 and report["accuracy"]["passed"]
     summary = (Path(model).with_suffix(".aire") / "report.md").read_text()
-    chosen = f"{search['ratio']:.2f}"
+    chosen = f"{search['ratio']:.4g}"
     assert f"ratio chosen by the --max-drop search {chosen}" in summary
     assert "## Accuracy budget search (--max-drop)" in summary
     assert summary.count(f"| {chosen} (chosen) |") == 1
     code, out, _ = run(capsys, model, "--max-drop", "5", "--data", data, "--no-latency")
     assert f"--max-drop 5: ratio {chosen} is the largest" in out
+    rows = [line for line in summary.split("## Accuracy budget search")[1].splitlines()
+            if line.startswith("| 0") or line.startswith("| 1")]  # fmt: skip
+    ratios = [float(row.split("|")[1].split()[0]) for row in rows]
+    assert ratios == sorted(set(ratios))  # each evaluated ratio once, in order
 
 
 def test_the_markdown_parity_table_names_each_graph_and_its_inputs(tmp_path, capsys):

@@ -108,7 +108,10 @@ def _internal_error(e: Exception) -> int:
 
 
 def console_main() -> None:
-    sys.exit(main())
+    code = main()
+    for s in (signal.SIGINT, *STOP_SIGNALS):  # the job is over: exit with its code, whatever
+        signal.signal(s, signal.SIG_IGN)  # comes while the interpreter shuts down (~0.4 s)
+    sys.exit(code)
 
 
 __all__ = ["cli", "console_main", "main"]

@@ -259,7 +259,7 @@ FAIL_ON_PARITY = click.option(
     "--fail-on-parity/--no-fail-on-parity",
     default=True,
     show_default=True,
-    help="Exit 3 when a parity gate fails (the report is written either way).",
+    help="Exit 3 when a parity gate fails (run writes its report either way; validate prints it).",
 )
 RUNS = click.option(
     "--runs", type=int, default=20, show_default=True, help="Timed runs per candidate."

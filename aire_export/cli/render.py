@@ -290,8 +290,8 @@ def run_report(report: Report, out: Path) -> None:
     if report.search is not None:
         s = report.search
         console.print(
-            f"--max-drop {s.budget_pp:g}: ratio {s.ratio:.2f} is the largest on the grid within "
-            f"the budget ({100 * s.accuracy:.2f} %, {-s.drop_pp:+.2f} pp)"
+            f"--max-drop {s.budget_pp:g}: ratio {s.ratio:.4g} is the largest the search found "
+            f"within the budget ({100 * s.accuracy:.2f} %, {-s.drop_pp:+.2f} pp)"
         )
     if report.latency_search is not None:
         b = report.latency_search

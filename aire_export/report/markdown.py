@@ -62,7 +62,7 @@ def render_markdown(report: Report) -> str:
             "",
             f"Method `{plan.method}`, ratio "
             + (
-                f"chosen by the --max-drop search {fmt(r.search.ratio, '.2f')}"
+                f"chosen by the --max-drop search {fmt(r.search.ratio, '.4g')}"
                 if r.search is not None
                 else f"requested {plan.ratio_requested}"
             )
@@ -112,13 +112,14 @@ def render_markdown(report: Report) -> str:
             "",
             "## Accuracy budget search (--max-drop)",
             "",
-            f"The largest ratio whose accuracy on the eval set drops at most {s.budget_pp:g} pp "
-            f"from {100 * s.baseline_accuracy:.2f} %: {s.ratio:.2f} "
+            f"The largest ratio found (the grid, then bisection below the first grid ratio over "
+            f"the budget) whose accuracy on the eval set drops at most {s.budget_pp:g} pp "
+            f"from {100 * s.baseline_accuracy:.2f} %: {s.ratio:.4g} "
             f"({100 * s.accuracy:.2f} %, {-s.drop_pp:+.2f} pp)"
             + (
                 ""
                 if s.next_grid_ratio is None
-                else f"; the next grid ratio, {s.next_grid_ratio:.2f}, loses "
+                else f"; the next grid ratio, {s.next_grid_ratio:.4g}, loses "
                 f"{s.next_grid_drop_pp:.2f} pp"
             )
             + ".",
@@ -126,10 +127,12 @@ def render_markdown(report: Report) -> str:
             "| ratio | achieved | units kept | accuracy | drop (pp) |",
             "|---|---|---|---|---|",
             *(
-                f"| {p.ratio:.2f}{' (chosen)' if p.ratio == s.ratio else ''} | "
+                f"| {p.ratio:.4g}{' (chosen)' if p.ratio == s.ratio else ''} | "
                 f"{p.ratio_achieved:.3f} | {p.states_kept} | {100 * p.accuracy:.2f} % | "
                 f"{p.drop_pp:.2f} |"
-                for p in s.curve
+                for p in sorted(
+                    {p.ratio: p for p in reversed(s.curve)}.values(), key=lambda p: p.ratio
+                )
             ),
         ]
     if r.latency_search is not None:

@@ -344,22 +344,29 @@ def check_streamable(
     if frame > 1:
         source = inputs if inputs is not None else data
         if source is None:
-            _streamable(options.lengths_for(None).opt, None, frame, STEP_FILE)
+            _streamable(options.lengths_for(None).opt, None, frame, STEP_FILE, None)
         else:
-            _streamable(source.length, source.lengths, frame, STEP_FILE)
+            _streamable(source.length, source.lengths, frame, STEP_FILE, source.source)
 
 
-def _streamable(length: int, lengths: np.ndarray | None, frame: int, graph: str) -> int:
+def _streamable(
+    length: int, lengths: np.ndarray | None, frame: int, graph: str, source: str | None
+) -> int:
     """The steps the step parity streams (before rounding down to whole frames): the
-    parity length, up to the shortest valid length, at most STEP_PARITY_STEPS."""
+    parity length, up to the shortest valid length, at most STEP_PARITY_STEPS; ``source``
+    names the sequences (None: random ones of --length)."""
     available = min(length, STEP_PARITY_STEPS)
     if lengths is not None:
         available = min(available, int(lengths.min()))
     if available < frame:
+        remedy = (
+            f"give --length ≥ {frame}"
+            if source is None
+            else f"give sequences at least {frame} steps long (not {source})"
+        )
         raise InputError(
             f"{graph} takes frames of {frame} steps but the parity sequences have "
-            f"{available}: give --length ≥ {frame} (or inputs at least that long), or a "
-            "smaller --frame"
+            f"{available}: use --frame ≤ {available}, or {remedy}"
         )
     return available
 
@@ -376,7 +383,10 @@ def step_parity(
     shorter than one frame are a bad input (give --length ≥ K)."""
     runner = OrtRunner(SessionLoader(graph, "cpu", emulate_bf16=options.precision == "bf16"))
     frame = frame_of(runner, pruned)
-    available = _streamable(samples.length, samples.lengths, frame, graph.name)
+    random = samples.source.startswith("random")
+    available = _streamable(
+        samples.length, samples.lengths, frame, graph.name, None if random else samples.source
+    )
     steps = available - available % frame
     x = samples.x[:, :steps]
     return compare_outputs(
