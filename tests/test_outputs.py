@@ -402,3 +402,17 @@ def test_a_fill_in_place_killed_midway_leaves_no_report_and_only_our_files(tmp_p
     owned = files.owned_files(out)
     visible = {p.name for p in out.iterdir() if not p.name.startswith(".")} - {MANIFEST}
     assert visible <= owned and {"pruned.pt", "model.onnx", "old_only.png"} <= owned
+
+
+def test_an_error_after_a_stop_signal_is_reported_as_the_stop(capsys, monkeypatch):
+    import aire_export.cli as cli
+    from aire_export.cli import commands
+
+    def broken(*_args, **_kwargs):
+        raise RecursionError("maximum recursion depth exceeded")  # numpy's, interrupted
+
+    monkeypatch.setattr(commands.cli, "main", broken)
+    assert cli._run(["inspect", "m.pt"], {}, [signal.SIGINT]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    assert cli._run(["inspect", "m.pt"], {}, []) == 1  # without a stop: a bug, reported so
+    assert "internal error: RecursionError" in capsys.readouterr().err

@@ -33,18 +33,25 @@ INTERRUPTED = 130
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # how schedulers, CI and `timeout` stop a job
 
 
-def _terminate(signum: int, frame) -> None:
-    raise Terminated(signum)
-
-
 @contextmanager
-def stop_signals_unwind() -> Iterator[None]:
+def stop_signals_unwind(received: list[int] | None = None) -> Iterator[None]:
     """SIGTERM and SIGHUP raise :class:`Terminated` while the command runs, so staged outputs
-    are cleaned up as on Ctrl-C (only the main thread may install handlers)."""
+    are cleaned up as on Ctrl-C (only the main thread may install handlers); every stop
+    signal, Ctrl-C included, is also appended to ``received``: a library interrupted midway
+    can fail with another error (numpy interrupted while it imports: a RecursionError),
+    which is then reported as the stop, not as a bug."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _terminate) for s in STOP_SIGNALS}
+    received = [] if received is None else received
+
+    def stop(signum: int, _frame) -> None:
+        received.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, *STOP_SIGNALS)}
     try:
         yield
     finally:
@@ -56,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (errors print one line on stderr)."""
     args = sys.argv[1:] if argv is None else [str(a) for a in argv]
     context = {"command": shlex.join(["aire-export", *args])}
-    with stop_signals_unwind():
-        return _run(args, context)
+    received: list[int] = []
+    with stop_signals_unwind(received):
+        return _run(args, context, received)
 
 
-def _run(args: list[str], context: dict) -> int:
+def _run(args: list[str], context: dict, received: list[int]) -> int:
     try:
         code = cli.main(args=args, prog_name="aire-export", standalone_mode=False, obj=context)
         if isinstance(code, int):  # ctx.exit(n) is returned, not raised, outside standalone mode
@@ -90,10 +98,20 @@ def _run(args: list[str], context: dict) -> int:
         if e.errno in WRITE_ERRNOS:
             click.echo(f"error: cannot write {e.filename or 'the output'}: {e.strerror}", err=True)
             return EXIT_OUTPUT
-        return _internal_error(e)
-    except Exception as e:  # a bug in aire-export, not a user mistake
+        return _stopped(received[0]) if received else _internal_error(e)
+    except Exception as e:  # a bug in aire-export, not a user mistake, unless a stop came first
+        if received:
+            return _stopped(received[0])
         return _internal_error(e)
     return EXIT_OK
+
+
+def _stopped(signum: int) -> int:
+    if signum == signal.SIGINT:
+        click.echo("interrupted", err=True)
+        return INTERRUPTED
+    click.echo(f"stopped by {signal.Signals(signum).name}: nothing was written", err=True)
+    return 128 + signum
 
 
 def _internal_error(e: Exception) -> int:
