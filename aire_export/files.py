@@ -152,6 +152,13 @@ def check_destination(
     the outputs go where it points); OutputError unless it can receive a whole output folder
     (see the module doc)."""
     out = Path(os.path.abspath(out))
+    try:
+        str(out).encode()
+    except UnicodeEncodeError:  # bytes that are no UTF-8: onnxruntime and others cannot open it
+        raise OutputError(
+            f"{str(out)!r} is not a valid UTF-8 path (some runtimes cannot open it): choose another "
+            "--out"
+        ) from None
     if out.is_symlink():
         try:
             out = out.resolve(strict=True)

@@ -416,3 +416,15 @@ def test_an_error_after_a_stop_signal_is_reported_as_the_stop(capsys, monkeypatc
     assert capsys.readouterr().err.strip() == "interrupted"
     assert cli._run(["inspect", "m.pt"], {}, []) == 1  # without a stop: a bug, reported so
     assert "internal error: RecursionError" in capsys.readouterr().err
+
+
+def test_an_output_path_that_is_not_utf8_is_refused_before_the_work(tmp_path, model_file, capsys):
+    code, _, err = run(capsys, model_file, *FAST, "-o", tmp_path / "bad\udcffname")
+    assert code == 5 and "not a valid UTF-8 path" in _one_error_line(err)
+    assert "lower to ONNX" not in err and _hidden(tmp_path) == []
+
+
+def test_json_reports_give_the_verdict_on_stderr_too(tmp_path, model_file, capsys):
+    code, out, err = run(capsys, model_file, *FAST, "--json")
+    assert code == 0 and json.loads(out)["verdict"]["exit_code"] == 0
+    assert "Verdict: PASSED" in err and "Verdict" not in out

@@ -272,7 +272,7 @@ def run_cmd(
         result = run_pipeline(model, pipeline, progress=progress)
     with after_commit(result.out):
         if as_json:
-            render.print_json(result.report.to_json())
+            render.json_report(result.report)
         else:
             render.run_report(result.report, result.out)
     ctx.exit(result.exit_code)
@@ -507,7 +507,7 @@ def validate_cmd(
             folder, original, validation, command=_command(ctx), progress=progress, **gates
         )
     if as_json:
-        render.print_json(report.to_json())
+        render.json_report(report)
     else:
         render.validate_report(report)
     ctx.exit(report.verdict.exit_code)

@@ -258,6 +258,15 @@ def checks(console: Console, report: Report) -> None:
     notes(console, "not verified", v.unverified)
 
 
+def json_report(report: Report) -> None:
+    """``--json``: report.json on stdout; the verdict and the warnings on stderr too, for a
+    person reading the job's log."""
+    print_json(report.to_json())
+    err = stderr()
+    notes(err, "warning", report.warnings)
+    verdict_line(err, report)
+
+
 def verdict_line(console: Console, report: Report) -> None:
     v = report.verdict
     if v.exit_code:
