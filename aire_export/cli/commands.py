@@ -239,7 +239,10 @@ def export_cmd(model: Path, out: Path, force: bool, as_json: bool, **options) ->
 @opt.output_folder("Output folder (default: MODEL without its suffix, plus .aire).")
 @opt.FORCE
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print report.json on stdout (progress goes to stderr)."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print report.json on stdout (progress, warnings and the verdict go to stderr).",
 )
 @click.pass_context
 def run_cmd(
