@@ -151,20 +151,7 @@ def check_destination(
     """The folder to write for ``--out`` ``out`` (absolute; a symlink to a folder followed, so
     the outputs go where it points); OutputError unless it can receive a whole output folder
     (see the module doc)."""
-    out = Path(os.path.abspath(out))
-    try:
-        str(out).encode()
-    except UnicodeEncodeError:  # bytes that are no UTF-8: onnxruntime and others cannot open it
-        raise OutputError(
-            f"{str(out)!r} is not a valid UTF-8 path (some runtimes cannot open it): choose another "
-            "--out"
-        ) from None
-    if out.is_symlink():
-        try:
-            out = out.resolve(strict=True)
-        except (OSError, RuntimeError):  # a loop, or a link to nothing
-            raise OutputError(f"{out} is a symlink that leads to no folder: fix it or choose "
-                              "another --out") from None  # fmt: skip
+    out = _resolved(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is a file: choose another --out")
     _refuse_inputs(out, inputs, "--out")
@@ -191,6 +178,26 @@ def check_destination(
     if not force and out.is_dir() and any(out.iterdir()):
         _refuse_foreign(out)
     return out
+
+
+def _resolved(out: Path) -> Path:
+    """``out`` absolute, a symlink followed; OutputError for a path no runtime can open."""
+    out = Path(os.path.abspath(out))
+    try:
+        str(out).encode()
+    except UnicodeEncodeError:  # bytes that are no UTF-8: onnxruntime and others cannot open it
+        raise OutputError(
+            f"{str(out)!r} is not a valid UTF-8 path (some runtimes cannot open it): choose "
+            "another --out"
+        ) from None
+    if not out.is_symlink():
+        return out
+    try:
+        return out.resolve(strict=True)
+    except (OSError, RuntimeError):  # a loop, or a link to nothing
+        raise OutputError(
+            f"{out} is a symlink that leads to no folder: fix it or choose another --out"
+        ) from None
 
 
 def _try_stage(out: Path) -> None:
