@@ -24,6 +24,7 @@ was written, and a gate or a runtime failed.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 EXIT_OK = 0
@@ -66,6 +67,10 @@ class OutputError(AireError):
     """The output location cannot be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+#: Ctrl-C, and how schedulers, CI and `timeout` stop a job (SIGTERM, SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Terminated(BaseException):

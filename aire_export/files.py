@@ -51,7 +51,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from aire_export.errors import OutputError, Terminated
+from aire_export.errors import STOP_SIGNALS, OutputError, Terminated
 
 MANIFEST = "aire-files.json"
 REPORT_NAME = "report.json"  # a folder whose manifest lists it is a whole job's output
@@ -65,7 +65,6 @@ WRITE_ERRNOS = frozenset(
 )  # fmt: skip
 #: why a folder's rename can fail where its contents can still be replaced
 _UNMOVABLE = frozenset({errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES})
-_DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # held during a commit
 _STAGE, _OLD = "stage", "old"
 
 
@@ -239,13 +238,15 @@ def check_file_outputs(
         folder = path.parent if str(path.parent) else Path(".")
         if folder.exists() and not os.access(folder, os.W_OK):
             raise OutputError(f"cannot write {path}: folder {folder} is not writable")
+        if not path.exists() or force:
+            continue
         owned = owned_files(folder) or set()
-        if path.exists() and not force and path.name not in owned:
+        if path.name not in owned:
             raise OutputError(
                 f"{path} exists and was not written by aire-export: choose another output, or "
                 "pass --force to replace it"
             )
-        if path.exists() and not force and REPORT_NAME in owned:
+        if REPORT_NAME in owned:
             raise OutputError(
                 f"{folder} is the output of a whole job and its {REPORT_NAME} describes "
                 f"{path.name}: replacing it alone would leave the report wrong; write elsewhere, "
@@ -395,7 +396,7 @@ def _signals_deferred() -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield pending
         return
-    previous = {s: signal.signal(s, lambda n, _frame: pending.append(n)) for s in _DEFERRED}
+    previous = {s: signal.signal(s, lambda n, _frame: pending.append(n)) for s in STOP_SIGNALS}
     try:
         yield pending
     finally:

@@ -27,6 +27,12 @@ def _benchmark(script: str, *args: str, **env: str) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
 
 
+def _needs_commit(commit: str, holding: str) -> None:
+    """Skip unless the git history holds ``commit`` (a shallow clone lacks the old code)."""
+    if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT).returncode:
+        pytest.skip(f"needs the git history holding {commit} ({holding})")
+
+
 def test_gpu_suite_smoke_run_on_the_cpu(tmp_path):
     _benchmark(
         "gpu_suite.py",
@@ -113,9 +119,7 @@ def test_the_streaming_benchmark_smoke_run_times_every_contender_after_checking_
 
 
 def test_the_certificate_benchmark_smoke_run_compares_old_and_new(tmp_path):
-    history = subprocess.run(["git", "cat-file", "-e", "0d45a51^{commit}"], cwd=ROOT)
-    if history.returncode != 0:  # a shallow clone: the old implementation is not there
-        pytest.skip("needs the git history holding 0d45a51 (the old certificates)")
+    _needs_commit("0d45a51", "the old certificates")
     out = tmp_path / "certificates.json"
     _benchmark("certificates.py", "--quick", "--repeats", "1", "--ratios", "0.7", "--out", str(out))
     result = json.loads(out.read_text())
@@ -140,9 +144,7 @@ def test_the_auto_choice_benchmark_times_every_lowering_and_names_autos_choice(t
 
 
 def test_the_graph_size_benchmark_smoke_run_compares_old_and_new_graphs(tmp_path):
-    history = subprocess.run(["git", "cat-file", "-e", "9797b4e^{commit}"], cwd=ROOT)
-    if history.returncode != 0:  # a shallow clone: the old lowering is not there
-        pytest.skip("needs the git history holding 9797b4e (the stored Q×Q tables)")
+    _needs_commit("9797b4e", "the stored Q×Q tables")
     out = tmp_path / "graph_size.json"
     _benchmark("graph_size.py", "--quick", "--repeats", "1", "--out", str(out))
     rows = json.loads(out.read_text())["rows"]
@@ -160,9 +162,7 @@ def test_the_graph_size_benchmark_smoke_run_compares_old_and_new_graphs(tmp_path
 
 
 def test_the_chunk_layout_benchmark_smoke_run_compares_the_layouts(tmp_path):
-    history = subprocess.run(["git", "cat-file", "-e", "3bea52a^{commit}"], cwd=ROOT)
-    if history.returncode != 0:  # a shallow clone: the pair layout is not there
-        pytest.skip("needs the git history holding 3bea52a (the pair layout)")
+    _needs_commit("3bea52a", "the pair layout")
     out = tmp_path / "chunk_layout.json"
     _benchmark("chunk_layout.py", "--quick", "--repeats", "1", "--out", str(out))
     result = json.loads(out.read_text())

@@ -15,6 +15,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -24,13 +25,13 @@ from aire_export.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_OUTPUT,
+    STOP_SIGNALS,
     AireError,
     Terminated,
 )
 from aire_export.files import WRITE_ERRNOS
 
-INTERRUPTED = 130
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # how schedulers, CI and `timeout` stop a job
+INTERRUPTED = 128 + signal.SIGINT
 
 
 @contextmanager
@@ -51,7 +52,7 @@ def stop_signals_unwind(received: list[int] | None = None) -> Iterator[None]:
             raise KeyboardInterrupt
         raise Terminated(signum)
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, *STOP_SIGNALS)}
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -85,32 +86,28 @@ def _run(args: list[str], context: dict, received: list[int]) -> int:
         click.echo(f"error: {e}", err=True)
         return e.exit_code
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return INTERRUPTED
+        return _stopped(signal.SIGINT)
     except Terminated as e:
-        name = signal.Signals(e.signum).name
-        if e.written is None:
-            click.echo(f"stopped by {name}: nothing was written", err=True)
-        else:
-            click.echo(f"stopped by {name} after the output was written: {e.written}", err=True)
-        return 128 + e.signum
-    except OSError as e:
-        if e.errno in WRITE_ERRNOS:
+        return _stopped(e.signum, e.written)
+    except Exception as e:  # the environment's write fault, else a bug, unless a stop came first
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
             click.echo(f"error: cannot write {e.filename or 'the output'}: {e.strerror}", err=True)
             return EXIT_OUTPUT
-        return _stopped(received[0]) if received else _internal_error(e)
-    except Exception as e:  # a bug in aire-export, not a user mistake, unless a stop came first
         if received:
             return _stopped(received[0])
         return _internal_error(e)
     return EXIT_OK
 
 
-def _stopped(signum: int) -> int:
-    if signum == signal.SIGINT:
+def _stopped(signum: int, written: Path | None = None) -> int:
+    """128 + ``signum``, saying what the stop left: the output written, or nothing."""
+    name = signal.Signals(signum).name
+    if written is not None:
+        click.echo(f"stopped by {name} after the output was written: {written}", err=True)
+    elif signum == signal.SIGINT:
         click.echo("interrupted", err=True)
-        return INTERRUPTED
-    click.echo(f"stopped by {signal.Signals(signum).name}: nothing was written", err=True)
+    else:
+        click.echo(f"stopped by {name}: nothing was written", err=True)
     return 128 + signum
 
 
@@ -127,8 +124,8 @@ def _internal_error(e: Exception) -> int:
 
 def console_main() -> None:
     code = main()
-    for s in (signal.SIGINT, *STOP_SIGNALS):  # the job is over: exit with its code, whatever
-        signal.signal(s, signal.SIG_IGN)  # comes while the interpreter shuts down (~0.4 s)
+    for s in STOP_SIGNALS:  # the job is over: exit with its code, whatever comes while the
+        signal.signal(s, signal.SIG_IGN)  # interpreter shuts down (~0.4 s)
     sys.exit(code)
 
 

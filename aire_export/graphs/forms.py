@@ -64,12 +64,13 @@ class ToeplitzForms:
 
     Dense: u chunk flattened as (j, h) → ``T`` (QH, QH), ``W_in`` (QH, 2P·dirs),
     ``W_out`` (2P·dirs, QH). SISO bank: per channel ``T`` (H, Q, Q), ``W_in`` (H, Q, 2N·dirs),
-    ``W_out`` (H, 2N·dirs, Q). Directions are concatenated forward first.
+    ``W_out`` (H, 2N·dirs, Q). Directions are concatenated forward first. Arrays from
+    ``toeplitz_forms``, graph tensor names from ``toeplitz_operators`` (built in the graph).
     """
 
-    T: np.ndarray
-    W_in: np.ndarray
-    W_out: np.ndarray
+    T: np.ndarray | str
+    W_in: np.ndarray | str
+    W_out: np.ndarray | str
 
 
 def toeplitz_index(q: int) -> np.ndarray:
