@@ -131,9 +131,9 @@ def test_frame_graph_io_has_a_time_axis_and_the_same_states(tmp_path):
 
 
 def test_frame_graph_has_no_time_loop_and_keeps_the_recurrence_float32(tmp_path):
-    """The frame is a few MatMuls, not K copies of the step: the node count is one size up to
-    one chunk of 8 steps and another beyond (chunks and their boundary states), whatever K; at
-    fp16 every recurrence value is float32 and the outputs stay within the fp16 gate."""
+    """The frame is a few MatMuls and elementwise products, not K copies of the step: the
+    node count does not grow with K; at fp16 every recurrence value is float32 and the
+    outputs stay within the fp16 gate."""
     model = make_s5(seed=2)
     counts = {k: export(model, tmp_path / str(k), frame=k).step.node_count for k in (2, 8, 16, 64)}
     layers = len(model.layers)
@@ -156,8 +156,9 @@ def test_frame_graph_has_no_time_loop_and_keeps_the_recurrence_float32(tmp_path)
         assert rel_err(stream_frames(path, x, 4)[0], model_steps(net, x)[0]) <= 2e-3
 
 
-def test_frame_graph_passes_the_tensorrt_operator_check(tmp_path):
-    result = export(make_s4d(seed=1), tmp_path, target="trt", frame=8)
+@pytest.mark.parametrize("make", [make_s4d, make_s5], ids=["s4d", "s5"])
+def test_frame_graph_passes_the_tensorrt_operator_check(tmp_path, make):
+    result = export(make(seed=1), tmp_path, target="trt", frame=8)
     assert result.check is not None and result.check.ok, result.check.problems
 
 
@@ -168,7 +169,7 @@ def test_a_frame_that_is_not_a_positive_whole_number_is_a_bad_input(tmp_path, fr
 
 
 def test_frames_longer_than_the_limit_are_refused_before_building_constants(tmp_path):
-    """A frame's constants grow like K² per state: 128 steps per call at most."""
+    """The chunked frames' constants grow like K² per state: 128 steps per call at most."""
     for make in (make_s5, make_s4d):
         assert export(make(), tmp_path / "max", frame=MAX_FRAME).step.frame == MAX_FRAME
         with pytest.raises(InputError, match=f"at most {MAX_FRAME} steps"):
@@ -302,6 +303,86 @@ def test_frame_recurrence_is_the_recurrence_from_the_entering_state(frame):
         want.append(np.stack([state.real, state.imag], -1))
     assert rel_err(got_x, np.stack(want, 2)) <= 1e-6
     assert rel_err(got_last, want[-1]) <= 1e-6
+
+
+def factored_frame_session(lam: np.ndarray, batch: int, frame: int):
+    """A session of recurrence.factored_frame_recurrence alone: v (B, K, 2, P), s (B, 2, P)."""
+    from aire_export.graphs.builder import GraphBuilder
+    from aire_export.graphs.recurrence import factored_frame_recurrence
+
+    P = lam.size
+    g = GraphBuilder("frame", 17)
+    v, start = g.input("v", "float32", [batch, frame, 2, P]), g.input("s", "float32", [batch, 2, P])
+    x, last = factored_frame_recurrence(g, v, start, lam, frame)
+    g.output("x", x, "float32", [batch, frame, 2, P])
+    g.output("last", last, "float32", [batch, 2, P])
+    return session(g.model("test"))
+
+
+def planes(z: np.ndarray, axis: int) -> np.ndarray:
+    return np.stack([z.real, z.imag], axis).astype(np.float32)
+
+
+@pytest.mark.parametrize("frame", [1, 2, 7, 8, 9, 32, 33, 128])
+def test_factored_frame_recurrence_is_the_recurrence_from_the_entering_state(frame):
+    """x_k = λ x_{k−1} + v_k from x_{−1}, in planes, for slow, oscillating, imaginary and
+    unstable modes inside the factored range at K = 128 (|λ| from 0.7 to 1.2)."""
+    rng = np.random.default_rng(frame)
+    lam = np.array([0.7, 0.999, 0.95 * np.exp(1j), -0.9j, 0.9999 * np.exp(0.2j), 1.2])
+    v = rng.standard_normal((2, frame, lam.size)) + 1j * rng.standard_normal((2, frame, lam.size))
+    start = rng.standard_normal((2, lam.size)) + 1j * rng.standard_normal((2, lam.size))
+    got_x, got_last = factored_frame_session(lam, 2, frame).run(
+        None, {"v": planes(v, 2), "s": planes(start, 1)}
+    )
+    state, want = start, []
+    for k in range(frame):
+        state = lam * state + v[:, k]
+        want.append(state)
+    assert rel_err(got_x, planes(np.stack(want, 1), 2)) <= 1e-6
+    assert rel_err(got_last, planes(want[-1], 1)) <= 1e-6
+
+
+def test_the_factored_frame_takes_only_modes_whose_powers_stay_in_range():
+    """|ln|λ|| · reach ≤ ln 2^40: at K = 32 (reach 16) 0.177 ≤ |λ| ≤ 5.66, at K = 128
+    (reach 64) 0.649 ≤ |λ| ≤ 1.54; λ = 0 never."""
+    from aire_export.graphs.recurrence import factored_frame_fits
+
+    assert factored_frame_fits(np.array([0.18, 0.999j, 5.6]), 32)
+    for outside in (0.17, 5.7, 0.0):
+        assert not factored_frame_fits(np.array([0.9, outside]), 32), outside
+    assert factored_frame_fits(np.array([0.65 * np.exp(2j), 1.54]), 128)
+    assert not factored_frame_fits(np.array([0.64]), 128)
+    assert not factored_frame_fits(np.array([1.55]), 128)
+
+
+def test_a_factored_frame_stream_does_not_drift_with_the_rounding_of_lambda_to_the_k():
+    """The free response of 200 slow modes (1 − |λ| ≤ 1e-3) over 16384 steps in frames of 32:
+    the carried state meets λ^K as a_{K−1} ⊙ (q_hi + q_lo), so its error is the products'
+    rounding alone (median 7.0e-6, as the chunked frame's 7.4e-6); q rounded once to float32
+    instead measured a median of 1.0e-5."""
+    rng = np.random.default_rng(0)
+    lam = np.exp(-rng.uniform(1e-6, 1e-3, 200) + 1j * rng.uniform(-3, 3, 200))
+    s, zero = factored_frame_session(lam, 1, 32), np.zeros((1, 32, 2, 200), np.float32)
+    state = planes(np.ones((1, 200)), 1)
+    for _ in range(512):
+        state = s.run(["last"], {"v": zero, "s": state})[0]
+    want = lam ** (32 * 512)
+    error = np.abs(state[0, 0] + 1j * state[0, 1] - want) / np.abs(want)
+    assert np.median(error) <= 9e-6 and error.max() <= 3e-5
+
+
+def test_a_layer_with_a_mode_outside_the_factored_range_frames_by_chunks(tmp_path):
+    """A fast mode (|λ̄| ≈ 0.007) sends its layer to the chunked frame (per-state boundary and
+    chunk maps), the other layer keeps the factored one, and the graph streams exactly."""
+    model = make_s5(seed=1, state_sizes=(8, 4))
+    with torch.no_grad():
+        model.layers[0].seq.Lambda_re[0] = -500.0
+    path = export(model, tmp_path, frame=32).step.path
+    names = {i.name.rsplit("_", 1)[0] for i in onnx.load(str(path)).graph.initializer}
+    assert {"layers.0/ssm/scan/bounds", "layers.1/ssm/scan/running"} <= names
+    assert "layers.0/ssm/scan/running" not in names
+    x = random_input(model, 2, 64, seed=3)
+    assert rel_err(stream_frames(path, x, 32)[0], model_steps(model, x)[0]) <= 1e-5
 
 
 def test_the_lean_step_update_is_the_split_pair_update_bit_for_bit():

@@ -41,6 +41,14 @@ def pairs(z: np.ndarray) -> np.ndarray:
     return np.stack([z.real, z.imag], -1)
 
 
+def planar(W: np.ndarray, axis: int) -> np.ndarray:
+    """W with its interleaved (p, re/im) ``axis`` reordered as planes (re/im, p): 2P entries
+    [re_0 … re_{P−1}, im_0 … im_{P−1}]."""
+    W = np.moveaxis(W, axis, 0)
+    W = W.reshape(-1, 2, *W.shape[1:]).swapaxes(0, 1).reshape(W.shape)
+    return np.moveaxis(W, 0, axis)
+
+
 def input_matrix(B: np.ndarray) -> np.ndarray:
     """W_in (H, 2P) with u @ W_in = B̄ u as interleaved (p, re/im) reals."""
     return interleave(B.real.T, B.imag.T, axis=1)

@@ -32,6 +32,7 @@ from aire_export.graphs.forms import (
     interleave,
     output_matrix,
     pairs,
+    planar,
     real_forms,
     toeplitz_index,
 )
@@ -43,6 +44,8 @@ from aire_export.graphs.lowering import (
 )
 from aire_export.graphs.recurrence import (
     RECURRENCE_DTYPE,
+    factored_frame_fits,
+    factored_frame_recurrence,
     frame_recurrence,
     pad_time,
     planar_chunked_recurrence,
@@ -253,14 +256,38 @@ def step(
 
 def frame(
     g: GraphBuilder, core: ir.DenseLTI, u: str, state: list[str], compute: str, steps: int
-) -> tuple[str, list[str]]:
+) -> tuple[str, str]:
     """K = ``steps`` steps from the entering state x_{−1} (B, P, 2), u (B, K, H) in ``compute``:
 
         x_k = λ̄^(k+1) x_{−1} + Σ_{j ≤ k} λ̄^(k−j) B̄u_j;   y_k = s·Re(C̃x_k) + D ⊙ u_k
 
-    as the sequence form's input and output maps around recurrence.frame_recurrence (two
-    batched MatMuls: chunk-boundary states, then the states inside chunks of 8 steps); the
-    state after the frame is x_{K−1} (B, P, 2)."""
+    with the states in planes (B, K, 2, P) between an input map and a readout whose columns
+    and rows are reordered to match (forms.planar), so nothing is transposed but the (B, P, 2)
+    state, around recurrence.factored_frame_recurrence (elementwise scalings and one MatMul
+    shared by all states); a layer with a mode outside its range (factored_frame_fits) takes
+    :func:`_chunked_frame`. The state after the frame is x_{K−1} (B, P, 2)."""
+    if not factored_frame_fits(core.lam, steps):
+        return _chunked_frame(g, core, u, state, compute, steps)
+    (state,) = state
+    P = core.P
+    feedthrough = g.mul(u, g.const(core.D, compute, "D"))
+    v = g.matmul(u, g.const(planar(input_matrix(core.B), 1), compute, "B"))  # (B, K, 2P)
+    v = g.reshape(g.cast_if(v, compute, F32), [0, 0, 2, P])
+    with g.scope("scan"):
+        start = g.transpose(state, [0, 2, 1])  # (B, 2, P)
+        x, last = factored_frame_recurrence(g, v, start, core.lam, steps)
+    x = g.cast_if(g.reshape(x, [0, 0, 2 * P]), F32, compute)
+    C = planar(output_matrix(core.C[0], core.scale), 0)
+    y = g.add(g.matmul(x, g.const(C, compute, "C")), feedthrough)
+    return y, [g.transpose(last, [0, 2, 1])]
+
+
+def _chunked_frame(
+    g: GraphBuilder, core: ir.DenseLTI, u: str, state: list[str], compute: str, steps: int
+) -> tuple[str, str]:
+    """:func:`frame` for any λ̄, as the sequence form's input and output maps around
+    recurrence.frame_recurrence (two batched MatMuls: chunk-boundary states, then the states
+    inside chunks of 8 steps; states (B, P, K, 2))."""
     (state,) = state
     feedthrough = g.mul(u, g.const(core.D, compute, "D"))
     v = _input_states(g, core, u, compute)  # (B, P, K, 2)

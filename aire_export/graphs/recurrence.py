@@ -11,7 +11,9 @@ on the layout ``(*lead, T, 2)``: time is the second-to-last axis and the last ax
 block R(z) = [[Re z, Im z], [−Im z, Re z]] (:func:`complex_right`), so one MatMul does it.
 
 All powers λ^m are computed in float64 at export time and only powers with m ≥ 0 appear,
-so nothing overflows for fast modes (|λ| ≪ 1) at any length.
+so nothing overflows for fast modes (|λ| ≪ 1) at any length; the one exception, the
+factored frame (:func:`factored_frame_recurrence`), is used only where its negative powers
+stay within :data:`FACTOR_RANGE`.
 """
 
 from __future__ import annotations
@@ -245,6 +247,82 @@ def frame_recurrence(
     x = g.matmul(chunks, g.const(np.concatenate([M, G], axis=-2), RECURRENCE_DTYPE, "chunks"))
     x = g.reshape(x, [0] * time + [n * q, 2])
     return (x, last) if n * q == frame else (g.slice(x, [0], [frame], [time]), last)
+
+
+FACTOR_RANGE = 2.0**40  # |λ^e| and |λ^−e| of a factored frame's constants at most this
+
+
+def factored_frame_reach(frame: int) -> tuple[int, int]:
+    """(m, reach) of a factored frame of K = ``frame`` steps: the reference step m = ⌊(K−1)/2⌋
+    and the largest |e| among its exponents (a: k − m, b: m − j, q: m + 1)."""
+    m = (frame - 1) // 2
+    return m, max(m + 1, frame - 1 - m)
+
+
+def factored_frame_fits(lam: np.ndarray, frame: int) -> bool:
+    """Whether every λ^e of :func:`factored_frame_recurrence` has |λ^e|, |λ^−e| ≤ FACTOR_RANGE
+    (2^40: with inputs of magnitude 2^−86..2^88 every product stays a normal float32), i.e.
+    |ln|λ|| · reach ≤ ln FACTOR_RANGE for every mode: at K = 32 (reach 16) 0.176 ≤ |λ| ≤ 5.7,
+    at K = 128 (reach 64) 0.65 ≤ |λ| ≤ 1.5. Modes outside (λ = 0 included) take
+    :func:`frame_recurrence`."""
+    _, reach = factored_frame_reach(frame)
+    with np.errstate(divide="ignore"):
+        log = np.abs(np.log(np.abs(np.asarray(lam, dtype=complex))))
+    return bool(np.all(log * reach <= np.log(FACTOR_RANGE)))
+
+
+PLANE_SWAP = [1, 0]  # [re; im] → [im; re]
+
+
+def planar_product(g: GraphBuilder, x: str, z: np.ndarray, axis: int, hint: str) -> str:
+    """z ⊙ x for x (…, 2, P) in planes (re, im on ``axis``) and complex z (…, P) broadcasting
+    against x without that axis:
+
+        z ⊙ x = x ⊙ [Re z; Re z] + x[[im, re]] ⊙ [−Im z; Im z]
+
+    (the planes swapped by one Gather: measured as fast as a Slice with step −1 and faster
+    than the pair layout's MatMul by a 2 × 2 swap on the frame of benchmarks/streaming.py)."""
+    swapped = g.op("Gather", x, g.ints(PLANE_SWAP), axis=axis)
+    same = g.const(np.stack([z.real, z.real], -2), RECURRENCE_DTYPE, f"{hint}_re")
+    cross = g.const(np.stack([-z.imag, z.imag], -2), RECURRENCE_DTYPE, f"{hint}_im")
+    return g.add(g.mul(x, same), g.mul(swapped, cross))
+
+
+def factored_frame_recurrence(
+    g: GraphBuilder, v: str, start: str, lam: np.ndarray, frame: int
+) -> tuple[str, str]:
+    """One frame of K = ``frame`` steps from x_{−1} = ``start`` (B, 2, P), v (B, K, 2, P), both
+    in planes (re, im on axis −2), with no per-state GEMM: λ^(k−j) = λ^(k−m) λ^(m−j) turns
+
+        x_k = λ^(k+1) x_{−1} + Σ_{j ≤ k} λ^(k−j) v_j = a_k ⊙ (Σ_{j ≤ k} b_j ⊙ v_j + q ⊙ x_{−1})
+        a_k = λ^(k−m) (float32),  b_j = λ^(m−j),  q = λ^K / a_{K−1} (split hi + lo)
+
+    into two elementwise products around one MatMul shared by all states, the running sum
+    [tril(1) | 1 1] (K × K+2) @ [b ⊙ v; q_hi ⊙ x_{−1}; q_lo ⊙ x_{−1}] (B, K+2, 2P); m =
+    ⌊(K−1)/2⌋ halves the exponents' range. Returns (x (B, K, 2, P), x_{K−1} (B, 2, P)).
+
+    Rounding: a term's float32 sum error is relative to the terms it holds (j ≤ k), and a_k
+    scales it back, so the bound is that of the direct sum, eps·Σ_j |λ|^(k−j) |v_j|. The
+    carried state meets λ^K as a_{K−1} ⊙ q, where q absorbs a_{K−1}'s own rounding and is
+    split hi + lo (like :func:`step_states`): a long stream does not drift with λ^K's
+    rounding. Only where :func:`factored_frame_fits` (the constants within FACTOR_RANGE).
+    Measured on the stream workload (benchmarks/RESULTS.md, streaming): 1.3× faster per
+    step than :func:`frame_recurrence` at K = 32, 1.2–1.8× at K = 2..128."""
+    K = frame
+    m, _ = factored_frame_reach(K)
+    lam = np.asarray(lam, dtype=complex)
+    k = np.arange(K)[:, None]
+    a = (lam ** (k - m)).astype(np.complex64).astype(complex)  # (K, P), as the graph holds it
+    q_hi, q_lo = split_float32(lam**K / a[-1])
+    rows = g.concat([v, g.unsqueeze(start, [1]), g.unsqueeze(start, [1])], axis=1)
+    scaled = planar_product(g, rows, np.concatenate([lam ** (m - k), [q_hi], [q_lo]]), 2, "b")
+    running = np.concatenate([np.tril(np.ones((K, K))), np.ones((K, 2))], axis=1)
+    P = lam.shape[-1]
+    sums = g.matmul(
+        g.const(running, RECURRENCE_DTYPE, "running"), g.reshape(scaled, [0, K + 2, 2 * P])
+    )
+    x = planar_product(g, g.reshape(sums, [0, K, 2, P]), a, 2, "a")
+    return x, g.squeeze(g.slice(x, [K - 1], [K], [1]), [1])
 
 
 def boundary_matrix(lam: np.ndarray, frame: int, q: int) -> np.ndarray:

@@ -20,13 +20,15 @@ per K steps: x is (batch, K, d_input) (tokens (batch, K)), y (batch, K, d_output
 output after every step of the frame, and the states, pooled_sum and steps are those after
 the K steps; the same inputs as K single steps give the same outputs. Inside the frame each
 layer runs its layout's ``frame`` form from the entering state (a small sequence computation
-with constants of the powers λ̄^0..λ̄^K; no per-step nodes, no Loop), and
+with constants of the powers of λ̄; no per-step nodes, no Loop), and
 
     sums_k = pooled_sum + Σ_{j ≤ k} h_j   (one MatMul by a K×K lower-triangular ones matrix)
     z_k = h_k (last) or sums_k / (steps + k + 1) (mean);  y_k = head(z_k)
 
-K is at most MAX_FRAME = 128: the constants of a frame grow like K² per state (S5: the
-chunk-boundary map, (2K + 4) × 2⌈K/8⌉ per state; S4D: a K × K Toeplitz matrix per channel).
+K is at most MAX_FRAME = 128: an S5 frame holds 8K + 8 floats per state and one shared
+K × (K + 2) matrix (its factored form), but the forms that take any λ̄ grow like K² per state
+or channel (S5's chunked frame: its (2K + 4) × 2⌈K/8⌉ boundary map per state; S4D: a K × K
+Toeplitz matrix per channel).
 
 A frame graph takes whole frames only: a stream whose length is not a multiple of K leaves a
 partial frame for the caller to hold until it fills (or to finish with a ``--frame 1`` graph);
@@ -124,7 +126,7 @@ def _frame_pooling(
     return g.div(sums, counts), new_sum, new_steps
 
 
-MAX_FRAME = 128  # steps per call at most: a frame's constants grow like K² per state
+MAX_FRAME = 128  # steps per call at most: the chunked frames' constants grow like K²
 
 
 def frame_problem(net: ir.Graphable, frame: int) -> str | None:
@@ -135,9 +137,10 @@ def frame_problem(net: ir.Graphable, frame: int) -> str | None:
         return None
     if frame > MAX_FRAME:
         return (
-            f"--frame {frame}: a frame graph holds constants that grow like K² per state "
-            f"(S5: the chunk-boundary map; S4D: a K × K Toeplitz matrix per channel): use at "
-            f"most {MAX_FRAME} steps per call (model.onnx takes whole sequences)"
+            f"--frame {frame}: a frame graph can hold constants that grow like K² per state "
+            f"(S5's chunked frame: the chunk-boundary map; S4D: a K × K Toeplitz matrix per "
+            f"channel): use at most {MAX_FRAME} steps per call (model.onnx takes whole "
+            "sequences)"
         )
     if net.bidirectional:
         return (
