@@ -19,6 +19,8 @@ is for a wrong graph.
 ``--before`` adds the single-step graph as it was before the lean update (each state pair
 split into re and im, updated and joined again: recurrence.py's split_pair, scaled_pair and
 join_pair, 27 nodes per layer instead of 9), built by swapping that update in for the export.
+``--chunked`` adds the S5 frame graphs as they were before the factored frame (every layer
+by lti_dense._chunked_frame: per-state boundary and chunk MatMuls), built the same way.
 """
 
 from __future__ import annotations
@@ -102,6 +104,16 @@ def export_before(model, folder: Path):
         lti_dense.step_states = lti_bank.step_states = lean
 
 
+def export_chunked(model, folder: Path, frame: int):
+    """The frame graph with every S5 layer's chunked frame (``--chunked``)."""
+    fits = lti_dense.factored_frame_fits
+    lti_dense.factored_frame_fits = lambda lam, frame: False
+    try:
+        return export(model, folder, frame=frame).step
+    finally:
+        lti_dense.factored_frame_fits = fits
+
+
 def eager_stream(model, x: torch.Tensor) -> np.ndarray:
     """y after every step of x (1, T, d) by the model's own ``step()``."""
     state, ys = model.init_state(x.shape[0]), []
@@ -132,10 +144,14 @@ def run(args) -> dict:
             contenders[eager] = lambda m=model: eager_stream(m, x_torch)
             rows.append(dict(name=eager, kept=kept, states=states, contender="eager", frame=1))
             graphs = [("onnx", frame) for frame in FRAMES]
-            for contender, frame in graphs + ([("before", 1)] if args.before else []):
+            graphs += [("before", 1)] if args.before else []
+            graphs += [("chunked", frame) for frame in FRAMES[1:]] if args.chunked else []
+            for contender, frame in graphs:
                 folder = Path(tmp) / f"{kept}-{contender}-{frame}"
                 if contender == "before":
                     step = export_before(model, folder)
+                elif contender == "chunked":
+                    step = export_chunked(model, folder, frame)
                 else:
                     step = export(model, folder, frame=frame).step
                 graph = GraphStream(step.path, frame)
@@ -182,6 +198,14 @@ def ratios(times: dict[tuple, list[float]]) -> dict:
     if ("100%", "before", 1) in times:
         for kept in RATIOS:
             out[f"{kept}: K=1 before / lean"] = at(kept, "before", 1)(kept, "onnx", 1)
+    for kept in RATIOS:
+        for frame in FRAMES[1:]:
+            if (kept, "chunked", frame) in times:
+                key = f"{kept}: K={frame} chunked / factored"
+                out[key] = at(kept, "chunked", frame)(kept, "onnx", frame)
+                out[f"{kept}: K=1 / K={frame} chunked"] = at(kept, "onnx", 1)(
+                    kept, "chunked", frame
+                )
     return out
 
 
@@ -198,6 +222,9 @@ def main() -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="A tiny model (tests).")
     parser.add_argument("--before", action="store_true", help="Time the pre-lean step graph too.")
+    parser.add_argument(
+        "--chunked", action="store_true", help="Time the frames before the factored form too."
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.steps % max(FRAMES) or args.check_steps % max(FRAMES):
@@ -212,7 +239,7 @@ def main() -> None:
             f"(p90 {row['p90_us_per_step']:.1f}){extra}"
         )
     for name, value in result["ratios"].items():
-        print(f"{name:26s} x{value:.2f}")
+        print(f"{name:32s} x{value:.2f}")
     if args.out:
         meta = {**cpu_run_meta(), "device": "2-core CPU, shared; 1 thread per contender"}
         args.out.write_text(json.dumps({"meta": meta, **result}, indent=1))

@@ -102,20 +102,25 @@ def test_the_streaming_benchmark_smoke_run_times_every_contender_after_checking_
     tmp_path, workload
 ):
     out = tmp_path / "streaming.json"
+    chunked = ["--chunked"] if workload == "stream" else []  # the S5 frames before factoring
     _benchmark(
         "streaming.py", "--smoke", "--workload", workload, "--rounds", "2", "--steps", "32",
-        "--out", str(out),
+        "--out", str(out), *chunked,
     )  # fmt: skip
     result = json.loads(out.read_text())
     rows = result["rows"]
+    kinds = (("eager", 1), ("onnx", 1), ("onnx", 8), ("onnx", 32))
+    kinds += (("chunked", 8), ("chunked", 32)) if chunked else ()
     assert {(r["kept"], r["contender"], r["frame"]) for r in rows} == {
-        (kept, kind, frame)
-        for kept in ("100%", "50%", "30%")
-        for kind, frame in (("eager", 1), ("onnx", 1), ("onnx", 8), ("onnx", 32))
+        (kept, kind, frame) for kept in ("100%", "50%", "30%") for kind, frame in kinds
     }
-    assert max(r["max_rel_error"] for r in rows if r["contender"] == "onnx") <= 1e-5
+    assert max(r["max_rel_error"] for r in rows if r["contender"] != "eager") <= 1e-5
     assert all(r["us_per_step"] > 0 for r in rows)
     assert "100%: K=1 / K=32" in result["ratios"] and "100% / 30% at K=32" in result["ratios"]
+    if chunked:  # a different graph: the per-state boundary map is there
+        nodes = {(r["contender"], r["frame"]): r.get("nodes") for r in rows if r["kept"] == "100%"}
+        assert nodes["chunked", 32] != nodes["onnx", 32]
+        assert "100%: K=32 chunked / factored" in result["ratios"]
 
 
 def test_the_certificate_benchmark_smoke_run_compares_old_and_new(tmp_path):

@@ -314,7 +314,8 @@ def factored_frame_recurrence(
     k = np.arange(K)[:, None]
     a = (lam ** (k - m)).astype(np.complex64).astype(complex)  # (K, P), as the graph holds it
     q_hi, q_lo = split_float32(lam**K / a[-1])
-    rows = g.concat([v, g.unsqueeze(start, [1]), g.unsqueeze(start, [1])], axis=1)
+    entering = g.unsqueeze(start, [1])  # (B, 1, 2, P)
+    rows = g.concat([v, entering, entering], axis=1)
     scaled = planar_product(g, rows, np.concatenate([lam ** (m - k), [q_hi], [q_lo]]), 2, "b")
     running = np.concatenate([np.tril(np.ones((K, K))), np.ones((K, 2))], axis=1)
     P = lam.shape[-1]
@@ -322,7 +323,7 @@ def factored_frame_recurrence(
         g.const(running, RECURRENCE_DTYPE, "running"), g.reshape(scaled, [0, K + 2, 2 * P])
     )
     x = planar_product(g, g.reshape(sums, [0, K, 2, P]), a, 2, "a")
-    return x, g.squeeze(g.slice(x, [K - 1], [K], [1]), [1])
+    return x, g.op("Gather", x, g.ints(K - 1), axis=1)
 
 
 def boundary_matrix(lam: np.ndarray, frame: int, q: int) -> np.ndarray:
