@@ -51,4 +51,18 @@ def cpu_run_meta() -> dict:
         "command": " ".join(sys.argv),
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__,
+        "cpu": cpu_model(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; the machine type elsewhere): these
+    shared machines change between sessions, and ratios move with them."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -220,7 +220,9 @@ def frame_recurrence(
     2. the states inside every chunk, [v_{cQ} … v_{cQ+Q−1}, h_{c−1}] (2Q + 2 wide, h_{−1} =
        x_{−1}, the frame zero-padded to n·Q) times [M; G] (:func:`chunk_matrices`).
 
-    K ≤ Q is step 2 alone with its entering map split hi + lo. Measured on the stream
+    K ≤ Q is step 2 alone with its entering map split hi + lo. For any λ; where
+    :func:`factored_frame_fits`, :func:`factored_frame_recurrence` is 1.3× faster at K = 32
+    and takes its place (lti_dense.frame). Measured on the stream
     workload (benchmarks/RESULTS.md, streaming; 1 thread): at K = 32 one (2K × 2K) matrix per
     state 1.5× slower, chunks of 4 or 16 steps 1.2× slower, the entering states added
     elementwise 2× slower; the chunk ends carried one level up by this function (three
