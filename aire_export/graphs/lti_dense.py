@@ -256,7 +256,7 @@ def step(
 
 def frame(
     g: GraphBuilder, core: ir.DenseLTI, u: str, state: list[str], compute: str, steps: int
-) -> tuple[str, str]:
+) -> tuple[str, list[str]]:
     """K = ``steps`` steps from the entering state x_{−1} (B, P, 2), u (B, K, H) in ``compute``:
 
         x_k = λ̄^(k+1) x_{−1} + Σ_{j ≤ k} λ̄^(k−j) B̄u_j;   y_k = s·Re(C̃x_k) + D ⊙ u_k
@@ -284,7 +284,7 @@ def frame(
 
 def _chunked_frame(
     g: GraphBuilder, core: ir.DenseLTI, u: str, state: list[str], compute: str, steps: int
-) -> tuple[str, str]:
+) -> tuple[str, list[str]]:
     """:func:`frame` for any λ̄, as the sequence form's input and output maps around
     recurrence.frame_recurrence (two batched MatMuls: chunk-boundary states, then the states
     inside chunks of 8 steps; states (B, P, K, 2))."""

@@ -263,9 +263,9 @@ def factored_frame_reach(frame: int) -> tuple[int, int]:
 
 def factored_frame_fits(lam: np.ndarray, frame: int) -> bool:
     """Whether every λ^e of :func:`factored_frame_recurrence` has |λ^e|, |λ^−e| ≤ FACTOR_RANGE
-    (2^40: with inputs of magnitude 2^−86..2^88 every product stays a normal float32), i.e.
-    |ln|λ|| · reach ≤ ln FACTOR_RANGE for every mode: at K = 32 (reach 16) 0.176 ≤ |λ| ≤ 5.7,
-    at K = 128 (reach 64) 0.65 ≤ |λ| ≤ 1.5. Modes outside (λ = 0 included) take
+    (2^40: with inputs of magnitude 2^−86..2^87 every product stays a normal float32), i.e.
+    |ln|λ|| · reach ≤ ln FACTOR_RANGE for every mode: at K = 32 (reach 16) 0.177 ≤ |λ| ≤ 5.66,
+    at K = 128 (reach 64) 0.649 ≤ |λ| ≤ 1.54. Modes outside (λ = 0 included) take
     :func:`frame_recurrence`."""
     _, reach = factored_frame_reach(frame)
     with np.errstate(divide="ignore"):
@@ -308,8 +308,9 @@ def factored_frame_recurrence(
     carried state meets λ^K as a_{K−1} ⊙ q, where q absorbs a_{K−1}'s own rounding and is
     split hi + lo (like :func:`step_states`): a long stream does not drift with λ^K's
     rounding. Only where :func:`factored_frame_fits` (the constants within FACTOR_RANGE).
-    Measured on the stream workload (benchmarks/RESULTS.md, streaming): 1.3× faster per
-    step than :func:`frame_recurrence` at K = 32, 1.2–1.8× at K = 2..128."""
+    Measured on the stream workload (benchmarks/RESULTS.md, streaming; 1 thread): 1.33× faster
+    per step than :func:`frame_recurrence` at K = 32 unpruned (1.06× pruned to 30 %, P ≈ 38),
+    1.3–1.8× unpruned at K = 2..128."""
     K = frame
     m, _ = factored_frame_reach(K)
     lam = np.asarray(lam, dtype=complex)
