@@ -162,7 +162,7 @@ def check_destination(
         )
     if not out.parent.is_dir():
         raise OutputError(f"cannot write {out}: folder {out.parent} does not exist")
-    where = out if _in_place(out) else out.parent
+    where = _stage_place(out)
     if not os.access(where, os.W_OK):
         raise OutputError(f"cannot write {out}: folder {where} is not writable")
     remove_stale(out)
@@ -336,9 +336,15 @@ def _scratch_entries(out: Path) -> Iterator[tuple[Path, str, int]]:
                 yield path, kind, pid
 
 
+def _stage_place(out: Path) -> Path:
+    """Where ``out``'s stage goes: inside it when it is filled in place, else beside it."""
+    return out if _in_place(out) else out.parent
+
+
 def _make_stage(out: Path) -> Path:
-    where = out if _in_place(out) else out.parent
-    stage = Path(tempfile.mkdtemp(prefix=_scratch(out, _STAGE), suffix=".tmp", dir=where))
+    stage = Path(
+        tempfile.mkdtemp(prefix=_scratch(out, _STAGE), suffix=".tmp", dir=_stage_place(out))
+    )
     os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     return stage
 

@@ -31,6 +31,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import onnxruntime as ort
@@ -96,22 +97,17 @@ def split_pair_update(g, state: str, lam: np.ndarray, v: str, rank: int) -> str:
 
 def export_before(model, folder: Path):
     """The single-step graph with the split-pair update (``--before``)."""
-    lean = lti_dense.step_states
-    lti_dense.step_states = lti_bank.step_states = split_pair_update
-    try:
+    with (
+        mock.patch.object(lti_dense, "step_states", split_pair_update),
+        mock.patch.object(lti_bank, "step_states", split_pair_update),
+    ):
         return export(model, folder).step
-    finally:
-        lti_dense.step_states = lti_bank.step_states = lean
 
 
 def export_chunked(model, folder: Path, frame: int):
     """The frame graph with every S5 layer's chunked frame (``--chunked``)."""
-    fits = lti_dense.factored_frame_fits
-    lti_dense.factored_frame_fits = lambda lam, frame: False
-    try:
+    with mock.patch.object(lti_dense, "factored_frame_fits", lambda lam, frame: False):
         return export(model, folder, frame=frame).step
-    finally:
-        lti_dense.factored_frame_fits = fits
 
 
 def eager_stream(model, x: torch.Tensor) -> np.ndarray:
